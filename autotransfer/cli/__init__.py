@@ -1,0 +1,83 @@
+"""The ``autotransfer`` command line. Commands load lazily so ``--help`` never imports torch."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import AutotransferError
+
+# command name -> "module:function"; one module per command
+COMMANDS = {
+    "inspect": "autotransfer.cli.inspect_cmd:inspect_cmd",
+    "plugins": "autotransfer.cli.listing:plugins_cmd",
+    "sources": "autotransfer.cli.listing:sources_cmd",
+    "strategies": "autotransfer.cli.listing:strategies_cmd",
+    "estimators": "autotransfer.cli.listing:estimators_cmd",
+}
+
+HELP = {
+    "inspect": "Check a dataset: modality, tasks, classes, counts per split, warnings.",
+    "plugins": "List loaded plugins and what each registered.",
+    "sources": "List registered source models.",
+    "strategies": "List registered transfer strategies.",
+    "estimators": "List registered transferability estimators.",
+}
+
+
+class LazyGroup(click.Group):
+    """Imports a command's module only when that command runs; prints user errors as one line."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        if ctx.resilient_parsing or "--help" in sys.argv[1:2] or not sys.argv[1:]:
+            # listing help: a stub with the short help, no import
+            return click.Command(name, help=HELP.get(name, ""), short_help=HELP.get(name, ""))
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except AutotransferError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="autotransfer")
+@click.option("--plugins-dir", multiple=True, type=click.Path(),
+              help="Load every *.py in this folder as a plugin (repeatable; also AUTOTRANSFER_PLUGINS_DIR).")
+@click.option("--strict-plugins", is_flag=True, help="A plugin that fails to load is an error (exit 2), not a warning.")
+@click.option("--disable-plugin", multiple=True,
+              help="Do not load this plugin (repeatable; also AUTOTRANSFER_DISABLE_PLUGINS=a,b).")
+def cli(plugins_dir: tuple[str, ...], strict_plugins: bool, disable_plugin: tuple[str, ...]) -> None:
+    """Pick the pretrained model to start from, and how to transfer it.
+
+    \b
+    Start with:  autotransfer demo
+    Your data:   autotransfer search --data ./mydata
+    """
+    from ..plugins import configure
+
+    configure(plugins_dirs=plugins_dir, strict=strict_plugins, disabled=disable_plugin)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    try:
+        cli.main(args=argv, prog_name="autotransfer", standalone_mode=True)
+    except AutotransferError as exc:  # raised outside a command (e.g. while parsing)
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)

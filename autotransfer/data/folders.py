@@ -1,0 +1,121 @@
+"""Class-folder layouts: DATA/<class>/... and DATA/{train,val,test}/<class>/..."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+from ..errors import DataError
+from .dataset import LAYOUTS
+from .splits import SPLIT_ALIASES, Record
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+TEXT_EXTS = {".txt"}
+
+
+def walk_files(root: Path, loops: list[str]) -> Iterator[Path]:
+    """Every file under ``root``, following symlinks but never the same folder twice."""
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            loops.append(dirpath)
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames.sort()
+        for f in sorted(filenames):
+            if not f.startswith("."):
+                yield Path(dirpath) / f
+
+
+def _subdirs(p: Path) -> list[Path]:
+    return sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def split_dirs(root: Path) -> dict[str, Path]:
+    """Pre-split folders (``train``, ``val``/``valid``/``validation``, ``test``) found in ``root``."""
+    out: dict[str, Path] = {}
+    for d in _subdirs(root):
+        s = SPLIT_ALIASES.get(d.name.lower())
+        if s and s not in out:
+            out[s] = d
+    return out
+
+
+def count_exts(root: Path, limit: int = 5000) -> dict[str, int]:
+    """Extension counts of the first ``limit`` files (cheap layout sniffing)."""
+    counts: dict[str, int] = {}
+    for i, f in enumerate(walk_files(root, [])):
+        if i >= limit:
+            break
+        counts[f.suffix.lower()] = counts.get(f.suffix.lower(), 0) + 1
+    return counts
+
+
+def scan_class_folders(
+    root: Path,
+    exts: set[str],
+    read: Callable[[Path], tuple[object, str] | None],
+    kind: str,
+    warnings: list[str],
+) -> list[Record]:
+    """Records from ``root/<class>/**`` (or ``root/<split>/<class>/**``).
+
+    ``read(path)`` returns ``(item, digest)`` or ``None`` for an unreadable file.
+    """
+    if not any(root.iterdir()):
+        raise DataError(f"data folder {str(root)!r} is empty; expected " + "; or ".join(LAYOUTS))
+    splits = split_dirs(root)
+    groups: list[tuple[str | None, Path]] = [(s, d) for s, d in splits.items()] if splits else [(None, root)]
+    if splits:
+        others = [d.name for d in _subdirs(root) if SPLIT_ALIASES.get(d.name.lower()) is None]
+        if others:
+            warnings.append(f"folders {', '.join(others[:5])} in {str(root)!r} ignored: the data is pre-split")
+    records: list[Record] = []
+    bad: list[str] = []
+    loops: list[str] = []
+    other_files = 0
+    for split, base in groups:
+        class_dirs = _subdirs(base)
+        if not class_dirs:
+            raise DataError(
+                f"{str(base)!r} has no class subfolders; expected {str(base)}/<class>/<files> "
+                "with one subfolder per class"
+            )
+        loose = [f for f in base.iterdir() if f.is_file() and f.suffix.lower() in exts]
+        if loose:
+            warnings.append(f"{len(loose)} {kind} file(s) directly in {str(base)!r} have no class folder; ignored")
+        for cdir in class_dirs:
+            for f in walk_files(cdir, loops):
+                if f.suffix.lower() not in exts:
+                    other_files += 1
+                    continue
+                got = read(f)
+                if got is None:
+                    bad.append(str(f.relative_to(root)))
+                    continue
+                item, digest = got
+                records.append(Record(item, (cdir.name,), digest, split, str(f.relative_to(root))))
+    if loops:
+        warnings.append(f"{len(loops)} symlink loop(s) ignored (e.g. {', '.join(loops[:3])})")
+    if other_files:
+        warnings.append(f"{other_files} file(s) that are not {kind} files ignored")
+    if bad:
+        if not records:
+            raise DataError(
+                f"every {kind} file under {str(root)!r} is unreadable ({len(bad)} files, e.g. {bad[0]}); "
+                f"expected valid {kind} files — check the files are not corrupt or truncated"
+            )
+        warnings.append(f"{len(bad)} unreadable {kind} file(s) skipped (e.g. {', '.join(bad[:3])})")
+    if not records:
+        raise DataError(
+            f"no {kind} files found under {str(root)!r}; expected {sorted(exts)} files in class subfolders"
+        )
+    return records
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

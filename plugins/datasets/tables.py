@@ -1,0 +1,15 @@
+"""Built-in dataset plugin: CSV / TSV / JSONL / Parquet tables of text and labels."""
+
+from pathlib import Path
+
+from autotransfer import hookimpl
+
+
+@hookimpl
+def load_dataset(path, options):
+    from autotransfer.data.tables import load_table, looks_like_table
+
+    p = Path(path)
+    if looks_like_table(p):
+        return load_table(p, dict(options))
+    return None

@@ -1,0 +1,15 @@
+"""Built-in dataset plugin: text class folders (``DATA/<class>/*.txt``), optionally pre-split."""
+
+from pathlib import Path
+
+from autotransfer import hookimpl
+
+
+@hookimpl
+def load_dataset(path, options):
+    from autotransfer.data.texts import load_text_folder, looks_like_text_folder
+
+    p = Path(path)
+    if looks_like_text_folder(p):
+        return load_text_folder(p, dict(options))
+    return None
