@@ -1,0 +1,54 @@
+"""Shared fixtures: real offline data written once per session, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def err_lines(self) -> list[str]:
+        return [line for line in self.err.splitlines() if line.strip()]
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: str | None = None, timeout: int = 600) -> CliResult:
+    """Run ``autotransfer ARGS`` in a subprocess, as a user would."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [sys.executable, "-m", "autotransfer", *args], capture_output=True, text=True,
+        env=full_env, cwd=cwd, timeout=timeout,
+    )
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory) -> Path:
+    """All of sklearn's digits as an image folder (8×8 PNGs)."""
+    from autotransfer.data.offline import write_digits_folder
+
+    return write_digits_folder(tmp_path_factory.mktemp("digits") / "digits")
+
+
+@pytest.fixture(scope="session")
+def bbc_dir(tmp_path_factory) -> Path:
+    """The whole BBC-news corpus as a text folder."""
+    from autotransfer.data.offline import write_bbc_folder
+
+    return write_bbc_folder(tmp_path_factory.mktemp("bbc") / "bbc")
+
+
+@pytest.fixture()
+def cli():
+    return run_cli
