@@ -25,7 +25,19 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "load_dataset",
+    "load_model",
+    "search",
+    "train",
 ]
+
+
+def __getattr__(name: str):
+    # `autotransfer.search` is a callable subpackage: autotransfer.search(data, **options)
+    if name == "search":
+        import importlib
+
+        return importlib.import_module(".search", __name__)
+    raise AttributeError(f"module 'autotransfer' has no attribute {name!r}")
 
 
 def estimate(name: str, features: Any, labels: Any, *, source_probs: Any = None, device: str = "cpu") -> float:
@@ -47,3 +59,21 @@ def load_dataset(path: Any, **options: Any):
     from .data import load
 
     return load(path, **options)
+
+
+def train(dataset: Any, source: Any, strategy: Any, **options: Any):
+    """Fine-tune ``source`` on ``dataset`` with ``strategy``; returns a ``TrainResult`` (see ``autotransfer.train``).
+
+    ``autotransfer.train`` is also the module holding the loop; importing it keeps this call
+    working (the module is callable), so ``autotransfer.train(...)`` is always this function.
+    """
+    from .train import train as _train
+
+    return _train(dataset, source, strategy, **options)
+
+
+def load_model(path: Any, **options: Any):
+    """Load a model saved by ``TrainResult.save``; ``.predict(items)`` and ``.tasks`` (see ``autotransfer.model``)."""
+    from .model import load_model as _load
+
+    return _load(path, **options)

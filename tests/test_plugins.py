@@ -263,7 +263,7 @@ def test_help_does_not_import_torch():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip().endswith("OK"), out.stderr
-    assert "inspect" in out.stdout and "plugins" in out.stdout
+    assert "inspect" in out.stdout and "search" in out.stdout
 
 
 def test_version(cli):

@@ -17,6 +17,10 @@ COMMANDS = {
     "sources": "autotransfer.cli.listing:sources_cmd",
     "strategies": "autotransfer.cli.listing:strategies_cmd",
     "estimators": "autotransfer.cli.listing:estimators_cmd",
+    "rank": "autotransfer.cli.search_cmd:rank_cmd",
+    "search": "autotransfer.cli.search_cmd:search_cmd",
+    "leaderboard": "autotransfer.cli.leaderboard_cmd:leaderboard_cmd",
+    "predict": "autotransfer.cli.predict_cmd:predict_cmd",
 }
 
 HELP = {
@@ -25,6 +29,10 @@ HELP = {
     "sources": "List registered source models.",
     "strategies": "List registered transfer strategies.",
     "estimators": "List registered transferability estimators.",
+    "rank": "Score source models for a dataset with transferability estimators.",
+    "search": "Rank sources, search source × strategy × depth × lr, export the best model.",
+    "leaderboard": "Print (or, with --storage, rebuild) a search's leaderboards.",
+    "predict": "Predict labels (and probabilities) for new items with an exported model.",
 }
 
 

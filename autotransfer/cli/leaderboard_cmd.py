@@ -1,0 +1,74 @@
+"""``autotransfer leaderboard``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import AutotransferError
+
+
+def print_leaderboards(out_dir: Path, fmt: str) -> None:
+    import pandas as pd
+
+    from ..textable import format_table
+
+    lb = Path(out_dir) / "leaderboards"
+    shown = False
+    for name in ("summary", "transferability", "trials"):
+        path = lb / f"{name}.csv"
+        if not path.exists():
+            continue
+        shown = True
+        df = pd.read_csv(path)
+        if fmt == "csv":
+            click.echo(f"# {name}.csv")
+            click.echo(df.to_csv(index=False).rstrip())
+        elif fmt == "markdown":
+            click.echo(f"## {name}\n")
+            from ..search.report import _md_table
+
+            click.echo(_md_table(df.to_dict("records"), list(df.columns)) + "\n")
+        else:
+            if name == "summary":
+                click.echo("summary")
+                for k, v in df.iloc[0].items():
+                    click.echo(f"  {k:26} {'' if pd.isna(v) else v}")
+            else:
+                cols = [c for c in df.columns if c not in ("provider", "notes", "fail_reason")
+                        and not c.startswith("rank_")][:16]
+                click.echo(f"\n{name}")
+                click.echo(format_table(df.where(df.notna(), None).to_dict("records"), cols))
+        click.echo("")
+    if not shown:
+        raise AutotransferError(
+            f"no leaderboards in {str(out_dir)!r}; expected DIR/leaderboards/*.csv from 'autotransfer search --out DIR'"
+        )
+    click.echo(f"reports: {lb}/ and {Path(out_dir) / 'report.md'}")
+
+
+@click.command("leaderboard")
+@click.argument("out_dir", required=False, type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv"]), default="table", show_default=True)
+@click.option("--storage", default=None, help="Rebuild the leaderboards from this shared study storage.")
+@click.option("--study-name", default=None, help="The study's name (with --storage).")
+def leaderboard_cmd(out_dir, fmt, storage, study_name):
+    """Print (or, with --storage, rebuild) a search's leaderboards."""
+    if storage:
+        import optuna
+
+        from ..search.report import write_reports
+        from ..search.storage import open_storage
+
+        if not study_name:
+            raise AutotransferError("--storage needs --study-name; pass the name the workers used")
+        try:
+            study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+        except KeyError:
+            raise AutotransferError(f"no study {study_name!r} in that --storage; check --study-name") from None
+        out_dir = Path(out_dir or Path("autotransfer-runs") / study_name)
+        write_reports(study, None, final=True, out_dir=out_dir)
+    if not out_dir:
+        raise AutotransferError("give the run directory (autotransfer leaderboard DIR) or --storage and --study-name")
+    print_leaderboards(Path(out_dir), fmt)

@@ -1,0 +1,42 @@
+"""``autotransfer predict``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import AutotransferError
+
+
+@click.command("predict")
+@click.option("--model", "model_dir", required=True, type=click.Path(), help="An exported model folder (DIR/best).")
+@click.option("--data", required=True, type=click.Path(), help="Items to predict: a folder (labelled or not) or a table.")
+@click.option("--out", default="predictions.csv", show_default=True, help="CSV to write.")
+@click.option("--text-col", default=None, help="Text column of a table.")
+@click.option("--device", default="cpu", show_default=True)
+def predict_cmd(model_dir, data, out, text_col, device):
+    """Predict labels (and probabilities) for new items with an exported model."""
+    import pandas as pd
+
+    from ..model import load_model
+    from ..predict_io import read_items
+
+    if not (Path(model_dir) / "config.json").exists():
+        raise AutotransferError(
+            f"--model {model_dir!r} is not an exported model (no config.json); expected DIR/best from a search"
+        )
+    model = load_model(model_dir, device=device)
+    items, names = read_items(Path(data), model.modality, text_col)
+    preds, probs = model.predict(items)
+    rows = []
+    for i, name in enumerate(names):
+        row = {"item": name}
+        for t, task in enumerate(model.tasks):
+            prefix = "" if len(model.tasks) == 1 else f"{task.name}."
+            row[f"{prefix}prediction"] = task.classes[int(preds[i, t])]
+            for k, c in enumerate(task.classes):
+                row[f"{prefix}p[{c}]"] = float(probs[t][i, k])
+        rows.append(row)
+    pd.DataFrame(rows).to_csv(out, index=False)
+    click.echo(f"wrote {len(rows)} predictions to {out}")

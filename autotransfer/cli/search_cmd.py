@@ -1,0 +1,99 @@
+"""``autotransfer rank`` and ``autotransfer search``."""
+
+from __future__ import annotations
+
+import click
+
+from .options import data_options
+
+
+def _split_list(value):
+    if not value:
+        return None
+    out = []
+    for v in value:
+        out += [p.strip() for p in v.split(",") if p.strip()]
+    return out or None
+
+
+def source_options(f):
+    f = click.option("--trust-remote-code", is_flag=True, help="Allow Hugging Face models with custom code.")(f)
+    f = click.option("--offline", is_flag=True, help="Never touch the network; use local weights only.")(f)
+    f = click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")(f)
+    f = click.option("--cache-dir", default=None, help="Feature cache [default: ~/.cache/autotransfer].")(f)
+    f = click.option("--max-samples", type=int, default=None, help="Score on a stratified subsample of this size.")(f)
+    f = click.option("--primary", default="logme", show_default=True, help="Estimator that orders the ranking.")(f)
+    f = click.option("--estimators", multiple=True, help="Estimators to run (comma-separated or repeated).")(f)
+    f = click.option("--sources", multiple=True,
+                     help="Source specs: registered names, timm:<model>[@weights], hf:<id-or-folder> "
+                          "(comma-separated or repeated) [default: the modality's zoo].")(f)
+    f = click.option("--out", default=None, help="Run directory [default: ./autotransfer-runs/<data-name>].")(f)
+    return f
+
+
+@click.command("rank")
+@data_options
+@source_options
+def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, primary, max_samples, cache_dir,
+             device, offline, trust_remote_code):
+    """Score source models for a dataset with transferability estimators."""
+    from pathlib import Path
+
+    from ..data import load
+    from ..plugins import get_plugin_manager
+    from ..rank import DEFAULT_ESTIMATORS, rank_columns, rank_sources, warn_not_applicable, write_transferability
+    from ..sources import SourceOptions, default_source_specs, resolve_sources
+    from ..textable import format_table
+
+    ds = load(data, text_col=text_col, label_col=label_col, split=split, seed=seed)
+    specs = _split_list(sources) or default_source_specs(ds.modality)
+    srcs = resolve_sources(specs, SourceOptions(offline=offline, trust_remote_code=trust_remote_code),
+                           modality=ds.modality)
+    est = _split_list(estimators) or [e for e in DEFAULT_ESTIMATORS if e in get_plugin_manager().registry("estimators")]
+    rows = rank_sources(ds, srcs, est, primary=primary, max_samples=max_samples, device=device,
+                        cache_dir=cache_dir, seed=seed)
+    warn_not_applicable(rows)
+    path = write_transferability(rows, est, Path(out) if out else Path("autotransfer-runs") / ds.name)
+    cols = [c for c in rank_columns(rows, est) if c not in ("provider", "modality", "notes")
+            and not c.startswith("rank_")]
+    click.echo(format_table(rows, cols))
+    click.echo(f"\nwrote {path}")
+
+
+@click.command("search")
+@data_options
+@source_options
+@click.option("--trials", type=int, default=None, help="Total trials of the study (a rerun tops it up) "
+              "[default: 4 + 4 × top-k for < 10k training items, else 2 + 3 × top-k].")
+@click.option("--timeout", type=float, default=None, help="Seconds for the search [default: 3600; 4 h for ≥ 10k items].")
+@click.option("--top-k", type=int, default=3, show_default=True, help="Sources kept after ranking.")
+@click.option("--strategies", multiple=True, help="Strategies to search [default: every registered one].")
+@click.option("--epochs", type=int, default=None, help="Epochs per trial [default: 12 / 8 / 5 by data size].")
+@click.option("--storage", default=None, help="Optuna storage URL shared by workers, e.g. postgresql://host/db "
+              "[default: sqlite in the run directory].")
+@click.option("--study-name", default=None, help="Study name [default: autotransfer-<data-name>].")
+@click.option("--warmup-epochs", type=int, default=1, show_default=True, help="Epochs before scratch pruning.")
+@click.option("--patience", type=int, default=2, show_default=True,
+              help="Consecutive epochs behind scratch before a trial is pruned.")
+@click.option("--margin", type=float, default=0.02, show_default=True, help="How far behind scratch counts as behind.")
+@click.option("--efficiency-pruner", type=click.Choice(["median", "halving", "none"]), default="median",
+              show_default=True, help="Pruner chained after the scratch check.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def search_cmd(data, text_col, label_col, split, seed, out, sources, estimators, primary, max_samples, cache_dir,
+               device, offline, trust_remote_code, trials, timeout, top_k, strategies, epochs, storage, study_name,
+               warmup_epochs, patience, margin, efficiency_pruner, no_progress):
+    """Rank sources, search source × strategy × depth × lr, export the best model."""
+    from ..search.runner import search
+    from .leaderboard_cmd import print_leaderboards
+
+    result = search(
+        data, out=out, trials=trials, timeout=timeout, sources=_split_list(sources), top_k=top_k,
+        strategies=_split_list(strategies), estimators=_split_list(estimators), primary=primary, epochs=epochs,
+        storage=storage, study_name=study_name, seed=seed, device=device, offline=offline,
+        trust_remote_code=trust_remote_code, label_col=label_col, text_col=text_col, split=split,
+        max_samples=max_samples, cache_dir=cache_dir, warmup_epochs=warmup_epochs, patience=patience,
+        margin=margin, efficiency_pruner=efficiency_pruner, progress=not no_progress,
+    )
+    print_leaderboards(result.out_dir, "table")
+    if result.best_dir:
+        click.echo(f"\nbest model: {result.best_dir}   (autotransfer predict --model {result.best_dir} --data NEW)")

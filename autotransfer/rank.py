@@ -1,0 +1,133 @@
+"""Rank sources by transferability: extract (cached) features once, score with each estimator."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .console import warn
+from .data import Dataset
+from .errors import AutotransferError, NotApplicable
+
+DEFAULT_ESTIMATORS = ("logme", "hscore_shrinkage", "nce", "leep", "transrate", "gbc", "knn")
+BASE_COLUMNS = ["source", "provider", "modality", "feature_dim", "n_samples"]
+
+
+def subsample(dataset: Dataset, max_samples: int | None, seed: int = 0, split: str = "train") -> Dataset:
+    """A dataset whose ``split`` is a stratified subsample of at most ``max_samples`` items."""
+    idx = dataset.splits[split]
+    if not max_samples or len(idx) <= max_samples:
+        return dataset
+    if max_samples < 2 * dataset.tasks[0].num_classes:
+        raise AutotransferError(
+            f"--max-samples {max_samples} leaves fewer than 2 examples per class "
+            f"({dataset.tasks[0].num_classes} classes); use at least {2 * dataset.tasks[0].num_classes}"
+        )
+    rng = np.random.default_rng(seed)
+    y = dataset.labels[idx, 0]
+    keep: list[int] = []
+    classes, counts = np.unique(y, return_counts=True)
+    quota = np.maximum(2, np.floor(counts * max_samples / len(idx)).astype(int))
+    for c, q in zip(classes, quota):
+        members = idx[y == c]
+        keep += rng.choice(members, size=min(q, len(members)), replace=False).tolist()
+    keep_arr = np.array(sorted(keep), dtype=np.int64)
+    fp = hashlib.sha256(f"{dataset.fingerprint}|{split}|{keep_arr.tobytes().hex()}".encode()).hexdigest()
+    return dataclasses.replace(dataset, splits={**dataset.splits, split: keep_arr}, fingerprint=fp)
+
+
+def _ranks(values: list[float | None], higher_is_better: bool) -> list[int | None]:
+    scored = [(v if higher_is_better else -v, i) for i, v in enumerate(values) if v is not None and not math.isnan(v)]
+    order = sorted(scored, key=lambda t: -t[0])
+    out: list[int | None] = [None] * len(values)
+    for r, (_, i) in enumerate(order, start=1):
+        out[i] = r
+    return out
+
+
+def rank_sources(
+    dataset: Dataset,
+    sources: Sequence[Any],
+    estimators: Sequence[str] = DEFAULT_ESTIMATORS,
+    *,
+    primary: str = "logme",
+    max_samples: int | None = None,
+    device: str = "auto",
+    cache_dir: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """One row per source (best first by ``primary``) with every estimator's score and rank."""
+    from .estimators import estimate, get_estimator
+    from .features import extract
+
+    ests = {name: get_estimator(name) for name in estimators}
+    if primary not in ests:
+        raise AutotransferError(f"--primary {primary!r} is not among --estimators {', '.join(estimators)}; add it")
+    ds = subsample(dataset, max_samples, seed)
+    tasks = dataset.tasks
+    rows: list[dict[str, Any]] = []
+    for src in sources:
+        feats = extract(src, ds, "train", device=device, cache_dir=cache_dir, progress=progress)
+        row: dict[str, Any] = {
+            "source": src.name, "provider": str(getattr(src, "provider", "")), "modality": src.modality,
+            "feature_dim": int(feats.features.shape[1]), "n_samples": int(feats.features.shape[0]),
+        }
+        notes: list[str] = []
+        start = time.perf_counter()
+        for name, est in ests.items():
+            per_task = []
+            for t, task in enumerate(tasks):
+                try:
+                    v = estimate(name, feats.features, feats.labels[:, t], source_probs=feats.source_probs,
+                                 device="cpu" if device == "auto" else device, source=src.name)
+                except NotApplicable as exc:
+                    notes.append(f"{name}: not applicable ({exc})")
+                    per_task = []
+                    break
+                per_task.append(v)
+                if len(tasks) > 1:
+                    row[f"{name}[{task.name}]"] = v
+            row[name] = float(np.mean(per_task)) if per_task else None
+        row["extract_seconds"] = round(feats.seconds, 3)
+        row["score_seconds"] = round(time.perf_counter() - start, 3)
+        row["notes"] = "; ".join(dict.fromkeys(n.split(" (")[0] for n in notes))
+        rows.append(row)
+    for name, est in ests.items():
+        for row, r in zip(rows, _ranks([row[name] for row in rows], est.higher_is_better)):
+            row[f"rank_{name}"] = r
+    for row in rows:
+        row["rank"] = row[f"rank_{primary}"]
+    if all(row["rank"] is None for row in rows):
+        raise AutotransferError(f"primary estimator {primary!r} is not applicable to any source; choose another --primary")
+    rows.sort(key=lambda r: (r["rank"] is None, r["rank"] or 0))
+    return rows
+
+
+def rank_columns(rows: list[dict[str, Any]], estimators: Sequence[str]) -> list[str]:
+    """The CSV column order: base, scores (per task, then mean), ranks, rank, timings, notes."""
+    extra = [k for k in rows[0] if "[" in k] if rows else []
+    return (BASE_COLUMNS + list(extra) + list(estimators) + [f"rank_{e}" for e in estimators]
+            + ["rank", "extract_seconds", "score_seconds", "notes"])
+
+
+def write_transferability(rows: list[dict[str, Any]], estimators: Sequence[str], out_dir: str | Path) -> Path:
+    """Write ``out_dir/leaderboards/transferability.csv`` and return its path."""
+    import pandas as pd
+
+    path = Path(out_dir) / "leaderboards" / "transferability.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=rank_columns(rows, estimators)).to_csv(path, index=False)
+    return path
+
+
+def warn_not_applicable(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        if row.get("notes"):
+            warn(f"source {row['source']!r}: {row['notes']} (cell left empty)")

@@ -1,0 +1,90 @@
+"""ScratchBaselinePruner: prune a trial whose validation curve falls behind scratch's."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+from optuna.pruners import BasePruner
+from optuna.trial import FrozenTrial, TrialState
+
+ROLE = "role"  # user attr naming a trial's role: "scratch", "default" or "search"
+SCRATCH = "scratch"
+BEHIND_SCRATCH = "behind scratch"
+
+
+class ScratchBaselinePruner(BasePruner):
+    """Prune trials that trail the from-scratch baseline; delegate the rest to an efficiency pruner.
+
+    After ``warmup_epochs`` epochs, a trial whose validation score is below the baseline's at
+    the same epoch by more than ``margin`` for ``patience`` consecutive epochs is pruned
+    (reason ``"behind scratch"``). Otherwise ``inner`` (e.g. a median or successive-halving
+    pruner) decides, and its prunes are recorded under its own name. The baseline itself is
+    never pruned. Epochs count from 0; the baseline's last value stands for epochs it has not
+    reached yet (it may still be running on another worker).
+    """
+
+    def __init__(self, warmup_epochs: int = 1, patience: int = 2, margin: float = 0.02,
+                 inner: BasePruner | None = None):
+        if warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs cannot be negative, but got {warmup_epochs=}.")
+        if patience < 1:
+            raise ValueError(f"patience must be at least 1, but got {patience=}.")
+        if margin < 0:
+            raise ValueError(f"margin cannot be negative, but got {margin=}.")
+        self.warmup_epochs = warmup_epochs
+        self.patience = patience
+        self.margin = margin
+        self.inner = inner
+        self.reasons: dict[int, str] = {}  # trial number -> why it was pruned (this process's trials)
+
+    @staticmethod
+    def baseline_curve(study: optuna.Study) -> dict[int, float]:
+        """The scratch baseline's intermediate values (the first non-failed baseline trial)."""
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING,
+                                                           TrialState.PRUNED)):
+            if t.user_attrs.get(ROLE) == SCRATCH:
+                return dict(t.intermediate_values)
+        return {}
+
+    def behind(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        curve = trial.intermediate_values
+        base = self.baseline_curve(study)
+        step = trial.last_step
+        if step is None or not base or step < self.warmup_epochs:
+            return False
+        last_base = max(base)
+        streak = 0
+        for epoch in range(step, -1, -1):
+            if epoch < self.warmup_epochs or epoch not in curve:
+                break
+            ref = base.get(epoch, base[last_base] if epoch > last_base else None)
+            value = curve[epoch]
+            if ref is None or math.isnan(value) or value >= ref - self.margin:
+                break
+            streak += 1
+        return streak >= self.patience
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        if trial.user_attrs.get(ROLE) == SCRATCH:
+            return False
+        if self.behind(study, trial):
+            self.reasons[trial.number] = BEHIND_SCRATCH
+            return True
+        if self.inner is not None and self.inner.prune(study, trial):
+            self.reasons[trial.number] = f"efficiency ({type(self.inner).__name__.replace('Pruner', '').lower()})"
+            return True
+        return False
+
+
+def make_inner_pruner(name: str, warmup_epochs: int) -> BasePruner | None:
+    """The efficiency pruner chained after the baseline check: 'median', 'halving' or 'none'."""
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=max(1, warmup_epochs))
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, warmup_epochs + 1))
+    if name == "none":
+        return None
+    from ..errors import AutotransferError
+
+    raise AutotransferError(f"--efficiency-pruner {name!r} is not one of median, halving, none")

@@ -1,0 +1,258 @@
+"""Leaderboards of a study: trials.csv, summary.csv, report.md and two plots.
+
+Everything is rebuilt from the study itself (trials plus study attributes), so any worker,
+or ``autotransfer leaderboard --storage URL --study-name NAME``, writes the same files.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from .pruner import BEHIND_SCRATCH, ROLE, SCRATCH
+
+TRIAL_COLUMNS = ["trial", "state", "role", "source", "provider", "strategy", "depth", "lr", "weight_decay",
+                 "epochs_run", "val_score", "best_epoch", "baseline_val_same_epoch", "delta_vs_scratch",
+                 "prune_reason", "fail_reason", "seconds", "trainable_params"]
+SUMMARY_COLUMNS = ["data", "modality", "tasks", "n_train", "n_val", "n_test", "best_source", "strategy", "depth",
+                   "lr", "val_score", "test_score", "scratch_val_score", "scratch_test_score", "delta_vs_scratch",
+                   "negative_transfer", "negative_transfer_pruned", "n_trials", "n_pruned", "n_failed",
+                   "total_seconds", "note"]
+
+
+def _config(t: FrozenTrial) -> dict[str, Any]:
+    p = t.params
+    source = p.get("source")
+    strategy = p.get(f"strategy@{source}", p.get("strategy"))
+    out: dict[str, Any] = {"source": source, "strategy": strategy, "lr": p.get(f"{strategy}.lr"),
+                           "weight_decay": p.get("weight_decay"), "params": {}}
+    prefix = f"{strategy}."
+    for k, v in p.items():
+        if k.startswith(prefix) and k != f"{strategy}.lr":
+            out["params"][k[len(prefix):].split("@")[0]] = v
+    return out
+
+
+def _baseline(study: optuna.Study) -> FrozenTrial | None:
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED)):
+        if t.user_attrs.get(ROLE) == SCRATCH:
+            return t
+    return None
+
+
+def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """One row per trial (complete, pruned, failed, running), in trial order."""
+    scores: dict[str, dict[str, Any]] = study.user_attrs.get("scores", {})
+    arch: dict[str, str] = study.user_attrs.get("architectures", {})
+    base = _baseline(study)
+    base_curve = dict(base.intermediate_values) if base else {}
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.WAITING:
+            continue
+        cfg = _config(t)
+        role = t.user_attrs.get(ROLE, "search")
+        curve = t.intermediate_values
+        val = t.value if t.state == TrialState.COMPLETE else (max(curve.values()) if curve else None)
+        last = max(curve) if curve else None
+        ref = None
+        if base_curve and last is not None:
+            ref = max(v for e, v in base_curve.items() if e <= last) if min(base_curve) <= last else None
+        params = dict(cfg["params"])
+        row = {
+            "trial": t.number,
+            "state": t.state.name,
+            "role": role,
+            "source": f"scratch:{arch.get(cfg['source'], cfg['source'])}" if role == SCRATCH else cfg["source"],
+            "provider": t.user_attrs.get("provider", ""),
+            "strategy": cfg["strategy"],
+            "depth": params.pop("depth", None),
+            "lr": cfg["lr"],
+            "weight_decay": cfg["weight_decay"],
+            "epochs_run": t.user_attrs.get("epochs_run", len(curve)),
+            "val_score": val,
+            "best_epoch": t.user_attrs.get("best_epoch", max(curve, key=curve.get) if curve else None),
+            "baseline_val_same_epoch": None if role == SCRATCH else ref,
+            "delta_vs_scratch": (val - ref) if (val is not None and ref is not None and role != SCRATCH) else None,
+            "prune_reason": t.user_attrs.get("prune_reason", "") if t.state == TrialState.PRUNED else "",
+            "fail_reason": t.user_attrs.get("fail_reason", "") if t.state == TrialState.FAIL else "",
+            "seconds": t.user_attrs.get("seconds"),
+            "trainable_params": t.user_attrs.get("trainable_params"),
+        }
+        if role != SCRATCH:
+            for k, v in scores.get(cfg["source"], {}).items():
+                row[k] = v
+        for k, v in params.items():
+            row[k] = v
+        for k, v in (t.user_attrs.get("task_scores") or {}).items():
+            row[f"val[{k}]"] = v
+        rows.append(row)
+    return rows
+
+
+def _columns(rows: list[dict[str, Any]], study: optuna.Study) -> list[str]:
+    ests = list(study.user_attrs.get("estimators", []))
+    extra = sorted({k for r in rows for k in r} - set(TRIAL_COLUMNS) - set(ests))
+    return TRIAL_COLUMNS + ests + extra
+
+
+def summary_row(study: optuna.Study, rows: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
+    ds = study.user_attrs.get("dataset", {})
+    by_num = {r["trial"]: r for r in rows}
+    ans = by_num.get(extra["answer"], {})
+    base = by_num.get(extra.get("baseline"), {}) if extra.get("baseline") is not None else {}
+    tests = extra.get("tests", {})
+    negative = bool(extra.get("negative"))
+    n_behind = sum(1 for r in rows if r["prune_reason"] == BEHIND_SCRATCH)
+    val, base_val = ans.get("val_score"), base.get("val_score")
+    if negative:
+        note = ("negative transfer detected for every source: no transfer trial beat the scratch baseline "
+                "on validation, so the answer is the scratch model")
+    else:
+        note = f"{ans.get('source')} with {ans.get('strategy')} beats scratch on validation"
+    return {
+        "data": extra.get("data", study.user_attrs.get("data", "")),
+        "modality": ds.get("modality"),
+        "tasks": ",".join(ds.get("tasks", [])),
+        "n_train": ds.get("n_train"), "n_val": ds.get("n_val"), "n_test": ds.get("n_test"),
+        "best_source": ans.get("source"), "strategy": ans.get("strategy"), "depth": ans.get("depth"),
+        "lr": ans.get("lr"), "val_score": val, "test_score": tests.get(extra["answer"]),
+        "scratch_val_score": base_val,
+        "scratch_test_score": tests.get(extra.get("baseline")) if extra.get("baseline") is not None else None,
+        "delta_vs_scratch": (val - base_val) if (val is not None and base_val is not None) else None,
+        "negative_transfer": negative,
+        "negative_transfer_pruned": n_behind,
+        "n_trials": len(rows),
+        "n_pruned": sum(r["state"] == "PRUNED" for r in rows),
+        "n_failed": sum(r["state"] == "FAIL" for r in rows),
+        "total_seconds": round(float(extra.get("seconds", 0.0)), 1),
+        "note": note,
+    }
+
+
+def write_reports(study: optuna.Study, ctx: Any, final: bool, extra: dict[str, Any] | None = None,
+                  out_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Write trials.csv (always) and, when ``final``, summary.csv, report.md and the plots."""
+    import pandas as pd
+
+    out = Path(out_dir or ctx.out_dir)
+    lb = out / "leaderboards"
+    lb.mkdir(parents=True, exist_ok=True)
+    rows = trial_rows(study)
+    pd.DataFrame(rows, columns=_columns(rows, study)).to_csv(lb / "trials.csv", index=False)
+    if final:
+        if extra is not None:
+            summary = summary_row(study, rows, extra)
+            study.set_user_attr("summary", summary)
+        else:
+            summary = study.user_attrs.get("summary")
+        if summary:
+            pd.DataFrame([summary], columns=SUMMARY_COLUMNS).to_csv(lb / "summary.csv", index=False)
+            _plots(study, rows, out)
+            _markdown(out, summary, rows)
+    return rows
+
+
+def read_summary(out_dir: Path) -> dict[str, Any]:
+    import pandas as pd
+
+    row = pd.read_csv(Path(out_dir) / "leaderboards" / "summary.csv").iloc[0].to_dict()
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+
+
+def read_transferability(out_dir: Path) -> list[dict[str, Any]]:
+    import pandas as pd
+
+    path = Path(out_dir) / "leaderboards" / "transferability.csv"
+    return pd.read_csv(path).to_dict("records") if path.exists() else []
+
+
+def _plots(study: optuna.Study, rows: list[dict[str, Any]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    primary = study.user_attrs.get("primary", "logme")
+    scores = study.user_attrs.get("scores", {})
+    best: dict[str, float] = {}
+    for r in rows:
+        if r["role"] != SCRATCH and r["val_score"] is not None:
+            best[r["source"]] = max(best.get(r["source"], -1.0), r["val_score"])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for s, v in best.items():
+        x = scores.get(s, {}).get(primary)
+        if x is not None:
+            ax.scatter([x], [v])
+            ax.annotate(s.split("@")[0][-30:], (x, v), fontsize=7)
+    base = [r for r in rows if r["role"] == SCRATCH and r["val_score"] is not None]
+    if base:
+        ax.axhline(base[0]["val_score"], color="grey", ls="--", label="scratch")
+        ax.legend()
+    ax.set_xlabel(f"transferability ({primary})")
+    ax.set_ylabel("best validation score")
+    ax.set_title("Transferability vs best validation score")
+    fig.tight_layout()
+    fig.savefig(out / "transferability_vs_val.png", dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for state, marker, colour in (("COMPLETE", "o", "tab:blue"), ("PRUNED", "x", "tab:red"), ("FAIL", "s", "black")):
+        pts = [(r["trial"], r["val_score"] if r["val_score"] is not None else 0.0) for r in rows if r["state"] == state]
+        if pts:
+            ax.scatter(*zip(*pts), marker=marker, c=colour, label=state.lower())
+    run_best, xs, ys = -math.inf, [], []
+    for r in rows:
+        if r["state"] == "COMPLETE" and r["val_score"] is not None:
+            run_best = max(run_best, r["val_score"])
+        if run_best > -math.inf:
+            xs.append(r["trial"])
+            ys.append(run_best)
+    ax.step(xs, ys, where="post", color="tab:green", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("validation score")
+    ax.set_title("Optimisation history (x = pruned)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "history.png", dpi=100)
+    plt.close(fig)
+
+
+def _md_table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    def f(v: Any) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return ""
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(f(r.get(c)) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _markdown(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    trans = read_transferability(out)
+    t_cols = [c for c in (trans[0].keys() if trans else []) if not c.startswith("rank_") and c not in ("notes",)]
+    text = [
+        "# autotransfer report", "",
+        f"**Answer:** `{summary['best_source']}` with `{summary['strategy']}`"
+        + (f" (depth {summary['depth']})" if summary.get("depth") not in (None, "") else "")
+        + f", validation {summary['val_score']:.4f}"
+        + (f", test {summary['test_score']:.4f}" if summary.get("test_score") is not None else "")
+        + (f"; scratch baseline validation {summary['scratch_val_score']:.4f}"
+           if summary.get("scratch_val_score") is not None else "")
+        + (f", test {summary['scratch_test_score']:.4f}" if summary.get("scratch_test_score") is not None else "")
+        + ".", "",
+        summary["note"] + ".", "",
+        f"{summary['n_trials']} trials: {summary['n_pruned']} pruned "
+        f"({summary['negative_transfer_pruned']} behind scratch), {summary['n_failed']} failed; "
+        f"{summary['total_seconds']} s in all.", "",
+        "## Transferability", "", _md_table(trans, t_cols) if trans else "(none)", "",
+        "## Trials", "", _md_table(rows, [c for c in TRIAL_COLUMNS if c not in ("fail_reason",)]), "",
+        "![transferability vs validation](transferability_vs_val.png)", "",
+        "![optimisation history](history.png)", "",
+    ]
+    (out / "report.md").write_text("\n".join(text))

@@ -1,0 +1,386 @@
+"""``autotransfer.search``: rank, then an Optuna study with the scratch baseline as the reference."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from ..console import note, warn
+from ..data import Dataset, load
+from ..errors import AutotransferError
+from . import storage as st
+from .pruner import BEHIND_SCRATCH, ROLE, SCRATCH, ScratchBaselinePruner, make_inner_pruner
+from .space import SearchSpace
+
+DEFAULT_STRATEGIES = ("linear_probe", "partial", "full", "lp_ft", "lora")
+DEFAULT_STRATEGY_FIRST = ("linear_probe", "lp_ft", "partial", "full")  # each source's first trial uses the first that applies
+
+
+@dataclass
+class SearchResult:
+    """What a search found; the same numbers as ``summary.csv``."""
+
+    out_dir: Path  # the run directory
+    summary: dict[str, Any]  # the summary.csv row
+    trials: list[dict[str, Any]]  # the trials.csv rows
+    transferability: list[dict[str, Any]]  # the transferability.csv rows
+    best_dir: Path | None  # exported model (DIR/best), None if it lives on another worker
+    negative_transfer: bool  # no source beat the scratch baseline on validation
+
+    @property
+    def best_source(self) -> str:
+        return self.summary["best_source"]
+
+    @property
+    def test_score(self) -> float | None:
+        return self.summary["test_score"]
+
+
+@dataclass
+class _Context:
+    dataset: Dataset
+    out_dir: Path
+    space: SearchSpace
+    epochs: int
+    seed: int
+    device: str
+    cache_dir: str | None
+    deadline: float
+    pruner: ScratchBaselinePruner
+    scores: dict[str, dict[str, Any]]  # source -> its transferability row
+    models_dir: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.models_dir = self.out_dir / "trials"
+
+
+def default_budget(n_train: int, top_k: int) -> tuple[int, int, float]:
+    """(trials, epochs, timeout seconds) when not given: small data affords more of each."""
+    epochs = 12 if n_train < 1000 else 8 if n_train < 10000 else 5
+    trials = 4 + 4 * top_k if n_train < 10000 else 2 + 3 * top_k
+    timeout = 3600.0 if n_train < 10000 else 4 * 3600.0
+    return trials, epochs, timeout
+
+
+def _heartbeat(study: optuna.Study, trial: optuna.Trial, stop: threading.Event) -> None:
+    while not stop.wait(st.HEARTBEAT_SECONDS):
+        try:
+            study._storage.record_heartbeat(trial._trial_id)
+        except Exception:  # a heartbeat is best-effort; the next one retries
+            pass
+
+
+def _accuracy(model: Any, dataset: Dataset, split: str) -> float:
+    preds, _ = model.predict(dataset.split_items(split))
+    y = dataset.split_labels(split)
+    return float(np.mean([(preds[:, t] == y[:, t]).mean() for t in range(y.shape[1])]))
+
+
+def _run_trial(study: optuna.Study, trial: optuna.Trial, ctx: _Context) -> None:
+    from ..train import train
+
+    role = trial.user_attrs.get(ROLE) or "search"
+    if ROLE not in trial.user_attrs:
+        trial.set_user_attr(ROLE, role)
+    cfg = ctx.space.suggest(trial)
+    source = ctx.space.sources[cfg.source]
+    trial.set_user_attr("provider", str(getattr(source, "provider", "")))
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(study, trial, stop), daemon=True)
+    beat.start()
+    state: dict[str, Any] = {"reason": "", "last": None}
+    start = time.perf_counter()
+
+    def report(epoch: int, val: float) -> bool:
+        state["last"] = val
+        trial.report(float(val), epoch)
+        if time.monotonic() > ctx.deadline and role != SCRATCH:
+            state["reason"] = "timeout"
+            return True
+        if trial.should_prune():
+            state["reason"] = ctx.pruner.reasons.get(trial.number, "pruned")
+            return True
+        return False
+
+    params = dict(cfg.params)
+    depth = params.pop("depth", None)
+    try:
+        result = train(ctx.dataset, source, cfg.strategy, depth=depth, lr=cfg.lr, epochs=ctx.epochs,
+                       weight_decay=cfg.weight_decay, seed=ctx.seed, device=ctx.device, report=report,
+                       pretrained=role != SCRATCH, evaluate_test=False, cache_dir=ctx.cache_dir,
+                       progress=False, **params)
+    except KeyboardInterrupt:
+        stop.set()
+        trial.set_user_attr("fail_reason", "interrupted")
+        trial.set_user_attr("seconds", round(time.perf_counter() - start, 2))
+        study.tell(trial, state=TrialState.FAIL)
+        st.RetryFailedTrialCallback(max_retry=2)(study, study._storage.get_trial(trial._trial_id))
+        raise
+    except Exception as exc:  # a trial's failure never ends the search
+        stop.set()
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not isinstance(exc, AutotransferError):
+            reason = f"{type(exc).__name__}: {reason}"
+        trial.set_user_attr("fail_reason", reason[:300])
+        trial.set_user_attr("seconds", round(time.perf_counter() - start, 2))
+        study.tell(trial, state=TrialState.FAIL)
+        warn(f"trial {trial.number} ({cfg.source}, {cfg.strategy}) failed: {reason}")
+        return
+    stop.set()
+    trial.set_user_attr("epochs_run", int(result.epochs_run))
+    trial.set_user_attr("best_epoch", int(result.best_epoch))
+    trial.set_user_attr("seconds", round(time.perf_counter() - start, 2))
+    trial.set_user_attr("trainable_params", int(result.trainable_params))
+    trial.set_user_attr("total_params", int(result.total_params))
+    if getattr(result, "task_scores", None):
+        trial.set_user_attr("task_scores", {k: float(v) for k, v in result.task_scores.items()})
+    if state["reason"]:
+        trial.set_user_attr("prune_reason", state["reason"])
+        study.tell(trial, state=TrialState.PRUNED)
+        return
+    study.tell(trial, float(result.val_score))
+    _keep_if_best(study, trial.number, role, result, ctx)
+
+
+def _keep_if_best(study: optuna.Study, number: int, role: str, result: Any, ctx: _Context) -> None:
+    """Save the model when it is the best of its role so far; drop the one it replaces."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if (t.user_attrs.get(ROLE) == SCRATCH) == (role == SCRATCH)]
+    best = max(done, key=lambda t: (t.value, -t.number))
+    if best.number != number:
+        return
+    target = ctx.models_dir / f"trial_{number}"
+    result.save(target)
+    for other in ctx.models_dir.glob("trial_*"):
+        n = int(other.name.split("_")[1])
+        if n != number and any(t.number == n for t in done):
+            shutil.rmtree(other, ignore_errors=True)
+
+
+def search(
+    data: Any,
+    *,
+    out: str | Path | None = None,
+    trials: int | None = None,
+    timeout: float | None = None,
+    sources: Sequence[str] | None = None,
+    top_k: int = 3,
+    strategies: Sequence[str] | None = None,
+    estimators: Sequence[str] | None = None,
+    primary: str = "logme",
+    epochs: int | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    offline: bool = False,
+    trust_remote_code: bool = False,
+    label_col: str | None = None,
+    text_col: str | None = None,
+    split: Any = None,
+    max_samples: int | None = None,
+    cache_dir: str | None = None,
+    warmup_epochs: int = 1,
+    patience: int = 2,
+    margin: float = 0.02,
+    efficiency_pruner: str = "median",
+    progress: bool = True,
+) -> SearchResult:
+    """Rank the sources, search source × strategy × hyper-parameters, export the winner.
+
+    See ``autotransfer search --help`` for every option. A rerun with the same ``out`` (or the
+    same ``storage`` and ``study_name``) resumes the study and tops it up to ``trials``.
+    """
+    from ..plugins import get_plugin_manager
+    from ..rank import DEFAULT_ESTIMATORS, rank_sources, warn_not_applicable, write_transferability
+    from ..sources import SourceOptions, default_source_specs, resolve_sources
+    from .report import write_reports
+
+    t0 = time.monotonic()
+    ds = load(data, text_col=text_col, label_col=label_col, split=split, seed=seed)
+    out_dir = Path(out) if out else Path("autotransfer-runs") / ds.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_train = len(ds.splits["train"])
+    d_trials, d_epochs, d_timeout = default_budget(n_train, top_k)
+    trials = trials or d_trials
+    epochs = epochs or d_epochs
+    timeout = timeout or d_timeout
+    if trials < 1 or epochs < 1 or top_k < 1:
+        raise AutotransferError(f"--trials, --epochs and --top-k must be at least 1, got {trials}, {epochs}, {top_k}")
+
+    opts = SourceOptions(offline=offline, trust_remote_code=trust_remote_code)
+    specs = list(sources) if sources else default_source_specs(ds.modality)
+    srcs = resolve_sources(specs, opts, modality=ds.modality)
+    est_names = list(estimators) if estimators else [e for e in DEFAULT_ESTIMATORS
+                                                      if e in get_plugin_manager().registry("estimators")]
+    rows = rank_sources(ds, srcs, est_names, primary=primary, max_samples=max_samples, device=device,
+                        cache_dir=cache_dir, seed=seed, progress=progress)
+    warn_not_applicable(rows)
+    write_transferability(rows, est_names, out_dir)
+    scores = {r["source"]: r for r in rows}
+
+    url = storage or st.default_storage(out_dir)
+    name = study_name or f"autotransfer-{ds.name}"
+    strategy_names = list(strategies) if strategies else [
+        s for s in DEFAULT_STRATEGIES if s in get_plugin_manager().registry("strategies")]
+    pruner = ScratchBaselinePruner(warmup_epochs, patience, margin, inner=make_inner_pruner(efficiency_pruner, warmup_epochs))
+    sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=seed,
+                                         n_startup_trials=max(4, top_k + 1))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rdb = st.open_storage(url)
+    with st.RunOwner(out_dir) as owner:
+        with st.study_lock(url, name, out_dir):
+            study = optuna.create_study(storage=rdb, study_name=name, direction="maximize", sampler=sampler,
+                                        pruner=pruner, load_if_exists=True)
+            attrs = study.user_attrs
+            if "sources" in attrs:
+                if attrs.get("fingerprint") != ds.fingerprint:
+                    raise AutotransferError(
+                        f"study {name!r} in {st.redact(url)!r} was made for other data (fingerprint "
+                        f"{attrs.get('fingerprint', '')[:12]} vs {ds.fingerprint[:12]}); use a new --out or --study-name"
+                    )
+                top = [s for s in attrs["sources"]]
+                missing = [s for s in top if s not in {x.name for x in srcs}]
+                if missing:
+                    raise AutotransferError(
+                        f"study {name!r} searches sources {', '.join(missing)} that this worker cannot load; "
+                        "pass the same --sources on every worker"
+                    )
+            else:
+                top = [r["source"] for r in rows if r["rank"] is not None][:top_k]
+            by_name = {s.name: s for s in srcs}
+            space = SearchSpace([by_name[s] for s in top], strategy_names)
+            if "sources" not in attrs:
+                study.set_user_attr("sources", list(space.sources))
+                study.set_user_attr("fingerprint", ds.fingerprint)
+                study.set_user_attr("epochs", epochs)
+                study.set_user_attr("data", str(data))
+                study.set_user_attr("primary", primary)
+                study.set_user_attr("estimators", est_names)
+                study.set_user_attr("scores", {r["source"]: {e: r.get(e) for e in est_names} for r in rows})
+                study.set_user_attr("architectures", {s.name: (getattr(s, "architecture", "") or s.name)
+                                                      for s in space.sources.values()})
+                study.set_user_attr("dataset", {
+                    "name": ds.name, "modality": ds.modality, "tasks": ds.task_names,
+                    **{f"n_{k}": int(len(v)) for k, v in ds.splits.items()}})
+            epochs = int(study.user_attrs.get("epochs", epochs))
+            if owner.sole and url == st.default_storage(out_dir):
+                orphans = st.fail_orphans(study)
+                if orphans:
+                    warn(f"trial(s) {', '.join(map(str, orphans))} were left running by a stopped search; "
+                         "marked failed and queued again")
+            if not any(t.user_attrs.get(ROLE) == SCRATCH for t in study.get_trials(deepcopy=False)):
+                top_source = next(iter(space.sources))
+                base_strategy = "full" if "full" in space.applicable[top_source] else space.applicable[top_source][0]
+                study.enqueue_trial(space.fixed(top_source, base_strategy), user_attrs={ROLE: SCRATCH},
+                                    skip_if_exists=True)
+                for s in space.sources:
+                    first = next((x for x in DEFAULT_STRATEGY_FIRST if x in space.applicable[s]),
+                                 space.applicable[s][0])
+                    study.enqueue_trial(space.fixed(s, first), user_attrs={ROLE: "default"}, skip_if_exists=True)
+
+        ctx = _Context(ds, out_dir, space, epochs, seed, device, cache_dir,
+                       deadline=t0 + timeout, pruner=pruner, scores=scores)
+        interrupted = False
+        bar = _progress(progress, trials)
+        try:
+            while True:
+                with st.study_lock(url, name, out_dir):
+                    st.fail_stale(study)
+                    done = st.counted(study)
+                    if done >= trials or time.monotonic() > ctx.deadline:
+                        break
+                    trial = study.ask()
+                _run_trial(study, trial, ctx)
+                rows_now = write_reports(study, ctx, final=False)
+                get_plugin_manager().notify("trial_finished", trial_row=next(
+                    (r for r in rows_now if r["trial"] == trial.number), {}))
+                _tick(bar, study, trials, t0, timeout)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            if bar is not None:
+                bar.close()
+        result = _finish(study, ctx, t0, data)
+        if interrupted:
+            raise KeyboardInterrupt
+        return result
+
+
+def _progress(enabled: bool, total: int):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="trials", unit="trial", leave=True, dynamic_ncols=True)
+
+
+def _tick(bar: Any, study: optuna.Study, total: int, t0: float, timeout: float) -> None:
+    if bar is None:
+        return
+    ts = study.get_trials(deepcopy=False)
+    n = st.counted(study)
+    pruned = sum(t.state == TrialState.PRUNED for t in ts)
+    failed = sum(t.state == TrialState.FAIL for t in ts)
+    best = max((t.value for t in ts if t.state == TrialState.COMPLETE and t.value is not None), default=float("nan"))
+    bar.n = min(n, total)
+    bar.set_postfix_str(f"pruned={pruned} failed={failed} best={best:.4f} "
+                        f"elapsed={time.monotonic() - t0:.0f}/{timeout:.0f}s")
+    bar.refresh()
+
+
+def _finish(study: optuna.Study, ctx: _Context, t0: float, data: Any) -> SearchResult:
+    """Pick the answer (never worse than scratch on validation), test it once, export it, write reports."""
+    from ..model import load_model
+    from ..plugins import get_plugin_manager
+    from .report import write_reports
+
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
+    scratch = [t for t in complete if t.user_attrs.get(ROLE) == SCRATCH]
+    transfer = [t for t in complete if t.user_attrs.get(ROLE) != SCRATCH]
+    base = max(scratch, key=lambda t: t.value) if scratch else None
+    best = max(transfer, key=lambda t: (t.value, -t.number)) if transfer else None
+    negative = base is not None and (best is None or best.value <= base.value)
+    answer = base if negative else best
+    if answer is None:
+        raise AutotransferError(
+            f"no trial completed in {str(ctx.out_dir)!r} (see leaderboards/trials.csv for the reasons); "
+            "raise --timeout or --trials, or check the failures"
+        )
+    tests: dict[int, float | None] = {}
+    best_dir: Path | None = None
+    for t in {answer.number: answer, **({base.number: base} if base else {})}.values():
+        mdir = ctx.models_dir / f"trial_{t.number}"
+        if not mdir.exists():
+            tests[t.number] = None
+            continue
+        model = load_model(mdir, device="cpu")
+        tests[t.number] = _accuracy(model, ctx.dataset, "test")
+        if t.number == answer.number:
+            best_dir = ctx.out_dir / "best"
+            if best_dir.exists():
+                shutil.rmtree(best_dir)
+            shutil.copytree(mdir, best_dir)
+    if best_dir is None:
+        note(f"the chosen model (trial {answer.number}) was trained by another worker; "
+             "its weights are in that worker's --out directory")
+    summary_extra = {"answer": answer.number, "baseline": base.number if base else None, "tests": tests,
+                     "negative": negative, "seconds": time.monotonic() - t0, "data": str(data)}
+    rows = write_reports(study, ctx, final=True, extra=summary_extra)
+    from .report import read_summary, read_transferability
+
+    summary = read_summary(ctx.out_dir)
+    get_plugin_manager().notify("search_finished", result={**summary, "out_dir": str(ctx.out_dir)})
+    return SearchResult(ctx.out_dir, summary, rows, read_transferability(ctx.out_dir), best_dir, negative)
+
+
+_ = (math, BEHIND_SCRATCH)

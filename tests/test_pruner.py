@@ -1,0 +1,74 @@
+"""ScratchBaselinePruner on real Optuna studies with hand-made curves."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from autotransfer.search.pruner import BEHIND_SCRATCH, ROLE, SCRATCH, ScratchBaselinePruner
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _run(study, curve, role="search"):
+    """Report ``curve`` epoch by epoch; return the epoch at which the trial was pruned (or None)."""
+    trial = study.ask()
+    trial.set_user_attr(ROLE, role)
+    for epoch, v in enumerate(curve):
+        trial.report(v, epoch)
+        if trial.should_prune():
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            return epoch
+    study.tell(trial, curve[-1])
+    return None
+
+
+@pytest.fixture()
+def study():
+    pruner = ScratchBaselinePruner(warmup_epochs=1, patience=2, margin=0.02)
+    s = optuna.create_study(direction="maximize", pruner=pruner)
+    _run(s, [0.3, 0.5, 0.6, 0.7, 0.75], role=SCRATCH)
+    return s
+
+
+def test_trial_behind_scratch_is_pruned_after_patience(study):
+    assert _run(study, [0.2, 0.3, 0.35, 0.4, 0.4]) == 2  # behind at epochs 1 and 2
+    assert study.pruner.reasons[1] == BEHIND_SCRATCH
+
+
+def test_warmup_is_respected(study):
+    # far behind only at epoch 0, then ahead: never pruned
+    assert _run(study, [0.0, 0.6, 0.7, 0.8, 0.9]) is None
+
+
+def test_margin_is_respected(study):
+    # always 0.01 behind: inside the margin
+    assert _run(study, [0.29, 0.49, 0.59, 0.69, 0.74]) is None
+
+
+def test_streak_must_be_consecutive(study):
+    # behind at 1, ahead at 2, behind at 3, ahead at 4: never two in a row
+    assert _run(study, [0.3, 0.4, 0.7, 0.6, 0.8]) is None
+
+
+def test_baseline_is_never_pruned():
+    s = optuna.create_study(direction="maximize", pruner=ScratchBaselinePruner(0, 1, 0.0))
+    _run(s, [0.9, 0.9, 0.9], role=SCRATCH)
+    assert _run(s, [0.1, 0.1, 0.1], role=SCRATCH) is None
+
+
+def test_baseline_last_value_stands_for_later_epochs(study):
+    assert _run(study, [0.3, 0.5, 0.6, 0.7, 0.75, 0.5, 0.5, 0.5]) == 6
+
+
+def test_inner_pruner_recorded_under_its_name():
+    inner = optuna.pruners.ThresholdPruner(lower=0.5)
+    s = optuna.create_study(direction="maximize", pruner=ScratchBaselinePruner(1, 2, 0.02, inner=inner))
+    _run(s, [0.1, 0.1, 0.1], role=SCRATCH)
+    assert _run(s, [0.3, 0.3, 0.3]) == 0
+    assert s.pruner.reasons[1] == "efficiency (threshold)"
+
+
+def test_bad_options_name_the_value():
+    with pytest.raises(ValueError, match="patience=0"):
+        ScratchBaselinePruner(patience=0)
