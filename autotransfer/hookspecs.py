@@ -27,9 +27,10 @@ def register_sources(register: Callable[[Any], None]) -> None:
 
     Args:
         register: call ``register(source)`` once per source, where ``source`` is an
-            ``autotransfer.sources.Source`` instance, or ``register(prefix, factory)``
-            to claim a spec prefix such as ``"timm"`` so that strings like
-            ``timm:<model>`` are resolved by ``factory(rest_of_spec, options)``.
+            ``autotransfer.sources.Source`` instance, or ``register(resolver)`` with an
+            ``autotransfer.sources.SpecResolver`` to claim a spec prefix (its ``name``,
+            such as ``"timm"``) so that strings like ``timm:<model>`` are resolved by
+            ``resolver.resolve(rest_of_spec, options)``.
 
     Returns:
         Nothing; the return value is ignored.

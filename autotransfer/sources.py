@@ -81,7 +81,8 @@ class Source(ABC):
     def describe(self) -> dict[str, Any]:
         ok, _ = self.available()
         return {"name": self.name, "modality": self.modality, "provider": str(self.provider),
-                "feature_dim": self._maybe_dim(), "offline_weights": ok}
+                "feature_dim": self._maybe_dim(), "offline_weights": ok,
+                "description": getattr(self, "description", "")}
 
     def _maybe_dim(self) -> int | None:
         try:
@@ -96,6 +97,7 @@ class SpecResolver(ABC):
     name: str  # the prefix, e.g. "timm" or "hf"
     provider: Provider = BUILTIN
     description: str = ""
+    modality: str = ""  # "image" or "text" for the sources it builds; "" when it varies
 
     @abstractmethod
     def resolve(self, rest: str, options: SourceOptions) -> Source:
@@ -106,7 +108,146 @@ class SpecResolver(ABC):
         return []
 
     def describe(self) -> Mapping[str, Any]:
-        return {"name": self.name, "modality": "", "description": self.description}
+        return {"name": self.name, "modality": self.modality, "description": self.description}
 
 
 Builder = Callable[[bool], Any]
+
+
+# --- resolving spec strings (helpers used by rank/search/train) -------------------------
+
+
+def is_offline(options: SourceOptions | None = None) -> bool:
+    """Whether the network must not be touched: ``options.offline`` or ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``."""
+    import os
+
+    if options is not None and options.offline:
+        return True
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def parse_query(spec: str) -> tuple[str, dict[str, str]]:
+    """Split ``"<rest>?k=v&k2=v2"`` into ``("<rest>", {"k": "v", "k2": "v2"})``.
+
+    Only a trailing ``?`` followed by ``key=value`` pairs counts as a query, so a path with
+    a ``?`` in it is left alone.
+    """
+    head, sep, query = spec.rpartition("?")
+    if not sep or not query:
+        return spec, {}
+    pairs = [p for p in query.split("&") if p]
+    if not pairs or not all("=" in p and p.split("=", 1)[0].isidentifier() for p in pairs):
+        return spec, {}
+    return head, dict(p.split("=", 1) for p in pairs)
+
+
+def _registries():
+    from .plugins import get_plugin_manager
+
+    pm = get_plugin_manager()
+    return pm.registry("sources"), pm.source_resolvers()
+
+
+def resolve_source(spec: str, options: SourceOptions | None = None) -> Source:
+    """The source for ``spec``: a registered source name (``minilm-l6``) or ``<prefix>:<rest>``
+    handled by a registered resolver (``timm:resnet18``, ``hf:./my-bert``).
+
+    Raises ``SourceError`` naming close matches when nothing matches.
+    """
+    import difflib
+
+    from .errors import SourceError
+
+    options = options or SourceOptions()
+    spec = spec.strip()
+    sources, resolvers = _registries()
+    if spec in sources:
+        return sources.get(spec)
+    prefix, sep, rest = spec.partition(":")
+    if sep and prefix in resolvers:
+        if not rest:
+            raise SourceError(f"source spec {spec!r} names no model after {prefix + ':'!r}; "
+                              f"expected e.g. {_example(resolvers.get(prefix))}")
+        return resolvers.get(prefix).resolve(rest, options)
+    if sep:  # a mistyped prefix: keep the rest, fix the prefix
+        close = [f"{p}:{rest}" for p in difflib.get_close_matches(prefix, resolvers.names(), n=2, cutoff=0.5)]
+    else:  # a mistyped registered name, or a bare model name that a resolver's zoo has
+        close = difflib.get_close_matches(spec, sources.names(), n=3, cutoff=0.5)
+        close += [d for _, r in resolvers.items() for d in r.defaults() if d.split(":", 1)[-1] == spec]
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    forms = ", ".join(f"{p}:<model>" for p in resolvers.names()) or "no prefix resolvers"
+    registered = ", ".join(sources.names()) or "none"
+    raise SourceError(
+        f"unknown source {spec!r}{hint} (registered sources: {registered}; spec forms: {forms}); "
+        "run 'autotransfer sources' to list them"
+    )
+
+
+def _example(resolver: SpecResolver) -> str:
+    zoo = resolver.defaults()
+    return repr(zoo[0]) if zoo else repr(f"{resolver.name}:<model>")
+
+
+def resolve_sources(
+    specs: list[str] | tuple[str, ...],
+    options: SourceOptions | None = None,
+    modality: str | None = None,
+) -> list[Source]:
+    """Resolve ``specs`` and keep the sources usable now.
+
+    A bad spec raises ``SourceError``. Sources of another modality than ``modality`` and
+    sources whose pretrained weights are unavailable (offline and not cached) are skipped
+    with one warning line each kind, naming every skipped source and how to provide its
+    weights locally. Raises ``SourceError`` when nothing usable is left.
+    """
+    from .console import warn
+    from .errors import SourceError
+
+    options = options or SourceOptions()
+    usable: list[Source] = []
+    wrong_modality: list[str] = []
+    missing: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for spec in specs:
+        src = resolve_source(spec, options)
+        if src.name in seen:
+            continue
+        seen.add(src.name)
+        if modality and src.modality != modality:
+            wrong_modality.append(f"{src.name} ({src.modality})")
+            continue
+        ok, why = src.available()
+        if ok:
+            usable.append(src)
+        else:
+            missing.append((src.name, why))
+    if wrong_modality:
+        warn(f"skipped {len(wrong_modality)} source(s) that do not take {modality} input: "
+             + ", ".join(wrong_modality))
+    if missing:
+        warn(f"skipped {len(missing)} source(s) whose pretrained weights are not available: "
+             + "; ".join(f"{name}: {why}" for name, why in missing))
+    if not usable:
+        asked = ", ".join(specs) or "none"
+        raise SourceError(
+            f"no usable source among {asked}"
+            + (f" for {modality} data" if modality else "")
+            + "; give local weights, e.g. --sources timm:<model>@/path/weights.safetensors or "
+            "hf:/path/to/model-folder, or run online once so the hub cache has them"
+        )
+    return usable
+
+
+def default_source_specs(modality: str) -> list[str]:
+    """The default zoo for ``modality``: registered sources of that modality, then every
+    resolver's ``defaults()`` of that modality (no duplicates, in registration order)."""
+    sources, resolvers = _registries()
+    out: list[str] = []
+    for _, resolver in resolvers.items():
+        if getattr(resolver, "modality", None) in (None, "", modality):
+            out += [s for s in resolver.defaults() if s not in out]
+    for key, src in sources.items():
+        if src.modality == modality and key not in out:
+            out.append(key)
+    return out

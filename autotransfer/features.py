@@ -1,0 +1,306 @@
+"""Batched feature extraction with an on-disk cache, and the device helper the trainer shares.
+
+``extract(source, dataset, split)`` runs the pretrained backbone once over a split (eval
+transforms, ``torch.inference_mode``, bf16 autocast and channels-last on CUDA only) and
+returns pooled features, labels, and the source head's class probabilities when the source
+has one (for LEEP / NCE).
+
+Cache: one ``.npz`` file per (source identity, dataset fingerprint, split, eval input
+pipeline), under ``cache_dir``, else ``$AUTOTRANSFER_CACHE_DIR/features``, else
+``~/.cache/autotransfer/features``. Files are written to a temporary name and renamed, so
+a crash never leaves half a file; a file that fails to load, has the wrong shape or the
+wrong checksum is deleted and recomputed with one warning line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .console import warn
+from .errors import AutotransferError
+
+if TYPE_CHECKING:
+    import torch
+
+    from .data.dataset import Dataset
+    from .sources import Source
+
+CACHE_VERSION = 1  # bump when the file layout changes: old files then miss instead of misloading
+
+
+@dataclass
+class Features:
+    """What ``extract`` returns for one (source, dataset, split)."""
+
+    features: np.ndarray  # (n, D) float32 pooled backbone features
+    labels: np.ndarray  # (n, n_tasks) int64 class indices, in split order
+    source_probs: np.ndarray | None  # (n, C_src) float32 softmax of the source head; None without one
+    cached: bool  # True when loaded from the cache (no model was built, no forward pass)
+    seconds: float  # wall time of the call
+    cache_path: str | None = None  # the cache file read or written; None when caching is off
+
+
+def resolve_device(device: "str | torch.device" = "auto") -> "torch.device":
+    """``auto`` -> cuda when available, else cpu; ``cpu``; ``cuda`` / ``cuda:N`` (checked to exist)."""
+    import torch
+
+    if isinstance(device, torch.device):
+        device = str(device)
+    value = str(device).strip().lower()
+    if value == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if value == "cpu":
+        return torch.device("cpu")
+    if re.fullmatch(r"cuda(:\d+)?", value):
+        if not torch.cuda.is_available():
+            raise AutotransferError(
+                f"device {device!r} was asked for but CUDA is not available here (torch "
+                f"{torch.__version__}, built for CUDA {torch.version.cuda or 'none'}); "
+                "use --device cpu, or --device auto to take a GPU only when there is one"
+            )
+        dev = torch.device(value)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise AutotransferError(
+                f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} "
+                f"CUDA device(s), cuda:0..cuda:{torch.cuda.device_count() - 1}"
+            )
+        return dev
+    raise AutotransferError(f"device {device!r} is not one of auto, cpu, cuda, cuda:N")
+
+
+def move_to(batch: Any, device: "torch.device", non_blocking: bool = False) -> Any:
+    """``batch`` (a tensor, or a dict / list / tuple of tensors) on ``device``."""
+    import torch
+
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=non_blocking)
+    if isinstance(batch, dict) or hasattr(batch, "items") and hasattr(batch, "keys"):
+        return {k: move_to(v, device, non_blocking) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to(v, device, non_blocking) for v in batch)
+    return batch
+
+
+def default_cache_dir() -> Path:
+    """``$AUTOTRANSFER_CACHE_DIR/features`` or ``~/.cache/autotransfer/features``."""
+    root = os.environ.get("AUTOTRANSFER_CACHE_DIR")
+    return (Path(root).expanduser() if root else Path.home() / ".cache" / "autotransfer") / "features"
+
+
+def cache_key(source: "Source", dataset: "Dataset", split: str) -> str:
+    """sha256 of (source identity, dataset fingerprint, split, eval input pipeline)."""
+    parts = [f"v{CACHE_VERSION}", source.identity(), dataset.fingerprint, split, source.transform_key(False)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _checksum(*arrays: np.ndarray | None) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is not None:
+            h.update(str(a.shape).encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")[:60] or "source"
+
+
+def _load_cached(path: Path, key: str, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The arrays in ``path``; raises ValueError (with the reason) when the file is not right."""
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(bytes(z["meta"]).decode())
+        feats = np.array(z["features"])
+        probs = np.array(z["source_probs"]) if "source_probs" in z.files else None
+    if meta.get("key") != key:
+        raise ValueError("its key does not match")
+    if feats.ndim != 2 or feats.shape[0] != n or list(feats.shape) != meta.get("features_shape"):
+        raise ValueError(f"features have shape {feats.shape}, expected ({n}, {meta.get('features_shape', ['?'])[-1]})")
+    if probs is not None and (probs.ndim != 2 or probs.shape[0] != n):
+        raise ValueError(f"source_probs have shape {probs.shape}, expected {n} rows")
+    if _checksum(feats, probs) != meta.get("checksum"):
+        raise ValueError("checksum mismatch")
+    return feats.astype(np.float32, copy=False), probs
+
+
+def _save_cached(path: Path, key: str, source: "Source", split: str, feats: np.ndarray,
+                 probs: np.ndarray | None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"key": key, "source": source.name, "split": split, "features_shape": list(feats.shape),
+            "checksum": _checksum(feats, probs), "version": CACHE_VERSION}
+    arrays: dict[str, np.ndarray] = {"features": feats, "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8)}
+    if probs is not None:
+        arrays["source_probs"] = probs
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+class _Items:
+    """Map-style dataset: item i -> ``source.load_item(items[i])`` (runs in loader workers)."""
+
+    def __init__(self, source: "Source", items: list[Any], order: np.ndarray):
+        self.source = source
+        self.items = items
+        self.order = order
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.source.load_item(self.items[int(self.order[i])], train=False)
+
+
+def _default_batch_size(modality: str, cuda: bool) -> int:
+    if modality == "text":
+        return 128 if cuda else 32
+    return 256 if cuda else 64
+
+
+def extract(
+    source: "Source",
+    dataset: "Dataset",
+    split: str,
+    *,
+    device: "str | torch.device" = "auto",
+    batch_size: int | None = None,
+    cache_dir: str | os.PathLike | None | bool = None,
+    num_workers: int | None = None,
+    progress: bool = True,
+) -> Features:
+    """Pooled features of ``source``'s pretrained backbone over ``dataset.splits[split]``.
+
+    Args:
+        source: the source model (``autotransfer.sources.Source``).
+        dataset: the dataset; its ``fingerprint`` is part of the cache key.
+        split: "train", "val" or "test".
+        device: "auto" (cuda when available), "cpu", "cuda" or "cuda:N".
+        batch_size: items per forward pass (default 64 images / 32 texts on CPU, 256 / 128 on CUDA).
+        cache_dir: folder of cache files; default ``$AUTOTRANSFER_CACHE_DIR/features`` or
+            ``~/.cache/autotransfer/features``; ``False`` turns the cache off.
+        num_workers: loader processes decoding items (default min(4, CPUs) for images, 0 for text).
+        progress: show a progress bar on stderr.
+
+    Returns:
+        ``Features``; ``cached`` says whether it came from the cache without a forward pass.
+    """
+    start = time.perf_counter()
+    if split not in dataset.splits:
+        raise AutotransferError(f"split {split!r} is not in dataset {dataset.name!r}; it has "
+                                f"{', '.join(dataset.splits)}")
+    if source.modality != dataset.modality:
+        raise AutotransferError(f"source {source.name!r} takes {source.modality} input but dataset "
+                                f"{dataset.name!r} is {dataset.modality}; pick a {dataset.modality} source")
+    items = dataset.split_items(split)
+    labels = np.asarray(dataset.split_labels(split), dtype=np.int64)
+    n = len(items)
+
+    path: Path | None = None
+    key = ""
+    if cache_dir is not False:
+        folder = Path(cache_dir).expanduser() if cache_dir not in (None, True) else default_cache_dir()
+        key = cache_key(source, dataset, split)
+        path = folder / f"{_slug(source.name)}__{_slug(split)}__{key[:24]}.npz"
+        if path.exists():
+            try:
+                feats, probs = _load_cached(path, key, n)
+            except Exception as exc:  # any unreadable / inconsistent file: drop it and recompute
+                warn(f"feature cache file {path} is corrupt ({type(exc).__name__}: {exc}); "
+                     "deleted it, recomputing")
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            else:
+                return Features(feats, labels, probs, True, time.perf_counter() - start, str(path))
+
+    feats, probs = _compute(source, items, device=device, batch_size=batch_size,
+                            num_workers=num_workers, progress=progress, desc=f"{source.name} [{split}]")
+    if path is not None:
+        try:
+            _save_cached(path, key, source, split, feats, probs)
+        except OSError as exc:  # the cache only saves time: a full or read-only disk must not cost the run
+            warn(f"could not write feature cache file {path} ({exc}); continuing without caching")
+            path = None
+    return Features(feats, labels, probs, False, time.perf_counter() - start, str(path) if path else None)
+
+
+def _compute(source: "Source", items: list[Any], *, device: Any, batch_size: int | None,
+             num_workers: int | None, progress: bool, desc: str) -> tuple[np.ndarray, np.ndarray | None]:
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    dev = resolve_device(device)
+    cuda = dev.type == "cuda"
+    image = source.modality == "image"
+    n = len(items)
+    if batch_size is None:
+        batch_size = _default_batch_size(source.modality, cuda)
+    if batch_size < 1:
+        raise AutotransferError(f"batch_size must be at least 1, got {batch_size=}")
+    if num_workers is None:
+        num_workers = min(4, os.cpu_count() or 1) if image else 0
+    num_workers = max(0, min(int(num_workers), max(1, n // batch_size)))  # no idle workers on tiny splits
+    # Texts run longest first so each batch pads to similar lengths (and an OOM shows up at once).
+    order = np.argsort([-len(t) for t in items], kind="stable") if not image else np.arange(n)
+
+    model = source.build(pretrained=True)
+    model.eval().to(dev)
+    if cuda and image:
+        model.to(memory_format=torch.channels_last)
+    head = getattr(model, "source_head", None)
+    if head is not None:
+        head.eval().to(dev)
+
+    loader = DataLoader(
+        _Items(source, items, order), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+        collate_fn=source.collate, pin_memory=cuda,
+        **({"prefetch_factor": 4, "persistent_workers": False} if num_workers else {}),
+    )
+    feats: list[torch.Tensor] = []
+    probs: list[torch.Tensor] = []
+    bar = tqdm(total=n, desc=desc, unit="img" if image else "text", file=sys.stderr,
+               disable=not progress, leave=False)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+    with torch.inference_mode(), autocast, bar:
+        for batch in loader:
+            batch = move_to(batch, dev, non_blocking=cuda)
+            if cuda and image and isinstance(batch, torch.Tensor):
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            out = model(batch)
+            if head is not None:
+                probs.append(head(out).float().softmax(dim=-1).cpu())
+            feats.append(out.float().cpu())
+            bar.update(len(out))
+    if feats:
+        f = torch.cat(feats).numpy()
+    else:
+        f = np.zeros((0, source.feature_dim), np.float32)
+    p = torch.cat(probs).numpy() if probs else None
+    if not image:  # back to split order
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(n)
+        f = f[inverse]
+        p = p[inverse] if p is not None else None
+    if f.ndim != 2 or f.shape[0] != n:
+        raise AutotransferError(f"source {source.name!r} returned features of shape {tuple(f.shape)} for {n} "
+                                "items; a backbone must return (batch, feature_dim) pooled features")
+    return np.ascontiguousarray(f, dtype=np.float32), (np.ascontiguousarray(p, dtype=np.float32)
+                                                       if p is not None else None)
