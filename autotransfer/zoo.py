@@ -5,8 +5,11 @@ Vision weights cannot be downloaded here, so transfer is shown the way Yosinski 
 is digits 5–9 (task B) with few labels. The zoo has:
 
 * ``digits-<arch>``: pretrained on task A (helpful sources, two architectures);
-* ``shuffled-<arch>``: pretrained on task A with **shuffled labels** (a planted harmful source:
-  it memorised noise);
+* ``shuffled-<arch>``: pretrained on task A with **shuffled labels** and a learning rate 100×
+  too high — a planted harmful source, the kind of checkpoint a broken pretraining run leaves:
+  its features collapsed (measured: linear probe and full fine-tuning stay at chance on the
+  target while scratch learns). Shuffled labels with a sane learning rate turned out *not* to
+  be harmful here: memorising noisy labels still learns stroke features that transfer;
 * ``synthetic-<arch>``: pretrained on a different, synthetic task (bar orientation).
 
 Weights are saved as safetensors with a JSON sidecar and used through the ordinary timm
@@ -25,7 +28,7 @@ import numpy as np
 
 from .data.offline import digits_arrays, write_images
 
-ZOO_VERSION = "v1"
+ZOO_VERSION = "v2"
 SIZE = 16  # input size the zoo is trained at (8x8 digits upscaled)
 ARCHS = ("test_resnet", "test_vit")
 
@@ -75,7 +78,7 @@ def synthetic_bars(n: int, seed: int, size: int = 8) -> tuple[np.ndarray, np.nda
 
 
 def pretrain(arch: str, images: np.ndarray, labels: np.ndarray, out: Path, *, epochs: int = 15,
-             seed: int = 0, size: int = SIZE) -> float:
+             seed: int = 0, size: int = SIZE, lr: float = 3e-3, one_cycle: bool = True) -> float:
     """Train ``timm.create_model(arch)`` on (images, labels) and save weights + sidecar; return train accuracy."""
     import timm
     import torch
@@ -86,8 +89,10 @@ def pretrain(arch: str, images: np.ndarray, labels: np.ndarray, out: Path, *, ep
     kwargs = {"img_size": size} if "vit" in arch else {}
     model = timm.create_model(arch, num_classes=n_cls, **kwargs)
     x, y = _prep(images, size), torch.from_numpy(labels.astype(np.int64))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * ((len(x) + 63) // 64))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    steps = epochs * ((len(x) + 63) // 64)
+    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps) if one_cycle
+             else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0))
     g = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(epochs):
@@ -140,7 +145,10 @@ def build_zoo(zoo_dir: Path | None = None, archs: Iterable[str] = ARCHS, epochs:
                 imgs, labs = images[src], rng.permutation(y[src])
             else:
                 imgs, labs = synthetic_bars(900, seed=7)
-            acc = pretrain(arch, imgs, labs, path, epochs=epochs * (2 if kind == "harmful" else 1))
+            if kind == "harmful":
+                acc = pretrain(arch, imgs, labs, path, epochs=8, lr=0.3, one_cycle=False)
+            else:
+                acc = pretrain(arch, imgs, labs, path, epochs=epochs)
             entries.append(ZooEntry(name, f"timm:{arch}@{path}", kind, acc))
             known[name] = {"name": name, "kind": kind, "source_accuracy": acc}
     zoo_dir.mkdir(parents=True, exist_ok=True)

@@ -52,3 +52,20 @@ def bbc_dir(tmp_path_factory) -> Path:
 @pytest.fixture()
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory) -> dict:
+    """The digits zoo (test_resnet pretrained on digits 0–4, and on shuffled labels), by name."""
+    from autotransfer.zoo import build_zoo
+
+    entries = build_zoo(tmp_path_factory.mktemp("zoo"), archs=("test_resnet",), kinds=("helpful", "harmful"))
+    return {e.name: e for e in entries}
+
+
+@pytest.fixture(scope="session")
+def target_dir(tmp_path_factory) -> Path:
+    """Digits 5–9, 20 labels per class for training (pre-split folder)."""
+    from autotransfer.zoo import write_target_task
+
+    return write_target_task(tmp_path_factory.mktemp("target") / "target", per_class=20)

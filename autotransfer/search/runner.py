@@ -123,7 +123,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, ctx: _Context) -> None:
         trial.set_user_attr("fail_reason", "interrupted")
         trial.set_user_attr("seconds", round(time.perf_counter() - start, 2))
         study.tell(trial, state=TrialState.FAIL)
-        st.RetryFailedTrialCallback(max_retry=2)(study, study._storage.get_trial(trial._trial_id))
+        st.retry_callback()(study, study._storage.get_trial(trial._trial_id))
         raise
     except Exception as exc:  # a trial's failure never ends the search
         stop.set()

@@ -9,8 +9,11 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+import inspect
+import warnings
+
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from ..errors import AutotransferError
@@ -19,20 +22,36 @@ HEARTBEAT_SECONDS = 10  # a running trial touches the storage this often
 GRACE_SECONDS = 60  # a trial silent for this long belongs to a dead worker: failed and retried
 
 
+# Optuna 4.9 renamed the retry callback and its storage argument; support both spellings.
+_RETRY = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+_CALLBACK_ARG = ("heartbeat_stale_trial_callback"
+                 if "heartbeat_stale_trial_callback" in inspect.signature(RDBStorage.__init__).parameters
+                 else "failed_trial_callback")
+
+
+def retry_callback():
+    """Re-enqueue a dead worker's trial with the same parameters (at most twice)."""
+    return _RETRY(max_retry=2)
+
+
+def quiet_optuna() -> None:
+    """Heartbeats are experimental in Optuna and warn on every use; the search uses them on purpose."""
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+
 def default_storage(out_dir: Path) -> str:
     return f"sqlite:///{(Path(out_dir) / 'study.db').resolve()}"
 
 
 def open_storage(url: str) -> RDBStorage:
     """An RDB storage with heartbeats, so a dead worker's trials are failed and retried."""
-    kwargs = {}
+    quiet_optuna()
+    kwargs: dict = {_CALLBACK_ARG: retry_callback()}
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
     try:
-        return RDBStorage(
-            url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-            failed_trial_callback=RetryFailedTrialCallback(max_retry=2), **kwargs,
-        )
+        return RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS, **kwargs)
     except ImportError as exc:
         raise AutotransferError(
             f"--storage {redact(url)!r} needs a database driver ({exc}); for PostgreSQL install "
@@ -113,7 +132,7 @@ class RunOwner:
 def fail_orphans(study: optuna.Study) -> list[int]:
     """Fail and re-enqueue RUNNING trials of a study nobody else is running (a killed process's)."""
     storage = study._storage
-    retry = RetryFailedTrialCallback(max_retry=2)
+    retry = retry_callback()
     failed = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if storage.set_trial_state_values(t._trial_id, TrialState.FAIL):

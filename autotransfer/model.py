@@ -1,0 +1,232 @@
+"""The trained model: one shared backbone, one linear head per task; save and load.
+
+On disk a model is a folder with ``model.safetensors`` (every tensor: backbone, adapters,
+heads) and ``config.json`` (source spec, strategy and its parameters, tasks with their class
+names, modality). ``load_model`` rebuilds the architecture from the source spec without its
+pretrained weights (``build(pretrained=False)``), re-applies the strategy's structural change
+(LoRA adapters), and loads the saved tensors: predictions reproduce exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import AutotransferError
+
+if TYPE_CHECKING:
+    from .data import Task
+    from .sources import Source
+
+FORMAT = "autotransfer-model"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move tensors in a (nested) batch to ``device``; anything else passes through."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    if hasattr(batch, "to"):  # e.g. transformers BatchEncoding
+        return batch.to(device)
+    return batch
+
+
+def batch_len(batch: Any) -> int:
+    """Number of examples in a batch (dim 0 of its first tensor)."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0])
+    if isinstance(batch, dict) or hasattr(batch, "values"):
+        return batch_len(next(iter(batch.values())))
+    if isinstance(batch, (list, tuple)):
+        return batch_len(batch[0]) if batch and not isinstance(batch[0], str) else len(batch)
+    raise TypeError(f"cannot tell the batch size of {type(batch).__name__}")
+
+
+class TransferModel(nn.Module):
+    """A backbone (``forward(batch) -> (B, D)``) and one ``nn.Linear(D, n_classes)`` head per task."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, tasks: Sequence["Task"],
+                 source: "Source | None" = None, config: dict[str, Any] | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.heads = nn.ModuleList(nn.Linear(feature_dim, t.num_classes) for t in tasks)
+        self.tasks = list(tasks)
+        self.source = source
+        self.feature_dim = int(feature_dim)
+        # parameter names per layer group, recorded before any adapter renames them
+        self.backbone_groups: list[list[str]] = [list(g) for g in backbone.layer_groups()]
+        self.config: dict[str, Any] = dict(config or {})
+
+    def forward(self, batch: Any) -> list[torch.Tensor]:
+        return self.forward_features(self.backbone(batch))
+
+    def forward_features(self, features: torch.Tensor) -> list[torch.Tensor]:
+        """Per-task logits from pooled backbone features."""
+        return [head(features) for head in self.heads]
+
+    def train(self, mode: bool = True) -> "TransferModel":
+        """Like ``nn.Module.train``, but norm layers whose parameters are all frozen stay in eval mode.
+
+        A frozen layer group must be bit-for-bit unchanged after training, and BatchNorm updates
+        its running statistics in train mode even when its weights are frozen.
+        """
+        super().train(mode)
+        if mode:
+            for mod in frozen_norms(self.backbone):
+                mod.eval()
+        return self
+
+    @property
+    def modality(self) -> str:
+        """"image" or "text": what ``predict`` takes."""
+        return getattr(self.source, "modality", "") or self.config.get("modality", "")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def param_counts(self) -> tuple[int, int]:
+        """(trainable, total) parameter counts."""
+        total = sum(p.numel() for p in self.parameters())
+        return sum(p.numel() for p in self.parameters() if p.requires_grad), total
+
+    # --- inference ---
+
+    @torch.no_grad()
+    def predict(self, items: Sequence[Any], batch_size: int = 64) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Predicted class indices (n, n_tasks) int64 and per-task probabilities [(n, C_t) float32].
+
+        Class names: ``self.tasks[t].classes[pred[i, t]]`` (or ``predict_names``).
+        """
+        if self.source is None:
+            raise AutotransferError("this model has no source attached, so it cannot read items")
+        was_training = self.training
+        self.eval()
+        device = self.device
+        probs: list[list[np.ndarray]] = [[] for _ in self.heads]
+        try:
+            for start in range(0, len(items), batch_size):
+                chunk = items[start:start + batch_size]
+                batch = self.source.collate([self.source.load_item(it, train=False) for it in chunk])
+                for t, logits in enumerate(self(to_device(batch, device))):
+                    probs[t].append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+        finally:
+            self.train(was_training)
+        out = [np.concatenate(p) if p else np.zeros((0, h.out_features), np.float32)
+               for p, h in zip(probs, self.heads)]
+        pred = np.stack([p.argmax(axis=1) for p in out], axis=1).astype(np.int64) if items else \
+            np.zeros((0, len(self.heads)), np.int64)
+        return pred, out
+
+    def predict_names(self, items: Sequence[Any], batch_size: int = 64) -> list[list[str]]:
+        """Predicted class names, one list per item with one name per task."""
+        pred, _ = self.predict(items, batch_size)
+        return [[self.tasks[t].classes[k] for t, k in enumerate(row)] for row in pred]
+
+    # --- persistence ---
+
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write ``model.safetensors`` + ``config.json`` to the folder ``path``; returns it."""
+        from safetensors.torch import save_model
+
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        src = self.source
+        cfg = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            **self.config,
+            "source": getattr(src, "spec", "") or getattr(src, "name", ""),
+            "source_name": getattr(src, "name", ""),
+            "architecture": getattr(src, "architecture", ""),
+            "modality": getattr(src, "modality", ""),
+            "feature_dim": self.feature_dim,
+            "tasks": [{"name": t.name, "classes": list(t.classes)} for t in self.tasks],
+            **(extra or {}),
+        }
+        was = self.device
+        self.to("cpu")
+        try:
+            save_model(self, str(out / WEIGHTS))
+        finally:
+            self.to(was)
+        (out / CONFIG).write_text(json.dumps(cfg, indent=2, default=_jsonable) + "\n")
+        return out
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (np.integer, np.floating)):
+        return v.item()
+    return str(v)
+
+
+def frozen_norms(module: nn.Module) -> list[nn.Module]:
+    """Norm layers whose parameters are all frozen (paramless ones follow their parent's parameters)."""
+    mods = dict(module.named_modules())
+    out = []
+    for name, mod in mods.items():
+        if not isinstance(mod, _NORMS):
+            continue
+        owner, owner_name = mod, name
+        while not any(True for _ in owner.parameters()) and owner_name:
+            owner_name = owner_name.rpartition(".")[0]
+            owner = mods[owner_name]
+        params = list(owner.parameters())
+        if params and not any(p.requires_grad for p in params):
+            out.append(mod)
+    return out
+
+
+def load_model(path: str | Path, *, source: "Source | None" = None, device: str = "cpu") -> TransferModel:
+    """Load a model saved by ``TrainResult.save``/``TransferModel.save``; ready for ``.predict(items)``.
+
+    ``source`` overrides the saved source spec (e.g. a Source object that has no spec).
+    """
+    from safetensors.torch import load_model as _load
+
+    from .data import Task
+    from .features import resolve_device
+    from .sources import SourceOptions, resolve_source
+    from .strategies import get_strategy
+
+    folder = Path(path)
+    cfg_path = folder / CONFIG
+    if not cfg_path.is_file() or not (folder / WEIGHTS).is_file():
+        raise AutotransferError(
+            f"{str(path)!r} is not a saved autotransfer model; expected a folder with {CONFIG} and {WEIGHTS} "
+            "(written by TrainResult.save)"
+        )
+    cfg = json.loads(cfg_path.read_text())
+    if cfg.get("format") != FORMAT:
+        raise AutotransferError(f"{str(cfg_path)!r} is not an autotransfer model config (format={cfg.get('format')!r})")
+    if source is None:
+        if not cfg.get("source"):
+            raise AutotransferError(f"model {str(path)!r} does not record its source; pass source= to load_model")
+        source = resolve_source(cfg["source"], SourceOptions(offline=True))
+    tasks = [Task(t["name"], list(t["classes"])) for t in cfg["tasks"]]
+    backbone = source.build(pretrained=False)  # architecture only: every tensor comes from the file
+    model = TransferModel(backbone, int(cfg["feature_dim"]), tasks, source=source, config=cfg)
+    if cfg.get("strategy"):
+        get_strategy(cfg["strategy"]).prepare_model(model, dict(cfg.get("strategy_params") or {}))
+    missing, unexpected = _load(model, str(folder / WEIGHTS), strict=False)
+    if missing or unexpected:
+        raise AutotransferError(
+            f"weights in {str(folder / WEIGHTS)!r} do not match the model built from source "
+            f"{cfg.get('source')!r}: {len(missing)} missing (e.g. {missing[:2]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}); was it saved by another version?"
+        )
+    model.eval()
+    return model.to(resolve_device(device))

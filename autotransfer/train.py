@@ -1,0 +1,605 @@
+"""The one training loop, used by every strategy and by the search.
+
+``train(dataset, source, strategy, ...)`` builds a ``TransferModel`` (shared backbone, one
+linear head per task), asks the strategy for its stages, and runs ``fit`` once per stage:
+AdamW, linear warm-up then cosine decay (driven by training progress, so a batch-size change
+does not bend it), gradient clipping at 1.0, bf16 autocast on CUDA only, an evaluation on the
+validation split after every epoch followed by ``report(epoch, val_score)`` (return True or
+raise ``StopTraining`` to stop: the pruner's hook), and the best epoch's weights restored at the
+end. Cached-feature stages run the same loop over a feature matrix instead of items.
+
+Reproducible on CPU: the seed fixes the backbone's random init, the heads, every epoch's
+shuffle (a generator seeded from seed, stage name and epoch, so an OOM retry replays the same
+order) and augmentation; loading runs in the main process on CPU (``num_workers=0``).
+
+Out of memory on CUDA: the epoch is retried with half the batch size, up to 3 times per stage,
+then an ``AutotransferError`` says what to change. Any exception that ``is_oom`` recognises
+triggers it, so a test double can raise ``torch.cuda.OutOfMemoryError`` on CPU.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import math
+import random
+import sys
+import time
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from .console import note
+from .errors import AutotransferError, DataError
+from .model import TransferModel, to_device
+
+if TYPE_CHECKING:
+    from .data import Dataset
+    from .sources import Source
+    from .strategies import Strategy
+
+MAX_OOM_RETRIES = 3  # halvings of the batch size per stage before giving up
+GRAD_CLIP = 1.0  # max global grad norm
+WARMUP = 0.1  # fraction of training spent in linear warm-up
+MIN_AUGMENT_SIDE = 64  # images smaller than this (e.g. 8x8 digits) train without augmentation
+
+Report = Callable[[int, float], "bool | None"]
+
+
+class StopTraining(Exception):
+    """Raise from a ``report`` callback to end the run after this epoch (e.g. a pruned trial)."""
+
+
+@dataclass
+class TrainResult:
+    """What one ``train`` call produced. Scores are accuracies in [0, 1], mean over tasks."""
+
+    val_curve: list[float]  # mean val accuracy after each reported epoch (0-based epochs)
+    val_score: float  # the best value of val_curve; ``model`` holds that epoch's weights
+    test_score: float | None  # mean test accuracy of the returned model (None: evaluate_test=False)
+    task_scores: dict[str, float]  # val accuracy per task at the best epoch
+    test_task_scores: dict[str, float]  # test accuracy per task ({} without a test evaluation)
+    seconds: float  # wall time of the whole call (feature extraction included)
+    trainable_params: int  # parameters trained in the main (last) stage, heads included
+    total_params: int  # all parameters of the model, heads and adapters included
+    epochs_run: int  # reported epochs actually run (< epochs when report() stopped the run)
+    best_epoch: int  # index into val_curve of the kept weights
+    model: TransferModel  # the trained model (best epoch); ``.predict(items)``
+    strategy: str  # strategy name
+    source: str  # source spec (or name)
+    params: dict[str, Any]  # everything that defined the run: lr, epochs, seed, strategy params ...
+    batch_size: int  # batch size at the end (smaller than asked for after an OOM back-off)
+    oom_retries: int = 0  # how many times the batch size was halved
+    stopped_early: bool = False  # report() asked to stop
+    epoch_seconds: list[float] = field(default_factory=list)  # wall time per reported epoch (train + val)
+    feature_seconds: float = 0.0  # time spent getting cached features (0 if none were needed)
+    features_from_cache: bool | None = None  # cached features came from the disk cache (None: none used)
+    task_curves: dict[str, list[float]] = field(default_factory=dict)  # val accuracy per task per epoch
+    stage_curves: dict[str, list[float]] = field(default_factory=dict)  # val curves of unreported stages
+
+    def predict(self, items: Sequence[Any], batch_size: int = 64) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Predicted class indices (n, n_tasks) and per-task probabilities; see ``TransferModel.predict``."""
+        return self.model.predict(items, batch_size)
+
+    def summary(self) -> dict[str, Any]:
+        """Plain data for leaderboards (no model)."""
+        return {
+            "source": self.source, "strategy": self.strategy, "val_score": self.val_score,
+            "test_score": self.test_score, "task_scores": self.task_scores,
+            "test_task_scores": self.test_task_scores, "val_curve": self.val_curve,
+            "best_epoch": self.best_epoch, "epochs_run": self.epochs_run, "seconds": self.seconds,
+            "trainable_params": self.trainable_params, "total_params": self.total_params,
+            "batch_size": self.batch_size, "oom_retries": self.oom_retries,
+            "stopped_early": self.stopped_early, "params": self.params,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Weights (safetensors) + config.json for ``autotransfer.load_model``, plus result.json."""
+        out = self.model.save(path)
+        (out / "result.json").write_text(json.dumps(self.summary(), indent=2, default=str) + "\n")
+        return out
+
+
+# --- small pieces ---
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` is an out-of-memory error (CUDA's own class, or a RuntimeError saying so)."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def oom_message(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def auto_batch_size(n_train: int, cached_features: bool) -> int:
+    """Default batch size: a power of two giving several steps per epoch even on tiny datasets.
+
+    Backbone training: n/4 clamped to [8, 64]. Cached features (cheap steps, a linear model that
+    wants many of them): n/8 clamped to [16, 256]. Never more than n.
+    """
+    lo, hi, div = (16, 256, 8) if cached_features else (8, 64, 4)
+    target = max(lo, min(hi, n_train // div))
+    return max(1, min(n_train, 1 << int(math.log2(target))))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _stage_seed(seed: int, stage: str, epoch: int) -> int:
+    h = hashlib.sha256(f"{seed}|{stage}|{epoch}".encode()).digest()
+    return int.from_bytes(h[:8], "little") & (2**63 - 1)
+
+
+def _worker_init(worker_id: int) -> None:
+    s = torch.initial_seed() % 2**32
+    random.seed(s)
+    np.random.seed(s)
+
+
+def lr_factor(progress: float, warmup: float = WARMUP) -> float:
+    """Linear warm-up over the first ``warmup`` of training, then cosine decay to 0."""
+    if progress < warmup:
+        return progress / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (progress - warmup) / (1.0 - warmup))))
+
+
+def auto_augment(dataset: "Dataset", augment: bool | None) -> bool:
+    """The augmentation rule: images whose smaller side is >= 64 px get the source's train transforms.
+
+    Random crops of tiny images (8x8 digits, 32x32 icons) destroy what little there is, so
+    they train on the eval transform; text is never augmented. ``augment`` True/False overrides.
+    """
+    if augment is not None:
+        return bool(augment)
+    if dataset.modality != "image":
+        return False
+    try:
+        from PIL import Image
+
+        with Image.open(dataset.items[int(dataset.splits["train"][0])]) as im:
+            return min(im.size) >= MIN_AUGMENT_SIDE
+    except Exception:
+        return False
+
+
+class _Items(torch.utils.data.Dataset):
+    def __init__(self, source: "Source", items: Sequence[Any], train: bool):
+        self.source, self.items, self.train = source, items, train
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.source.load_item(self.items[i], train=self.train)
+
+
+@dataclass
+class _Split:
+    """One split ready to batch: items (read through the source) or a cached feature matrix."""
+
+    labels: torch.Tensor  # (n, n_tasks) int64
+    items: Sequence[Any] | None = None
+    features: torch.Tensor | None = None  # (n, D) float32
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class _Loop:
+    """Batches and OOM back-off for one stage."""
+
+    def __init__(self, model: TransferModel, source: "Source", device: torch.device, batch_size: int,
+                 num_workers: int, augment: bool, seed: int, stage: str):
+        self.model, self.source, self.device = model, source, device
+        self.batch_size, self.num_workers, self.augment = batch_size, num_workers, augment
+        self.seed, self.stage = seed, stage
+        self.retries = 0
+        self.amp = device.type == "cuda"
+
+    def batches(self, data: _Split, order: torch.Tensor, batch_size: int, train: bool, epoch: int = 0):
+        """(inputs on device, labels on device) for ``order`` in chunks of ``batch_size``."""
+        chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        if train and len(chunks) > 1 and len(chunks[-1]) == 1:
+            chunks = chunks[:-1]  # a batch of one breaks BatchNorm in train mode
+        if data.features is not None:
+            for idx in chunks:
+                yield data.features[idx].to(self.device), data.labels[idx].to(self.device)
+            return
+        ds = _Items(self.source, data.items, train and self.augment)
+        g = torch.Generator().manual_seed(_stage_seed(self.seed, self.stage + "/workers", epoch))  # worker seeds
+        loader = torch.utils.data.DataLoader(
+            ds, batch_sampler=[c.tolist() for c in chunks], num_workers=self.num_workers,
+            collate_fn=self._collate, worker_init_fn=_worker_init if self.num_workers else None, generator=g,
+            pin_memory=self.device.type == "cuda",
+        )
+        for inputs, idx in zip(loader, chunks):
+            yield to_device(inputs, self.device), data.labels[idx].to(self.device)
+
+    def _collate(self, inputs: list[Any]) -> Any:
+        return self.source.collate(inputs)
+
+    def logits(self, inputs: Any, cached: bool) -> list[torch.Tensor]:
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            out = self.model.forward_features(inputs) if cached else self.model(inputs)
+        return [o.float() for o in out]
+
+    def backoff(self, first: str) -> None:
+        """Free what the failed attempt held and halve the batch size, or give up.
+
+        Called after the ``except`` block has ended, so the exception's traceback (and the
+        activations its frames reference) is gone before the cache is emptied.
+        """
+        if self.retries >= MAX_OOM_RETRIES or self.batch_size <= 1:
+            raise AutotransferError(
+                f"out of memory training at batch size {self.batch_size} on {self.device} after "
+                f"{self.retries} halvings ({first}); pass a smaller batch_size/--batch-size, a smaller "
+                "source model, or use a device with more memory"
+            ) from None
+        self.model.zero_grad(set_to_none=True)
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.retries += 1
+        self.batch_size = max(1, self.batch_size // 2)
+        note(f"out of memory ({first}); retrying the epoch with batch size {self.batch_size}")
+
+
+def _accuracies(model_loop: _Loop, data: _Split, cached: bool) -> list[float]:
+    """Per-task accuracy on ``data`` (with OOM back-off)."""
+    while True:
+        try:
+            correct = torch.zeros(data.labels.shape[1], dtype=torch.long)
+            with torch.no_grad():
+                for inputs, y in model_loop.batches(data, torch.arange(len(data)),
+                                                    model_loop.batch_size * (8 if cached else 1), False):
+                    for t, lg in enumerate(model_loop.logits(inputs, cached)):
+                        correct[t] += (lg.argmax(1) == y[:, t]).sum().cpu()
+            return (correct.double() / max(1, len(data))).tolist()
+        except Exception as exc:
+            if not is_oom(exc):
+                raise
+            msg = oom_message(exc)
+        model_loop.backoff(msg)
+
+
+@dataclass
+class _FitOut:
+    curve: list[float]
+    task_curve: list[list[float]]
+    best_epoch: int
+    stopped: bool
+    epoch_seconds: list[float]
+
+
+def fit(model: TransferModel, loop: _Loop, groups: list[dict[str, Any]], train: _Split, val: _Split, *,
+        epochs: int, cached: bool, weight_decay: float, report: Report | None, verbose: bool = False) -> _FitOut:
+    """Train ``groups`` for ``epochs`` epochs; evaluate and report after each; restore the best epoch."""
+    module: torch.nn.Module = model.heads if cached else model
+    trainable = [p for g in groups for p in g["params"]]
+    opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
+    base_lrs = [g["lr"] for g in opt.param_groups]
+    keep = {n for n, p in module.named_parameters() if p.requires_grad} | {n for n, _ in module.named_buffers()}
+    best_state: dict[str, torch.Tensor] | None = None
+    curve: list[float] = []
+    task_curve: list[list[float]] = []
+    seconds: list[float] = []
+    best_epoch, stopped = -1, False
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        while True:
+            try:
+                _train_epoch(model, loop, opt, base_lrs, trainable, train, epoch, epochs, cached)
+                break
+            except Exception as exc:
+                if not is_oom(exc):
+                    raise
+                msg = oom_message(exc)
+            loop.backoff(msg)
+        model.eval()
+        accs = _accuracies(loop, val, cached)
+        score = float(np.mean(accs))
+        curve.append(score)
+        task_curve.append(accs)
+        seconds.append(time.perf_counter() - t0)
+        if best_epoch < 0 or score > curve[best_epoch]:
+            best_epoch = epoch
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items() if k in keep}
+        if verbose:
+            note(f"{loop.stage} epoch {epoch + 1}/{epochs}: val {score:.4f} ({seconds[-1]:.1f}s)")
+        if report is not None:
+            try:
+                stopped = bool(report(epoch, score))
+            except StopTraining:
+                stopped = True
+            if stopped:
+                break
+    if best_state is not None:
+        module.load_state_dict(best_state, strict=False)
+    model.eval()
+    return _FitOut(curve, task_curve, best_epoch, stopped, seconds)
+
+
+def _train_epoch(model: TransferModel, loop: _Loop, opt: torch.optim.Optimizer, base_lrs: list[float],
+                 trainable: list[torch.nn.Parameter], data: _Split, epoch: int, epochs: int, cached: bool) -> None:
+    g = torch.Generator().manual_seed(_stage_seed(loop.seed, loop.stage, epoch))
+    order = torch.randperm(len(data), generator=g)
+    torch.manual_seed(_stage_seed(loop.seed, loop.stage + "/rng", epoch))  # dropout, augmentation
+    random.seed(_stage_seed(loop.seed, loop.stage + "/py", epoch))
+    model.train()
+    if cached:
+        model.backbone.eval()  # not run; keeps the module's mode honest
+    bs = loop.batch_size
+    n_batches = max(1, math.ceil(len(data) / bs))
+    for i, (inputs, y) in enumerate(loop.batches(data, order, bs, True, epoch)):
+        factor = lr_factor((epoch + (i + 0.5) / n_batches) / epochs)
+        for group, base in zip(opt.param_groups, base_lrs):
+            group["lr"] = base * factor
+        logits = loop.logits(inputs, cached)
+        loss = sum(torch.nn.functional.cross_entropy(lg, y[:, t]) for t, lg in enumerate(logits))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, GRAD_CLIP)
+        opt.step()
+
+
+# --- the public entry point ---
+
+
+def _resolve_source(source: Any, source_options: Any) -> "Source":
+    from .sources import Source, SourceOptions, resolve_source
+
+    if isinstance(source, Source):
+        return source
+    if not isinstance(source, str):
+        raise AutotransferError(f"source must be a spec string or a Source, got {type(source).__name__}")
+    return resolve_source(source, source_options or SourceOptions())
+
+
+def _split(dataset: "Dataset", name: str) -> _Split:
+    idx = dataset.splits.get(name)
+    if idx is None or len(idx) == 0:
+        raise DataError(
+            f"dataset {dataset.name!r} has an empty {name!r} split; training needs train and val examples "
+            "— add data or change --split"
+        )
+    return _Split(torch.as_tensor(dataset.labels[idx], dtype=torch.long), items=[dataset.items[i] for i in idx])
+
+
+def standardizer(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std of the training features (std floored: constant dims stay finite)."""
+    mean = features.mean(0)
+    std = features.std(0, unbiased=False).clamp_min(1e-6)
+    return mean, std
+
+
+@torch.no_grad()
+def fold_standardizer(heads: torch.nn.ModuleList, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """Rewrite heads trained on ``(x - mean) / std`` as plain linear maps of ``x``.
+
+    Probes on standardised features are far better conditioned (pooled features of some
+    backbones vary by 1e-2 between inputs); folding keeps the model a plain ``nn.Linear`` per
+    task, so the backbone's raw output feeds it at prediction time and in a later stage.
+    """
+    for head in heads:
+        w = head.weight / std.to(head.weight.device)
+        head.bias -= w @ mean.to(w.device)
+        head.weight.copy_(w)
+
+
+class _Features:
+    """Cached backbone features per split, fetched once per ``train`` call."""
+
+    def __init__(self, model: TransferModel, source: "Source", dataset: "Dataset", device: torch.device,
+                 cache_dir: Any, pretrained: bool, batch_size: int | None, progress: bool = False):
+        self.model, self.source, self.dataset, self.device = model, source, dataset, device
+        self.cache_dir, self.pretrained, self.batch_size = cache_dir, pretrained, batch_size
+        self.progress = progress
+        self.splits: dict[str, _Split] = {}
+        self.seconds = 0.0
+        self.from_cache: bool | None = None
+
+    def get(self, split: str, base: _Split) -> _Split:
+        if split not in self.splits:
+            t0 = time.perf_counter()
+            if self.pretrained:
+                from .features import extract
+
+                f = extract(self.source, self.dataset, split, device=str(self.device),
+                            batch_size=self.batch_size, cache_dir=self.cache_dir, progress=self.progress)
+                feats = torch.as_tensor(np.asarray(f.features, dtype=np.float32))
+                self.from_cache = bool(f.cached) and self.from_cache is not False
+            else:  # random-init backbone: nothing to share through the cache; one pass of our own
+                feats = self._forward(base.items)
+            if feats.shape != (len(base), self.model.feature_dim):
+                raise AutotransferError(
+                    f"cached features of {split!r} have shape {tuple(feats.shape)}, expected "
+                    f"({len(base)}, {self.model.feature_dim}); clear the feature cache"
+                )
+            self.splits[split] = _Split(base.labels, features=feats)
+            self.seconds += time.perf_counter() - t0
+        return self.splits[split]
+
+    @torch.no_grad()
+    def _forward(self, items: Sequence[Any]) -> torch.Tensor:
+        self.model.eval()
+        out = []
+        bs = self.batch_size or 64
+        for s in range(0, len(items), bs):
+            batch = self.source.collate([self.source.load_item(it, train=False) for it in items[s:s + bs]])
+            out.append(self.model.backbone(to_device(batch, self.device)).float().cpu())
+        return torch.cat(out)
+
+
+def train(
+    dataset: Any,
+    source: Any,
+    strategy: "str | Strategy",
+    *,
+    depth: int | None = None,
+    lr: float | None = None,
+    epochs: int = 10,
+    weight_decay: float = 0.01,
+    seed: int = 0,
+    device: str = "auto",
+    report: Report | None = None,
+    batch_size: int | None = None,
+    cache_dir: str | Path | None = None,
+    pretrained: bool = True,
+    augment: bool | None = None,
+    evaluate_test: bool = True,
+    num_workers: int | None = None,
+    source_options: Any = None,
+    verbose: bool = False,
+    progress: bool = False,
+    **strategy_params: Any,
+) -> TrainResult:
+    """Fine-tune ``source`` on ``dataset`` with ``strategy``; the one training loop.
+
+    Args:
+        dataset: a path (loaded with ``autotransfer.data.load``) or a loaded ``Dataset``.
+        source: a spec string (``timm:test_resnet@/w.safetensors``), a registered name, or a ``Source``.
+        strategy: a registered strategy name (``autotransfer strategies``) or a ``Strategy``.
+        depth: layer groups to unfreeze (``partial``); other strategies reject it.
+        lr: peak learning rate (None: the strategy's ``default_lr``).
+        epochs: reported epochs; ``report`` is called after each.
+        batch_size: None picks ``auto_batch_size``; halved on CUDA out-of-memory.
+        cache_dir: feature cache folder for cached-feature stages (see ``autotransfer.features``).
+        pretrained: False trains the same architecture from random init (the scratch baseline).
+        augment: None applies ``auto_augment``'s rule; True/False forces it.
+        evaluate_test: compute ``test_score`` on the test split once, at the end.
+        verbose: a note per epoch on stderr; progress: feature-extraction progress bars.
+        report: ``report(epoch, val_score)`` after each epoch; return True or raise
+            ``StopTraining`` to stop (the run still returns its best epoch so far).
+        **strategy_params: the strategy's own parameters (``lr_decay``, ``lora_rank`` ...).
+
+    Returns:
+        A ``TrainResult``; ``val_score`` is the best epoch's, whose weights the model keeps.
+    """
+    from .data import load
+    from .features import resolve_device
+    from .strategies import SourceInfo, get_strategy
+
+    start = time.perf_counter()
+    if int(epochs) < 1:
+        raise AutotransferError(f"epochs must be at least 1, got {epochs=}")
+    if batch_size is not None and int(batch_size) < 1:
+        raise AutotransferError(f"batch_size must be at least 1, got {batch_size=}")
+    ds = load(dataset)
+    src = _resolve_source(source, source_options)
+    strat = get_strategy(strategy)
+    if getattr(src, "modality", ds.modality) != ds.modality:
+        raise AutotransferError(
+            f"source {src.name!r} takes {src.modality} input but dataset {ds.name!r} is {ds.modality}; "
+            f"pick a{'n' if ds.modality == 'image' else ''} {ds.modality} source"
+        )
+    dev = resolve_device(device)
+    workers = (0 if dev.type == "cpu" else 4) if num_workers is None else int(num_workers)
+
+    seed_everything(seed)
+    backbone = src.build(pretrained=pretrained)
+    info = SourceInfo.from_backbone(src, backbone)
+    params = strat.resolve_params(info, {"depth": depth, **strategy_params})
+    torch.manual_seed(seed)  # the heads' init depends on the seed only, not on how the backbone was built
+    model = TransferModel(backbone, src.feature_dim, ds.tasks, source=src, config={
+        "strategy": strat.name, "strategy_params": params, "pretrained": pretrained,
+    })
+    torch.manual_seed(seed + 1)
+    strat.prepare_model(model, params)
+    model.to(dev)
+
+    splits = {"train": _split(ds, "train"), "val": _split(ds, "val")}
+    if evaluate_test:
+        splits["test"] = _split(ds, "test")
+    do_augment = auto_augment(ds, augment)
+    feats = _Features(model, src, ds, dev, cache_dir, pretrained, batch_size, progress)
+
+    stages = strat.stages(params)
+    val_curve: list[float] = []
+    task_curve: list[list[float]] = []
+    stage_curves: dict[str, list[float]] = {}
+    epoch_seconds: list[float] = []
+    best_epoch, stopped, retries = 0, False, 0
+    final_bs = 0
+    loop: _Loop | None = None
+    for stage in stages:
+        cached = stage.cached_features
+        train_data = feats.get("train", splits["train"]) if cached else splits["train"]
+        val_data = feats.get("val", splits["val"]) if cached else splits["val"]
+        if cached:  # train the heads on standardised features; folded back into the heads below
+            mean, std = standardizer(train_data.features)
+            train_data, val_data = (_Split(d.labels, features=(d.features - mean) / std)
+                                    for d in (train_data, val_data))
+        bs = int(batch_size) if batch_size else auto_batch_size(len(train_data), cached)
+        loop = _Loop(model, src, dev, min(bs, len(train_data)), workers, do_augment, seed, stage.name)
+        stage_lr = stage.lr if stage.lr is not None else (lr if lr is not None else stage.strategy.default_lr)
+        groups = stage.strategy.param_groups(model, lr=stage_lr, weight_decay=weight_decay, **stage.params)
+        out = fit(model, loop, groups, train_data, val_data, epochs=int(stage.epochs or epochs), cached=cached,
+                  weight_decay=weight_decay, report=report if stage.reported else None, verbose=verbose)
+        if cached:
+            fold_standardizer(model.heads, mean, std)
+        retries += loop.retries
+        final_bs = loop.batch_size
+        if stage.reported:
+            val_curve, task_curve, best_epoch, stopped = out.curve, out.task_curve, out.best_epoch, out.stopped
+            epoch_seconds = out.epoch_seconds
+        else:
+            stage_curves[stage.name] = out.curve
+    trainable, total = model.param_counts()
+
+    test_score, test_tasks = None, {}
+    if evaluate_test:
+        assert loop is not None
+        last_cached = stages[-1].cached_features
+        test_data = feats.get("test", splits["test"]) if last_cached else splits["test"]
+        accs = _accuracies(loop, test_data, last_cached)
+        test_score = float(np.mean(accs))
+        test_tasks = {t.name: a for t, a in zip(ds.tasks, accs)}
+    names = [t.name for t in ds.tasks]
+    return TrainResult(
+        val_curve=val_curve,
+        val_score=val_curve[best_epoch],
+        test_score=test_score,
+        task_scores=dict(zip(names, task_curve[best_epoch])),
+        test_task_scores=test_tasks,
+        seconds=time.perf_counter() - start,
+        trainable_params=trainable,
+        total_params=total,
+        epochs_run=len(val_curve),
+        best_epoch=best_epoch,
+        model=model,
+        strategy=strat.name,
+        source=getattr(src, "spec", "") or src.name,
+        params={"lr": lr if lr is not None else strat.default_lr, "epochs": int(epochs),
+                "weight_decay": weight_decay, "seed": seed, "batch_size": batch_size, "pretrained": pretrained,
+                "augment": do_augment, **params},
+        batch_size=final_bs,
+        oom_retries=retries,
+        stopped_early=stopped,
+        epoch_seconds=epoch_seconds,
+        feature_seconds=feats.seconds,
+        features_from_cache=feats.from_cache,
+        task_curves={n: [row[i] for row in task_curve] for i, n in enumerate(names)},
+        stage_curves=stage_curves,
+    )
+
+
+class _CallableModule(types.ModuleType):
+    # Importing this submodule rebinds the attribute ``autotransfer.train`` to the module;
+    # making the module callable keeps ``autotransfer.train(dataset, source, strategy, ...)`` working.
+    def __call__(self, dataset: Any, source: Any, strategy: Any, **options: Any) -> TrainResult:
+        return train(dataset, source, strategy, **options)
+
+
+sys.modules[__name__].__class__ = _CallableModule

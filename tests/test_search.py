@@ -1,0 +1,214 @@
+"""End-to-end search on real digits with locally pretrained sources (helpful and harmful)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from autotransfer.search.report import SUMMARY_COLUMNS, TRIAL_COLUMNS
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _sources_plugin(folder: Path, zoo: dict, names: dict[str, str]) -> Path:
+    """A --plugins-dir plugin registering zoo weights under short names, through the timm resolver."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["from autotransfer import hookimpl",
+             "from autotransfer.sources import SourceOptions",
+             "from autotransfer_plugins.sources.timm_source import TimmResolver",
+             "", "@hookimpl", "def register_sources(register):"]
+    for short, entry in names.items():
+        rest = zoo[entry].spec.split(":", 1)[1]
+        lines += [f"    s = TimmResolver().resolve({rest!r}, SourceOptions())", f"    s.name = {short!r}",
+                  "    register(s)"]
+    (folder / "digit_sources.py").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+SEARCH = ["--trials", "6", "--epochs", "5", "--estimators", "logme", "--strategies", "linear_probe,full",
+          "--no-progress", "--patience", "2", "--warmup-epochs", "1"]
+
+
+def test_helpful_beats_harmful_and_harmful_is_pruned(cli, zoo, target_dir, tmp_path):
+    plug = _sources_plugin(tmp_path / "plug", zoo, {"helpful": "digits-test_resnet", "harmful": "shuffled-test_resnet"})
+    out = tmp_path / "run"
+    r = cli("--plugins-dir", str(plug), "search", "--data", str(target_dir), "--out", str(out),
+            "--sources", "helpful,harmful", "--cache-dir", str(tmp_path / "cache"), *SEARCH)
+    assert r.code == 0, r.err[-3000:]
+    trials = pd.read_csv(out / "leaderboards" / "trials.csv")
+    summary = pd.read_csv(out / "leaderboards" / "summary.csv").iloc[0]
+    trans = pd.read_csv(out / "leaderboards" / "transferability.csv")
+    assert list(trials.columns[:len(TRIAL_COLUMNS)]) == TRIAL_COLUMNS and "logme" in trials.columns
+    assert list(summary.index) == SUMMARY_COLUMNS
+    assert {"source", "provider", "modality", "feature_dim", "n_samples", "logme", "rank_logme", "rank",
+            "extract_seconds", "score_seconds"} <= set(trans.columns)
+    assert len(trials) == 6
+    assert (trials["role"] == "scratch").sum() == 1
+    assert trials.loc[trials["role"] == "scratch", "source"].iloc[0] == "scratch:test_resnet"
+    harmful = trials[trials["source"] == "harmful"]
+    assert (harmful["prune_reason"] == "behind scratch").any() or harmful.empty
+    assert summary["best_source"] == "helpful"
+    assert summary["val_score"] > summary["scratch_val_score"]
+    assert not summary["negative_transfer"]
+    for f in ("report.md", "history.png", "transferability_vs_val.png"):
+        assert (out / f).exists()
+    assert (out / "best" / "config.json").exists()
+    # predict reproduces the exported model's test-split predictions
+    pred_csv = tmp_path / "preds.csv"
+    r = cli("predict", "--model", str(out / "best"), "--data", str(target_dir / "test"), "--out", str(pred_csv))
+    assert r.code == 0, r.err
+    preds = pd.read_csv(pred_csv)
+    truth = preds["item"].str.split("/").str[0].astype(str)
+    acc = (preds["prediction"].astype(str) == truth).mean()
+    assert abs(acc - summary["test_score"]) < 1e-9
+    r = cli("leaderboard", str(out), "--format", "markdown")
+    assert r.code == 0 and "| trial |" in r.out
+
+
+def test_all_sources_harmful_answer_is_scratch(zoo, target_dir, tmp_path):
+    import autotransfer
+
+    res = autotransfer.search(
+        target_dir, out=tmp_path / "run", sources=[zoo["shuffled-test_resnet"].spec], trials=4, epochs=5,
+        estimators=["logme"], strategies=["linear_probe"], progress=False, cache_dir=str(tmp_path / "cache"),
+        margin=0.0,
+    )
+    assert res.negative_transfer
+    assert res.summary["best_source"] == "scratch:test_resnet"
+    assert "negative transfer detected for every source" in res.summary["note"]
+    assert res.summary["test_score"] == res.summary["scratch_test_score"]
+
+
+STRATEGY_PLUGIN = '''
+from autotransfer import hookimpl
+from autotransfer.strategies import ParamSpec
+from autotransfer_plugins.strategies.linear_probe import LinearProbe
+
+
+class HeadOnlyLowLr(LinearProbe):
+    """A third-party strategy: a linear probe with its own searchable knob."""
+
+    name = "head_only"
+    description = "linear probe with a label-smoothing knob (third-party example)"
+
+    def search_space(self, info):
+        return {"smoothing": ParamSpec("categorical", choices=(0, 1), default=0)}
+
+    def resolve_params(self, info, params):
+        params = dict(params)
+        params.pop("smoothing", None)
+        return super().resolve_params(info, params)
+
+
+@hookimpl
+def register_strategies(register):
+    register(HeadOnlyLowLr())
+'''
+
+
+def test_third_party_strategy_joins_the_space(cli, zoo, target_dir, tmp_path):
+    plug = tmp_path / "plug"
+    plug.mkdir()
+    (plug / "head_only.py").write_text(STRATEGY_PLUGIN)
+    out = tmp_path / "run"
+    r = cli("--plugins-dir", str(plug), "search", "--data", str(target_dir), "--out", str(out),
+            "--sources", zoo["digits-test_resnet"].spec, "--strategies", "head_only,full", "--trials", "4",
+            "--epochs", "3", "--estimators", "logme", "--no-progress", "--cache-dir", str(tmp_path / "cache"))
+    assert r.code == 0, r.err[-3000:]
+    trials = pd.read_csv(out / "leaderboards" / "trials.csv")
+    assert "head_only" in set(trials["strategy"])
+    assert "smoothing" in trials.columns
+
+
+def test_kill_mid_trial_then_resume(zoo, target_dir, tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "autotransfer", "search", "--data", str(target_dir), "--out", str(out),
+            "--sources", zoo["digits-test_resnet"].spec, "--strategies", "full", "--trials", "4",
+            "--epochs", "6", "--estimators", "logme", "--no-progress", "--cache-dir", str(tmp_path / "cache"),
+            "--efficiency-pruner", "none"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # wait until the baseline is done and a later trial is running, then SIGKILL
+    import optuna
+
+    deadline = time.time() + 400
+    killed = False
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(1)
+        db = out / "study.db"
+        if not db.exists():
+            continue
+        try:
+            study = optuna.load_study(study_name="autotransfer-target", storage=f"sqlite:///{db}")
+            states = [t.state.name for t in study.get_trials()]
+        except Exception:
+            continue
+        if states.count("COMPLETE") >= 1 and "RUNNING" in states:
+            proc.send_signal(signal.SIGKILL)
+            killed = True
+            break
+    proc.wait()
+    assert killed, "the search finished before it could be killed; make it longer"
+    before = optuna.load_study(study_name="autotransfer-target", storage=f"sqlite:///{out / 'study.db'}")
+    done_before = {t.number: t.params for t in before.get_trials() if t.state.name == "COMPLETE"}
+
+    r = subprocess.run(args, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "left running by a stopped search" in r.stderr
+    after = optuna.load_study(study_name="autotransfer-target", storage=f"sqlite:///{out / 'study.db'}")
+    trials = after.get_trials()
+    for n, params in done_before.items():
+        assert trials[n].state.name == "COMPLETE" and trials[n].params == params
+    scratch = [t for t in trials if t.user_attrs.get("role") == "scratch" and t.state.name == "COMPLETE"]
+    assert len(scratch) == 1
+    rows = pd.read_csv(out / "leaderboards" / "trials.csv")
+    finished = rows[rows["state"].isin(["COMPLETE", "PRUNED"])]
+    assert len(finished) == 4
+    assert (rows["state"] == "FAIL").sum() == 1  # the killed one, retried
+    assert not rows.duplicated(subset=["role", "source", "strategy", "lr", "weight_decay"]).any()
+
+
+def _pg_ok() -> bool:
+    from autotransfer.search.storage import pg_available
+
+    return pg_available(PG_URL)
+
+
+def test_distributed_workers_share_one_study(zoo, target_dir, tmp_path):
+    if not _pg_ok():
+        if os.environ.get("AUTOTRANSFER_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL is required (AUTOTRANSFER_REQUIRE_POSTGRES=1) but {PG_URL} is not reachable")
+        pytest.skip(f"no PostgreSQL server at {PG_URL}")
+    name = f"dist-{os.getpid()}-{int(time.time())}"
+    cmd = [sys.executable, "-m", "autotransfer", "search", "--data", str(target_dir), "--sources",
+           zoo["digits-test_resnet"].spec, "--strategies", "linear_probe,full", "--trials", "7", "--epochs", "3",
+           "--estimators", "logme", "--no-progress", "--storage", PG_URL, "--study-name", name,
+           "--cache-dir", str(tmp_path / "cache")]
+    procs = [subprocess.Popen(cmd + ["--out", str(tmp_path / f"w{i}")], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(3)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    import optuna
+
+    from autotransfer.search.storage import open_storage
+
+    study = optuna.load_study(study_name=name, storage=open_storage(PG_URL))
+    trials = [t for t in study.get_trials() if t.state.name != "WAITING"]
+    assert len(trials) == 7
+    assert sum(t.user_attrs.get("role") == "scratch" for t in trials) == 1
+    r = subprocess.run([sys.executable, "-m", "autotransfer", "leaderboard", str(tmp_path / "lb"), "--storage",
+                        PG_URL, "--study-name", name, "--format", "csv"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = pd.read_csv(tmp_path / "lb" / "leaderboards" / "trials.csv")
+    assert len(rows) == 7 and (rows["role"] == "scratch").sum() == 1
+    assert sorted(rows["trial"]) == sorted(t.number for t in trials)
+    optuna.delete_study(study_name=name, storage=open_storage(PG_URL))
