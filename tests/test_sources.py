@@ -204,10 +204,10 @@ def test_hf_local_folder(tiny_bert, monkeypatch):
         mean = model(batch)
     assert mean.shape == (3, 32)
     groups = check_groups(model)
-    assert len(groups) == 4  # embeddings, 2 layers, pooler
+    assert len(groups) == 3  # embeddings, 2 layers (the pooler rides with the last one)
     assert all("embeddings" in n for n in groups[0])
-    assert all(".layer.0." in n for n in groups[1]) and all(".layer.1." in n for n in groups[2])
-    assert all("pooler" in n for n in groups[3])
+    assert all(".layer.0." in n for n in groups[1])
+    assert all(".layer.1." in n or "pooler" in n for n in groups[2]) and any("pooler" in n for n in groups[2])
     # padding does not change mean pooling: the short text alone gives the same vector
     with torch.inference_mode():
         alone = model(src.collate(["news"]))
@@ -259,7 +259,7 @@ def test_minilm_paraphrases_are_closer(monkeypatch):
         e = torch.nn.functional.normalize(model(src.collate(texts)), dim=-1)
     assert e[0] @ e[1] > e[0] @ e[2] + 0.3
     groups = check_groups(model)
-    assert len(groups) == 1 + 6 + 1
+    assert len(groups) == 1 + 6
     assert attempts == []
 
 

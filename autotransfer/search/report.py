@@ -25,6 +25,9 @@ SUMMARY_COLUMNS = ["data", "modality", "tasks", "n_train", "n_val", "n_test", "b
 
 
 def _config(t: FrozenTrial) -> dict[str, Any]:
+    if "config" in t.user_attrs:  # what the trial actually trained (the baseline has no sampled params)
+        c = t.user_attrs["config"]
+        return {**c, "params": dict(c.get("params") or {})}
     p = t.params
     source = p.get("source")
     strategy = p.get(f"strategy@{source}", p.get("strategy"))

@@ -22,6 +22,7 @@ from .pruner import BEHIND_SCRATCH, ROLE, SCRATCH, ScratchBaselinePruner, make_i
 from .space import SearchSpace
 
 DEFAULT_STRATEGIES = ("linear_probe", "partial", "full", "lp_ft", "lora")
+BASELINE_STRATEGY = "full"  # the scratch baseline trains every parameter from random init
 DEFAULT_STRATEGY_FIRST = ("linear_probe", "lp_ft", "partial", "full")  # each source's first trial uses the first that applies
 
 
@@ -91,7 +92,19 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, ctx: _Context) -> None:
     role = trial.user_attrs.get(ROLE) or "search"
     if ROLE not in trial.user_attrs:
         trial.set_user_attr(ROLE, role)
-    cfg = ctx.space.suggest(trial)
+    if role == SCRATCH:
+        # the baseline is fixed, not sampled: full training of the top source's architecture
+        # from random init at the default lr, whatever --strategies says
+        from ..strategies import get_strategy
+        from .space import WEIGHT_DECAY, TrialConfig
+
+        full = get_strategy(BASELINE_STRATEGY)
+        cfg = TrialConfig(trial.user_attrs["baseline_source"], full.name, full.default_lr,
+                          WEIGHT_DECAY.default, {})
+    else:
+        cfg = ctx.space.suggest(trial)
+    trial.set_user_attr("config", {"source": cfg.source, "strategy": cfg.strategy, "lr": cfg.lr,
+                                   "weight_decay": cfg.weight_decay, "params": cfg.params})
     source = ctx.space.sources[cfg.source]
     trial.set_user_attr("provider", str(getattr(source, "provider", "")))
     stop = threading.Event()
@@ -280,8 +293,7 @@ def search(
                          "marked failed and queued again")
             if not any(t.user_attrs.get(ROLE) == SCRATCH for t in study.get_trials(deepcopy=False)):
                 top_source = next(iter(space.sources))
-                base_strategy = "full" if "full" in space.applicable[top_source] else space.applicable[top_source][0]
-                study.enqueue_trial(space.fixed(top_source, base_strategy), user_attrs={ROLE: SCRATCH},
+                study.enqueue_trial({}, user_attrs={ROLE: SCRATCH, "baseline_source": top_source},
                                     skip_if_exists=True)
                 for s in space.sources:
                     first = next((x for x in DEFAULT_STRATEGY_FIRST if x in space.applicable[s]),
@@ -310,10 +322,15 @@ def search(
         finally:
             if bar is not None:
                 bar.close()
-        result = _finish(study, ctx, t0, data)
         if interrupted:
+            try:  # write what finished; nothing may have finished yet
+                _finish(study, ctx, t0, data)
+            except AutotransferError:
+                write_reports(study, ctx, final=False)
+            note(f"interrupted: leaderboards for the finished trials are in {out_dir / 'leaderboards'}; "
+                 "rerun the same command to resume")
             raise KeyboardInterrupt
-        return result
+        return _finish(study, ctx, t0, data)
 
 
 def _progress(enabled: bool, total: int):

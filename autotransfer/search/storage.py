@@ -40,6 +40,20 @@ def quiet_optuna() -> None:
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
+def normalize_url(url: str) -> str:
+    """``postgresql://`` picks a driver that is installed: SQLAlchemy ≥ 2.1 defaults to psycopg 3,
+    while the ``postgres`` extra installs psycopg2."""
+    if url.startswith(("postgresql://", "postgres://")):
+        import importlib.util
+
+        rest = url.split("://", 1)[1]
+        if importlib.util.find_spec("psycopg2") is not None:
+            return f"postgresql+psycopg2://{rest}"
+        if importlib.util.find_spec("psycopg") is not None:
+            return f"postgresql+psycopg://{rest}"
+    return url
+
+
 def default_storage(out_dir: Path) -> str:
     return f"sqlite:///{(Path(out_dir) / 'study.db').resolve()}"
 
@@ -47,6 +61,7 @@ def default_storage(out_dir: Path) -> str:
 def open_storage(url: str) -> RDBStorage:
     """An RDB storage with heartbeats, so a dead worker's trials are failed and retried."""
     quiet_optuna()
+    url = normalize_url(url)
     kwargs: dict = {_CALLBACK_ARG: retry_callback()}
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
@@ -81,11 +96,11 @@ def study_lock(url: str, study_name: str, out_dir: Path) -> Iterator[None]:
     PostgreSQL: a session advisory lock (works across machines). Anything else: an
     exclusive ``flock`` on a file in the run directory (workers on one machine).
     """
-    if url.startswith("postgresql"):
+    if url.startswith(("postgresql", "postgres:")):
         import sqlalchemy
 
         key = int(hashlib.sha256(f"autotransfer:{study_name}".encode()).hexdigest()[:15], 16)
-        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        engine = sqlalchemy.create_engine(normalize_url(url), poolclass=sqlalchemy.pool.NullPool)
         with engine.connect() as conn:
             conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
             try:
@@ -159,7 +174,7 @@ def pg_available(url: str) -> bool:
     try:
         import sqlalchemy
 
-        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool,
+        engine = sqlalchemy.create_engine(normalize_url(url), poolclass=sqlalchemy.pool.NullPool,
                                           connect_args={"connect_timeout": 3})
         with engine.connect() as conn:
             conn.execute(sqlalchemy.text("SELECT 1"))

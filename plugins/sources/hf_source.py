@@ -14,8 +14,9 @@ folder, then mean. ``trust_remote_code`` comes from ``SourceOptions`` (default F
 
 Layer groups, found from parameter names so any encoder works: embeddings (anything named
 ``*embed*``, and whatever precedes the first layer), then each layer (``layer.<i>``,
-``layers.<i>``, ``block.<i>``, ``h.<i>`` ...), then what follows the last layer (final norm,
-pooler).
+``layers.<i>``, ``block.<i>``, ``h.<i>`` ...); what follows the last layer (final norm,
+pooler) joins the last layer's group, since mean/CLS pooling never uses the pooler and a
+pooler-only group would make "unfreeze depth 1" useless.
 
 Default text zoo (English encoders, smallest to largest)::
 
@@ -313,7 +314,8 @@ class HFSource(Source):
 
 
 def hf_layer_groups(names: list[str]) -> list[list[str]]:
-    """Group transformer parameter names input -> output: embeddings, each layer, the rest (norm, pooler)."""
+    """Group transformer parameter names input -> output: embeddings, then each layer (the last one
+    together with whatever follows it: final norm, pooler)."""
     layer_of: dict[str, int] = {}
     for n in names:
         m = _LAYER.search(n)
@@ -330,7 +332,13 @@ def hf_layer_groups(names: list[str]) -> list[list[str]]:
             embeddings.append(n)
         else:
             tail.append(n)
-    groups = [embeddings] + [layers[k] for k in sorted(layers)] + [tail]
+    blocks = [layers[k] for k in sorted(layers)]
+    if blocks and tail:
+        # the final norm / pooler go with the last layer: mean or CLS pooling never uses the
+        # pooler, so on its own it would make "unfreeze depth 1" train nothing that matters
+        blocks[-1] = blocks[-1] + tail
+        tail = []
+    groups = [embeddings] + blocks + [tail]
     return [g for g in groups if g]
 
 
