@@ -121,7 +121,7 @@ def test_third_party_strategy_joins_the_space(cli, zoo, target_dir, tmp_path):
     (plug / "head_only.py").write_text(STRATEGY_PLUGIN)
     out = tmp_path / "run"
     r = cli("--plugins-dir", str(plug), "search", "--data", str(target_dir), "--out", str(out),
-            "--sources", zoo["digits-test_resnet"].spec, "--strategies", "head_only,linear_probe", "--trials", "4",
+            "--sources", zoo["digits-test_resnet"].spec, "--strategies", "head_only", "--trials", "3",
             "--epochs", "2", "--estimators", "logme", "--no-progress", "--cache-dir", str(tmp_path / "cache"))
     assert r.code == 0, r.err[-3000:]
     trials = pd.read_csv(out / "leaderboards" / "trials.csv")
@@ -221,8 +221,8 @@ def test_text_search_real_minilm_beats_its_scratch_baseline(tmp_path):
     import autotransfer
     from autotransfer.data.offline import write_bbc_folder
 
-    data = write_bbc_folder(tmp_path / "bbc", per_class=16)
-    res = autotransfer.search(data, out=tmp_path / "run", sources=["minilm-l6"], trials=3, epochs=3, top_k=1,
+    data = write_bbc_folder(tmp_path / "bbc", per_class=12)
+    res = autotransfer.search(data, out=tmp_path / "run", sources=["minilm-l6"], trials=2, epochs=2, top_k=1,
                               strategies=["linear_probe", "full"], estimators=["logme"], progress=False,
                               cache_dir=str(tmp_path / "cache"), offline=True)
     s = res.summary

@@ -245,13 +245,14 @@ def search(
     name = study_name or f"autotransfer-{ds.name}"
     strategy_names = list(strategies) if strategies else [
         s for s in DEFAULT_STRATEGIES if s in get_plugin_manager().registry("strategies")]
+    st.quiet_optuna()
     pruner = ScratchBaselinePruner(warmup_epochs, patience, margin, inner=make_inner_pruner(efficiency_pruner, warmup_epochs))
     sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=seed,
                                          n_startup_trials=max(4, top_k + 1))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    rdb = st.open_storage(url)
     with st.RunOwner(out_dir) as owner:
         with st.study_lock(url, name, out_dir):
+            rdb = st.open_storage(url)  # under the lock: the first worker creates the tables
             study = optuna.create_study(storage=rdb, study_name=name, direction="maximize", sampler=sampler,
                                         pruner=pruner, load_if_exists=True)
             attrs = study.user_attrs
