@@ -32,28 +32,19 @@ def as_tensor(x: Any, device: Any, dtype: Any = None):
 
 
 def as_labels(labels: Any, device: Any):
-    """1-D class labels as an int64 tensor of codes 0..C-1 and the number of classes C."""
+    """1-D class labels as an int64 tensor of codes 0..C-1 (every code used) and the number of classes C."""
     import torch
 
-    y = np.asarray(labels)
-    if y.dtype.kind not in "iu" or (y.size and y.min() < 0):
-        _, y = np.unique(y, return_inverse=True)
-    y = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)).to(torch_device(device))
-    return y, int(y.max()) + 1 if y.numel() else 0
+    y = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    classes, codes = np.unique(y, return_inverse=True)
+    codes = torch.from_numpy(codes.reshape(-1).astype(np.int64)).to(torch_device(device))
+    return codes, len(classes)
 
 
 def class_sums(x, y, num_classes: int):
     """Row sums of ``x`` per class, shape (C, ...): ``one_hot(y).T @ x`` in O(N·D) instead of O(N·D·C)."""
     out = x.new_zeros((num_classes,) + tuple(x.shape[1:]))
     return out.index_add_(0, y, x)
-
-
-def one_hot(y, num_classes: int, dtype: Any = None):
-    """(N, C) one-hot matrix of int labels ``y``."""
-    import torch
-
-    out = torch.zeros(len(y), num_classes, dtype=dtype or torch.float64, device=y.device)
-    return out.scatter_(1, y[:, None], 1.0)
 
 
 def gram_eigh(x):
