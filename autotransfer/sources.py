@@ -248,6 +248,6 @@ def default_source_specs(modality: str) -> list[str]:
         if getattr(resolver, "modality", None) in (None, "", modality):
             out += [s for s in resolver.defaults() if s not in out]
     for key, src in sources.items():
-        if src.modality == modality and key not in out:
+        if src.modality == modality and key not in out and getattr(src, "default", True):
             out.append(key)
     return out

@@ -4,11 +4,13 @@ The floor is the least any exact LogME must do: cast the float32 features to flo
 device, one Gram product of the smaller side and one symmetric eigendecomposition of it
 (D×D when N >= D, N×N otherwise). The reference is LogME as the paper's public code computes it
 (one class at a time, each with its own fixed-point loop that recomputes |F m - y|² from F),
-with the log-determinant corrected for N < D. Timings are best-of-``--repeats`` (5) (the minimum is
-the least disturbed by other processes on a shared machine); the median is reported too.
+with the log-determinant corrected for N < D. Timings are the best of ``--repeats`` runs (default
+5; the minimum is the least disturbed by other processes on a shared machine), the median is
+reported too, and the floor and LogME runs alternate so that both see the same load.
 
     python benchmarks/bench_estimators.py            # full shapes, writes leaderboards/bench_estimators_cpu.csv
     python benchmarks/bench_estimators.py --quick    # small shapes, a smoke test
+    python benchmarks/bench_estimators.py --threads 1 --append   # add a single-thread run
     python benchmarks/bench_estimators.py --device cuda
 """
 
@@ -146,6 +148,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per method (best-of)")
     parser.add_argument("--budget", type=float, default=60.0, help="seconds per method before repeats stop")
     parser.add_argument("--only", default="", help="comma-separated estimators to time (default: all)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's own choice)")
+    parser.add_argument("--append", action="store_true", help="add rows to the CSV instead of replacing it")
     parser.add_argument("--out", default=None, help="CSV path (default: leaderboards/bench_estimators_<device>.csv)")
     args = parser.parse_args(argv)
 
@@ -153,6 +157,8 @@ def main(argv=None) -> int:
 
     import autotransfer
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     shapes = QUICK_SHAPES if args.quick else FULL_SHAPES + (CUDA_SHAPES if device.type == "cuda" else [])
@@ -229,9 +235,11 @@ def main(argv=None) -> int:
         out = REPO / "leaderboards" / "bench_estimators_cpu.csv"
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "w", newline="") as fh:
+        append = args.append and Path(out).exists()
+        with open(out, "a" if append else "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
+            if not append:
+                writer.writeheader()
             writer.writerows(rows)
         print(f"\nwrote {out}")
     return 0

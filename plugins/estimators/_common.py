@@ -42,9 +42,14 @@ def as_labels(labels: Any, device: Any):
 
 
 def class_sums(x, y, num_classes: int):
-    """Row sums of ``x`` per class, shape (C, ...): ``one_hot(y).T @ x`` in O(N·D) instead of O(N·D·C)."""
-    out = x.new_zeros((num_classes,) + tuple(x.shape[1:]))
-    return out.index_add_(0, y, x)
+    """Row sums of ``x`` (N, D) per class, shape (C, D): ``one_hot(y).T @ x``.
+
+    A scatter-add costs O(N·D) whatever C is; with few classes the dense product is faster.
+    """
+    if num_classes <= 16:
+        one_hot = x.new_zeros((len(y), num_classes)).scatter_(1, y[:, None], 1.0)
+        return one_hot.T @ x
+    return x.new_zeros((num_classes, x.shape[1])).index_add_(0, y, x)
 
 
 def gram_eigh(x):
