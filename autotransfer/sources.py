@@ -142,6 +142,18 @@ def parse_query(spec: str) -> tuple[str, dict[str, str]]:
     return head, dict(p.split("=", 1) for p in pairs)
 
 
+def split_spec_options(prefix: str, rest: str, allowed: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    """``parse_query`` plus the check every resolver needs: only ``allowed`` option names."""
+    from .errors import SourceError
+
+    body, query = parse_query(rest.strip())
+    bad = sorted(set(query) - set(allowed))
+    if bad:
+        raise SourceError(f"unknown option(s) {', '.join(bad)} in source spec '{prefix}:{rest}'; "
+                          f"expected any of {', '.join(allowed)}")
+    return body, query
+
+
 def _registries():
     from .plugins import get_plugin_manager
 

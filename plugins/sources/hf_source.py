@@ -48,7 +48,8 @@ from typing import Any
 
 from autotransfer import hookimpl
 from autotransfer.errors import SourceError
-from autotransfer.sources import Source, SourceOptions, SpecResolver, is_offline, parse_query
+from autotransfer.sources import (Source, SourceOptions, SpecResolver, is_offline,
+                                  split_spec_options)
 
 DEFAULT_ZOO = (
     "sentence-transformers/all-MiniLM-L6-v2",
@@ -406,11 +407,7 @@ class HFResolver(SpecResolver):
     def resolve(self, rest: str, options: SourceOptions) -> HFSource:
         import difflib
 
-        body, query = parse_query(rest.strip())
-        bad = sorted(set(query) - set(QUERY_KEYS))
-        if bad:
-            raise SourceError(f"unknown option(s) {', '.join(bad)} in source spec 'hf:{rest}'; "
-                              f"expected any of {', '.join(QUERY_KEYS)}")
+        body, query = split_spec_options("hf", rest, QUERY_KEYS)
         body = body.strip()
         path = Path(body).expanduser()
         looks_like_path = body.startswith((".", "/", "~")) or os.sep in body and path.exists()

@@ -57,7 +57,8 @@ from typing import Any
 
 from autotransfer import hookimpl
 from autotransfer.errors import SourceError
-from autotransfer.sources import Source, SourceOptions, SpecResolver, is_offline, parse_query
+from autotransfer.sources import (Source, SourceOptions, SpecResolver, is_offline,
+                                  split_spec_options)
 
 DEFAULT_ZOO = (
     "mobilenetv3_large_100",
@@ -509,11 +510,7 @@ class TimmResolver(SpecResolver):
 
         import timm
 
-        body, query = parse_query(rest.strip())
-        bad = sorted(set(query) - set(QUERY_KEYS))
-        if bad:
-            raise SourceError(f"unknown option(s) {', '.join(bad)} in source spec 'timm:{rest}'; "
-                              f"expected any of {', '.join(QUERY_KEYS)}")
+        body, query = split_spec_options("timm", rest, QUERY_KEYS)
         model_name, at, path = body.partition("@")
         model_name = model_name.strip()
         if not timm.is_model(model_name):
