@@ -189,6 +189,15 @@ def test_shrinkage_hscore_stays_small_for_noise_where_plain_hscore_saturates():
         assert autotransfer.estimate("hscore_shrinkage", signal, y) > shrunk
 
 
+@pytest.mark.parametrize("name", ["hscore", "hscore_shrinkage"])
+def test_collapsed_features_score_zero_not_nan(name):
+    # a collapsed source (every item mapped to the same vector, e.g. dead ReLUs) has no between-class
+    # variance at all: it must rank below any source with signal, so its score is 0, never NaN
+    y = np.arange(60) % 3
+    assert autotransfer.estimate(name, np.full((60, 8), 0.7), y) == 0.0
+    assert autotransfer.estimate(name, np.zeros((60, 8)), y) == 0.0
+
+
 # --- LEEP and NCE ---
 
 

@@ -72,3 +72,34 @@ def test_inner_pruner_recorded_under_its_name():
 def test_bad_options_name_the_value():
     with pytest.raises(ValueError, match="patience=0"):
         ScratchBaselinePruner(patience=0)
+
+
+def test_reference_is_the_best_baseline_at_each_epoch():
+    s = optuna.create_study(direction="maximize", pruner=ScratchBaselinePruner(1, 2, 0.02))
+    _run(s, [0.3, 0.5, 0.6, 0.7, 0.75], role=SCRATCH)  # e.g. the top source's architecture
+    _run(s, [0.2, 0.4, 0.7, 0.8, 0.9], role=SCRATCH)  # another architecture, slower start, better end
+    curves = ScratchBaselinePruner.baseline_curves(s)
+    assert [ScratchBaselinePruner.reference(curves, e) for e in range(6)] == [0.3, 0.5, 0.7, 0.8, 0.9, 0.9]
+    # ahead of the first baseline all along, but behind the second from epoch 2: pruned at epoch 3
+    assert _run(s, [0.3, 0.55, 0.65, 0.75, 0.8]) == 3
+    assert s.pruner.reasons[2] == BEHIND_SCRATCH
+    # within the margin of the best baseline everywhere: kept
+    assert _run(s, [0.3, 0.5, 0.69, 0.79, 0.89]) is None
+
+
+def test_running_baseline_short_curve_counts_with_its_last_value():
+    curves = [{0: 0.3, 1: 0.5, 2: 0.6}, {0: 0.4}]
+    assert ScratchBaselinePruner.reference(curves, 0) == 0.4
+    assert ScratchBaselinePruner.reference(curves, 1) == 0.5
+    assert ScratchBaselinePruner.reference(curves, 5) == 0.6
+    assert ScratchBaselinePruner.reference([], 0) is None
+
+
+def test_one_baseline_per_distinct_architecture_best_ranked_first():
+    from autotransfer.search.runner import baseline_sources
+
+    arch = {"a": "resnet", "b": "vit", "c": "resnet", "d": "convnext"}
+    assert baseline_sources(arch, ["c", "a", "b", "d"], None) == ["c", "b", "d"]
+    assert baseline_sources(arch, ["c", "a", "b", "d"], 2) == ["c", "b"]
+    assert baseline_sources(arch, ["a", "c"], None) == ["a"]
+    assert baseline_sources({}, ["x", "y"], None) == ["x", "y"]  # unknown architecture: the source's own name

@@ -88,6 +88,37 @@ def test_all_sources_harmful_answer_is_scratch(zoo, target_dir, tmp_path):
     assert res.summary["test_score"] == res.summary["scratch_test_score"]
 
 
+def test_one_scratch_baseline_per_architecture_and_the_best_is_the_reference(zoo, target_dir, tmp_path):
+    import optuna
+
+    import autotransfer
+    from helpers_sources import save_timm
+
+    vit = tmp_path / "vit.safetensors"  # an untrained ViT at 16 px: a second architecture among the sources
+    save_timm("test_vit", vit, img_size=16)
+    (tmp_path / "vit.json").write_text(json.dumps({"architecture": "test_vit", "input_size": 16,
+                                                   "mean": [0.5] * 3, "std": [0.5] * 3}))
+    res = autotransfer.search(
+        target_dir, out=tmp_path / "run", sources=[zoo["digits-test_resnet"].spec, f"timm:test_vit@{vit}"],
+        trials=4, epochs=3, estimators=["logme"], strategies=["linear_probe"], progress=False,
+        cache_dir=str(tmp_path / "cache"), efficiency_pruner="none",
+    )
+    rows = pd.read_csv(res.out_dir / "leaderboards" / "trials.csv")
+    scratch = rows[rows["role"] == "scratch"]
+    assert sorted(scratch["source"]) == ["scratch:test_resnet", "scratch:test_vit"]
+    assert list(rows["trial"][rows["role"] == "scratch"]) == [0, 1]  # the baselines run first
+    # the reference each transfer trial is compared with is the best baseline at that epoch
+    study = optuna.load_study(study_name="autotransfer-target", storage=f"sqlite:///{res.out_dir / 'study.db'}")
+    curves = [t.intermediate_values for t in study.trials if t.user_attrs.get("role") == "scratch"]
+    for t in study.trials:
+        if t.user_attrs.get("role") != "scratch" and t.intermediate_values:
+            last = max(t.intermediate_values)
+            want = max(max(v for e, v in c.items() if e <= last) for c in curves)
+            got = rows.loc[rows["trial"] == t.number, "baseline_val_same_epoch"].iloc[0]
+            assert got == pytest.approx(want)
+    assert res.summary["scratch_val_score"] == pytest.approx(scratch["val_score"].max())
+
+
 STRATEGY_PLUGIN = '''
 from autotransfer import hookimpl
 from autotransfer.strategies import ParamSpec

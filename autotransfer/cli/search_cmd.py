@@ -78,10 +78,13 @@ def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, p
 @click.option("--margin", type=float, default=0.02, show_default=True, help="How far behind scratch counts as behind.")
 @click.option("--efficiency-pruner", type=click.Choice(["median", "halving", "none"]), default="median",
               show_default=True, help="Pruner chained after the scratch check.")
+@click.option("--scratch-baselines", type=int, default=None,
+              help="Scratch baselines: one per distinct architecture among the top-k sources, best-ranked "
+              "first, at most this many [default: all].")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def search_cmd(data, text_col, label_col, split, seed, out, sources, estimators, primary, max_samples, cache_dir,
                device, offline, trust_remote_code, trials, timeout, top_k, strategies, epochs, storage, study_name,
-               warmup_epochs, patience, margin, efficiency_pruner, no_progress):
+               warmup_epochs, patience, margin, efficiency_pruner, scratch_baselines, no_progress):
     """Rank sources, search source × strategy × depth × lr, export the best model."""
     from ..search.runner import search
     from .leaderboard_cmd import print_leaderboards
@@ -92,7 +95,8 @@ def search_cmd(data, text_col, label_col, split, seed, out, sources, estimators,
         storage=storage, study_name=study_name, seed=seed, device=device, offline=offline,
         trust_remote_code=trust_remote_code, label_col=label_col, text_col=text_col, split=split,
         max_samples=max_samples, cache_dir=cache_dir, warmup_epochs=warmup_epochs, patience=patience,
-        margin=margin, efficiency_pruner=efficiency_pruner, progress=not no_progress,
+        margin=margin, efficiency_pruner=efficiency_pruner, scratch_baselines=scratch_baselines,
+        progress=not no_progress,
     )
     print_leaderboards(result.out_dir, "table")
     if result.best_dir:

@@ -14,14 +14,14 @@ BEHIND_SCRATCH = "behind scratch"
 
 
 class ScratchBaselinePruner(BasePruner):
-    """Prune trials that trail the from-scratch baseline; delegate the rest to an efficiency pruner.
+    """Prune trials that trail the from-scratch baselines; delegate the rest to an efficiency pruner.
 
-    After ``warmup_epochs`` epochs, a trial whose validation score is below the baseline's at
-    the same epoch by more than ``margin`` for ``patience`` consecutive epochs is pruned
-    (reason ``"behind scratch"``). Otherwise ``inner`` (e.g. a median or successive-halving
-    pruner) decides, and its prunes are recorded under its own name. The baseline itself is
-    never pruned. Epochs count from 0; the baseline's last value stands for epochs it has not
-    reached yet (it may still be running on another worker).
+    After ``warmup_epochs`` epochs, a trial whose validation score is below the best scratch
+    baseline's at the same epoch by more than ``margin`` for ``patience`` consecutive epochs is
+    pruned (reason ``"behind scratch"``). Otherwise ``inner`` (e.g. a median or successive-halving
+    pruner) decides, and its prunes are recorded under its own name. Baselines (one per
+    architecture) are never pruned. Epochs count from 0; a baseline's last value stands for
+    epochs it has not reached yet (it may still be running on another worker).
     """
 
     def __init__(self, warmup_epochs: int = 1, patience: int = 2, margin: float = 0.02,
@@ -39,26 +39,36 @@ class ScratchBaselinePruner(BasePruner):
         self.reasons: dict[int, str] = {}  # trial number -> why it was pruned (this process's trials)
 
     @staticmethod
-    def baseline_curve(study: optuna.Study) -> dict[int, float]:
-        """The scratch baseline's intermediate values (the first non-failed baseline trial)."""
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING,
-                                                           TrialState.PRUNED)):
-            if t.user_attrs.get(ROLE) == SCRATCH:
-                return dict(t.intermediate_values)
-        return {}
+    def baseline_curves(study: optuna.Study) -> list[dict[int, float]]:
+        """The intermediate values of every non-failed scratch baseline (one per architecture)."""
+        return [dict(t.intermediate_values)
+                for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING,
+                                                                   TrialState.PRUNED))
+                if t.user_attrs.get(ROLE) == SCRATCH and t.intermediate_values]
+
+    @staticmethod
+    def reference(curves: list[dict[int, float]], epoch: int) -> float | None:
+        """The best scratch value at ``epoch``: per baseline its value there, or its last value when it
+        has not got that far yet; the maximum over baselines (None when none has reached the epoch)."""
+        refs = []
+        for c in curves:
+            last = max(c)
+            v = c.get(epoch, c[last] if epoch > last else None)
+            if v is not None and not math.isnan(v):
+                refs.append(v)
+        return max(refs) if refs else None
 
     def behind(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         curve = trial.intermediate_values
-        base = self.baseline_curve(study)
+        curves = self.baseline_curves(study)
         step = trial.last_step
-        if step is None or not base or step < self.warmup_epochs:
+        if step is None or not curves or step < self.warmup_epochs:
             return False
-        last_base = max(base)
         streak = 0
         for epoch in range(step, -1, -1):
             if epoch < self.warmup_epochs or epoch not in curve:
                 break
-            ref = base.get(epoch, base[last_base] if epoch > last_base else None)
+            ref = self.reference(curves, epoch)
             value = curve[epoch]
             if ref is None or math.isnan(value) or value >= ref - self.margin:
                 break

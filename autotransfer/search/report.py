@@ -40,19 +40,24 @@ def _config(t: FrozenTrial) -> dict[str, Any]:
     return out
 
 
-def _baseline(study: optuna.Study) -> FrozenTrial | None:
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED)):
-        if t.user_attrs.get(ROLE) == SCRATCH:
-            return t
-    return None
+def _baselines(study: optuna.Study) -> list[FrozenTrial]:
+    """Every non-failed scratch baseline (one per architecture)."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING,
+                                                                 TrialState.PRUNED))
+            if t.user_attrs.get(ROLE) == SCRATCH and t.intermediate_values]
+
+
+def _reference(curves: list[dict[int, float]], last: int) -> float | None:
+    """The best validation any scratch baseline had reached by epoch ``last`` (None: none had one)."""
+    best = [max(v for e, v in c.items() if e <= last) for c in curves if min(c) <= last]
+    return max(best) if best else None
 
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """One row per trial (complete, pruned, failed, running), in trial order."""
     scores: dict[str, dict[str, Any]] = study.user_attrs.get("scores", {})
     arch: dict[str, str] = study.user_attrs.get("architectures", {})
-    base = _baseline(study)
-    base_curve = dict(base.intermediate_values) if base else {}
+    base_curves = [dict(b.intermediate_values) for b in _baselines(study)]
     rows = []
     for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.WAITING:
@@ -62,9 +67,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
         curve = t.intermediate_values
         val = t.value if t.state == TrialState.COMPLETE else (max(curve.values()) if curve else None)
         last = max(curve) if curve else None
-        ref = None
-        if base_curve and last is not None:
-            ref = max(v for e, v in base_curve.items() if e <= last) if min(base_curve) <= last else None
+        ref = _reference(base_curves, last) if last is not None else None
         params = dict(cfg["params"])
         row = {
             "trial": t.number,
@@ -113,8 +116,8 @@ def summary_row(study: optuna.Study, rows: list[dict[str, Any]], extra: dict[str
     n_behind = sum(1 for r in rows if r["prune_reason"] == BEHIND_SCRATCH)
     val, base_val = ans.get("val_score"), base.get("val_score")
     if negative:
-        note = ("negative transfer detected for every source: no transfer trial beat the scratch baseline "
-                "on validation, so the answer is the scratch model")
+        note = ("negative transfer detected for every source: no transfer trial beat the best scratch baseline "
+                f"on validation, so the answer is the scratch model ({ans.get('source')})")
     else:
         note = f"{ans.get('source')} with {ans.get('strategy')} beats scratch on validation"
     return {
@@ -194,7 +197,8 @@ def _plots(study: optuna.Study, rows: list[dict[str, Any]], out: Path) -> None:
             ax.annotate(s.split("@")[0][-30:], (x, v), fontsize=7)
     base = [r for r in rows if r["role"] == SCRATCH and r["val_score"] is not None]
     if base:
-        ax.axhline(base[0]["val_score"], color="grey", ls="--", label="scratch")
+        top = max(base, key=lambda r: r["val_score"])
+        ax.axhline(top["val_score"], color="grey", ls="--", label=f"best scratch ({top['source']})")
         ax.legend()
     ax.set_xlabel(f"transferability ({primary})")
     ax.set_ylabel("best validation score")

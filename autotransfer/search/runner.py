@@ -72,6 +72,19 @@ def default_budget(n_train: int, top_k: int) -> tuple[int, int, float]:
     return trials, epochs, timeout
 
 
+def baseline_sources(architectures: dict[str, str], ranked: list[str], limit: int | None) -> list[str]:
+    """One source per distinct architecture among the ranked top sources, best-ranked first.
+
+    Each gets a scratch baseline (its architecture from random init): a small target task is often
+    learnt best from scratch by an architecture other than the top-ranked source's, and a transfer
+    trial must beat the best of them. ``limit`` caps how many (None: all).
+    """
+    seen: dict[str, str] = {}
+    for s in ranked:
+        seen.setdefault(architectures.get(s, s), s)
+    return list(seen.values())[:limit]
+
+
 def _heartbeat(study: optuna.Study, trial: optuna.Trial, stop: threading.Event) -> None:
     while not stop.wait(st.HEARTBEAT_SECONDS):
         try:
@@ -93,7 +106,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, ctx: _Context) -> None:
     if ROLE not in trial.user_attrs:
         trial.set_user_attr(ROLE, role)
     if role == SCRATCH:
-        # the baseline is fixed, not sampled: full training of the top source's architecture
+        # a baseline is fixed, not sampled: full training of one top source's architecture
         # from random init at the default lr, whatever --strategies says
         from ..strategies import get_strategy
         from .space import WEIGHT_DECAY, TrialConfig
@@ -206,6 +219,7 @@ def search(
     patience: int = 2,
     margin: float = 0.02,
     efficiency_pruner: str = "median",
+    scratch_baselines: int | None = None,
     progress: bool = True,
 ) -> SearchResult:
     """Rank the sources, search source × strategy × hyper-parameters, export the winner.
@@ -229,6 +243,8 @@ def search(
     timeout = timeout or d_timeout
     if trials < 1 or epochs < 1 or top_k < 1:
         raise AutotransferError(f"--trials, --epochs and --top-k must be at least 1, got {trials}, {epochs}, {top_k}")
+    if scratch_baselines is not None and scratch_baselines < 1:
+        raise AutotransferError(f"--scratch-baselines must be at least 1, got {scratch_baselines}")
 
     opts = SourceOptions(offline=offline, trust_remote_code=trust_remote_code)
     specs = list(sources) if sources else default_source_specs(ds.modality)
@@ -293,9 +309,11 @@ def search(
                     warn(f"trial(s) {', '.join(map(str, orphans))} were left running by a stopped search; "
                          "marked failed and queued again")
             if not any(t.user_attrs.get(ROLE) == SCRATCH for t in study.get_trials(deepcopy=False)):
-                top_source = next(iter(space.sources))
-                study.enqueue_trial({}, user_attrs={ROLE: SCRATCH, "baseline_source": top_source},
-                                    skip_if_exists=True)
+                for base_source in baseline_sources(study.user_attrs["architectures"], list(space.sources),
+                                                    scratch_baselines):
+                    # no skip_if_exists: every baseline has the same (empty) params; the check above,
+                    # under the study lock, is what keeps a second worker from enqueuing them again
+                    study.enqueue_trial({}, user_attrs={ROLE: SCRATCH, "baseline_source": base_source})
                 for s in space.sources:
                     first = next((x for x in DEFAULT_STRATEGY_FIRST if x in space.applicable[s]),
                                  space.applicable[s][0])

@@ -39,6 +39,7 @@ def _hscore(features: Any, labels: Any, *, device: str, shrinkage: bool) -> floa
     f = as_tensor(features, device)
     codes, num_classes = as_labels(labels, device)
     n, d = f.shape
+    raw_power = f.square().sum() / n  # tr(E[f fᵀ]), the scale centring rounding errors are relative to
     f = f - f.mean(0)
     counts = torch.bincount(codes, minlength=num_classes).to(f.dtype)
     weight = (counts / n).sqrt() / counts  # row c of P: sqrt(n_c/n) · class mean
@@ -51,9 +52,11 @@ def _hscore(features: Any, labels: Any, *, device: str, shrinkage: bool) -> floa
     else:
         b = (class_sums(evecs, codes, num_classes) * weight[:, None]).square().sum(0) * evals
     cov_evals = evals / n
+    if float(cov_evals.sum()) <= float(raw_power) * max(n, d) * float(np.finfo(np.float64).eps):
+        return 0.0  # constant (collapsed) features: no variance (up to rounding), so none between classes
     if shrinkage:
-        a = _ledoit_wolf_shrinkage(f, cov_evals)
         mu = cov_evals.sum() / d
+        a = _ledoit_wolf_shrinkage(f, cov_evals)
         # Directions outside the span of f carry no between-class variance (b_i = 0 there).
         return float(((1 - a) * b / ((1 - a) * cov_evals + a * mu)).sum())
     tol = cov_evals.max() * max(n, d) * float(np.finfo(np.float64).eps)
