@@ -70,3 +70,25 @@ def target_dir(tmp_path_factory) -> Path:
     from autotransfer.zoo import write_target_task
 
     return write_target_task(tmp_path_factory.mktemp("target") / "target", per_class=20)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for the module: on shared 2-core CI boxes two OpenMP threads under load run
+    the tiny models ~5x slower than one. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="session")
+def digits5(tmp_path_factory):
+    """Digits 0–4, 30 per class, as a 32 px image folder, loaded (split 70/15/15)."""
+    from helpers_training import write_digits
+
+    from autotransfer.data import load
+
+    return load(write_digits(tmp_path_factory.mktemp("digits5") / "digits", classes=range(5), per_class=30))

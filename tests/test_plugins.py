@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import ast
 import inspect
 import json
-import re
 import subprocess
 import sys
 import textwrap

@@ -1,128 +1,24 @@
-"""Every built-in strategy on a tiny CNN, a tiny ViT and a tiny BERT: exactly the right parameters train.
-
-Also the helpers ``test_train.py`` imports: tiny sources written to disk (random-init timm
-weights as safetensors, a BERT with its own vocabulary saved with ``save_pretrained``) and
-test-double sources that count or fail backbone calls.
-"""
+"""Every built-in strategy on a tiny CNN, a tiny ViT and a tiny BERT: exactly the right parameters train."""
 
 from __future__ import annotations
 
-import collections
-import re
 import sys
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 import torch
+from helpers_training import Wrapped, make_tiny_bert, snapshot, timm_spec
 
 import autotransfer
 from autotransfer import AutotransferError
 from autotransfer.data import load
-from autotransfer.data.offline import digits_arrays, write_bbc_folder, write_images
-from autotransfer.sources import Source, resolve_source
+from autotransfer.data.offline import write_bbc_folder
+from autotransfer.sources import resolve_source
 from autotransfer.strategies import ParamSpec, StrategyNotApplicable, attention_linears, get_strategy, source_info
 
 STRATEGIES = ("linear_probe", "partial", "full", "lp_ft", "lora")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Shared 2-core CI boxes: two OpenMP threads under load run these tiny models ~5x slower than one.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-# --- tiny data and sources, shared with test_train.py ---
-
-
-def write_digits(root: Path, classes=range(10), per_class: int = 40, size: int = 32, seed: int = 0) -> Path:
-    """``per_class`` sklearn digits of each class as ``root/<digit>/*.png`` upscaled to ``size``."""
-    images, y = digits_arrays()
-    rng = np.random.default_rng(seed)
-    idx = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:per_class] for c in classes])
-    return write_images(root, images[idx], y[idx], names=[f"{i:04d}" for i in idx], size=size)
-
-
-def timm_spec(folder: Path, arch: str, size: int = 32, seed: int = 0) -> str:
-    """Random-init ``arch`` saved as safetensors; the spec that loads it like user weights."""
-    import timm
-    from safetensors.torch import save_file
-
-    torch.manual_seed(seed)
-    kwargs = {"img_size": size} if "vit" in arch else {}
-    model = timm.create_model(arch, num_classes=0, **kwargs)
-    path = folder / f"{arch}.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return f"timm:{arch}@{path}?size={size}"
-
-
-def make_tiny_bert(folder: Path, texts: list[str], vocab_size: int = 3000, seed: int = 0, hidden: int = 32) -> str:
-    """A 2-layer, ``hidden``-wide (32) BERT with a word vocabulary built from ``texts``; returns its ``hf:`` spec."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    words = collections.Counter(w for t in texts for w in re.findall(r"[a-z]+|[0-9]+|[^\sa-z0-9]", t.lower()))
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [w for w, _ in words.most_common(vocab_size - 5)]
-    folder.mkdir(parents=True, exist_ok=True)
-    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True).save_pretrained(folder)
-    torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=2 * hidden, max_position_embeddings=128)
-    BertModel(cfg).save_pretrained(folder)
-    return f"hf:{folder}?max_length=128"
-
-
-class Wrapped(Source):
-    """A test double around a real source; ``on_forward(batch)`` runs before every backbone call."""
-
-    def __init__(self, inner: Source, on_forward=None):
-        self.inner = inner
-        self.on_forward = on_forward
-        self.calls: list[int] = []  # batch size of every backbone forward
-        self.name, self.modality, self.spec = inner.name, inner.modality, inner.spec
-        self.architecture = inner.architecture
-
-    @property
-    def feature_dim(self) -> int:
-        return self.inner.feature_dim
-
-    def identity(self) -> str:
-        return self.inner.identity()
-
-    def transform_key(self, train: bool = False) -> str:
-        return self.inner.transform_key(train)
-
-    def available(self):
-        return self.inner.available()
-
-    def build(self, pretrained: bool = True):
-        from autotransfer.model import batch_len
-
-        backbone = self.inner.build(pretrained)
-        forward = backbone.forward
-
-        def counted(batch):
-            n = batch_len(batch)
-            self.calls.append(n)
-            if self.on_forward is not None:
-                self.on_forward(n)
-            return forward(batch)
-
-        backbone.forward = counted  # an instance attribute: nn.Module.__call__ finds it first
-        return backbone
-
-    def load_item(self, item: Any, train: bool = False):
-        return self.inner.load_item(item, train)
-
-    def collate(self, inputs):
-        return self.inner.collate(inputs)
-
-
-def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- fixtures ---
@@ -131,11 +27,6 @@ def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("strategies")
-
-
-@pytest.fixture(scope="module")
-def digits(work):
-    return load(write_digits(work / "digits", classes=range(5), per_class=30))
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +43,8 @@ def sources(work, bbc) -> dict[str, str]:
     }
 
 
-def _data(name, digits, bbc):
-    return bbc if name == "bert" else digits
+def _data(name, digits5, bbc):
+    return bbc if name == "bert" else digits5
 
 
 # --- the registry and the declared spaces ---
@@ -197,29 +88,29 @@ def test_search_spaces_are_data_derived_from_the_source(sources):
             assert ParamSpec(**{**spec.to_dict(), "choices": tuple(spec.choices)}) == spec
 
 
-def test_param_validation_names_the_bad_value(sources, digits):
+def test_param_validation_names_the_bad_value(sources, digits5):
     info = source_info(resolve_source(sources["resnet"]))
     with pytest.raises(AutotransferError, match=r"depth=99 is outside \[1, \d+\]"):
         get_strategy("partial").resolve_params(info, {"depth": 99})
     with pytest.raises(AutotransferError, match="does not take depth"):
-        autotransfer.train(digits, sources["resnet"], "full", depth=1, epochs=1)
+        autotransfer.train(digits5, sources["resnet"], "full", depth=1, epochs=1)
     with pytest.raises(AutotransferError, match="does not take bogus .*accepts: head_lr_mult, lr_decay"):
-        autotransfer.train(digits, sources["resnet"], "full", bogus=3, epochs=1)
+        autotransfer.train(digits5, sources["resnet"], "full", bogus=3, epochs=1)
     with pytest.raises(ValueError):
         ParamSpec("int", 5, 1)
 
 
-def test_lora_is_not_applicable_to_a_cnn(sources, digits):
+def test_lora_is_not_applicable_to_a_cnn(sources, digits5):
     with pytest.raises(StrategyNotApplicable, match="'lora' needs a transformer source") as err:
-        autotransfer.train(digits, sources["resnet"], "lora", epochs=1)
+        autotransfer.train(digits5, sources["resnet"], "lora", epochs=1)
     assert isinstance(err.value, AutotransferError) and "\n" not in str(err.value)
     assert attention_linears(resolve_source(sources["resnet"]).build(False)) == []
 
 
-def test_lora_without_peft_says_what_to_install(sources, digits, monkeypatch):
+def test_lora_without_peft_says_what_to_install(sources, digits5, monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)  # import peft -> ImportError
     with pytest.raises(AutotransferError, match=r"pip install 'autotransfer\[lora\]'"):
-        autotransfer.train(digits, sources["vit"], "lora", epochs=1)
+        autotransfer.train(digits5, sources["vit"], "lora", epochs=1)
 
 
 # --- what trains, what stays frozen ---
@@ -251,8 +142,8 @@ CASES = [(src, strat) for src in ("resnet", "vit", "bert") for strat in STRATEGI
 
 
 @pytest.mark.parametrize("src_name,strategy", CASES, ids=[f"{s}-{t}" for s, t in CASES])
-def test_exactly_the_strategy_parameters_train(src_name, strategy, sources, digits, bbc, work):
-    ds = _data(src_name, digits, bbc)
+def test_exactly_the_strategy_parameters_train(src_name, strategy, sources, digits5, bbc, work):
+    ds = _data(src_name, digits5, bbc)
     source = resolve_source(sources[src_name])
     before = source.build(pretrained=True)
     init = snapshot(before)
@@ -290,11 +181,11 @@ def test_exactly_the_strategy_parameters_train(src_name, strategy, sources, digi
         assert adapters and all(v.abs().sum() > 0 for v in adapters.values())  # B starts at zero
 
 
-def test_frozen_norm_layers_stay_in_eval_mode(sources, digits):
+def test_frozen_norm_layers_stay_in_eval_mode(sources, digits5):
     from autotransfer.model import TransferModel
 
     source = resolve_source(sources["resnet"])
-    model = TransferModel(source.build(True), source.feature_dim, digits.tasks, source=source)
+    model = TransferModel(source.build(True), source.feature_dim, digits5.tasks, source=source)
     get_strategy("partial").param_groups(model, lr=1e-3, weight_decay=0.0, depth=1)
     model.train()
     bns = {n: m for n, m in model.backbone.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
@@ -305,16 +196,16 @@ def test_frozen_norm_layers_stay_in_eval_mode(sources, digits):
     assert not any(m.training for m in bns.values())
 
 
-def test_linear_probe_never_runs_the_backbone_once_features_are_cached(sources, digits, work):
+def test_linear_probe_never_runs_the_backbone_once_features_are_cached(sources, digits5, work):
     cache = work / "probe-cache"
     first = Wrapped(resolve_source(sources["resnet"]))
-    r1 = autotransfer.train(digits, first, "linear_probe", epochs=3, cache_dir=cache)
-    n = {s: len(digits.splits[s]) for s in ("train", "val", "test")}
+    r1 = autotransfer.train(digits5, first, "linear_probe", epochs=3, cache_dir=cache)
+    n = {s: len(digits5.splits[s]) for s in ("train", "val", "test")}
     assert sum(first.calls) == sum(n.values())  # one extraction pass per split, nothing per epoch
     assert r1.features_from_cache is False
 
     second = Wrapped(resolve_source(sources["resnet"]))
-    r2 = autotransfer.train(digits, second, "linear_probe", epochs=3, cache_dir=cache)
+    r2 = autotransfer.train(digits5, second, "linear_probe", epochs=3, cache_dir=cache)
     assert second.calls == []  # training, validation and the test score all ran on cached features
     assert r2.features_from_cache is True
     assert r2.val_curve == r1.val_curve and r2.test_score == r1.test_score

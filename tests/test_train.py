@@ -16,26 +16,15 @@ from autotransfer.data import load
 from autotransfer.data.offline import digits_arrays, write_bbc_folder, write_images
 from autotransfer.sources import resolve_source
 from autotransfer.train import StopTraining, auto_augment, auto_batch_size, lr_factor
-from test_strategies import Wrapped, make_tiny_bert, timm_spec, write_digits
+from helpers_training import Wrapped, make_tiny_bert, timm_spec, write_digits
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Shared 2-core CI boxes: two OpenMP threads under load run these tiny models ~5x slower than one.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("train")
-
-
-@pytest.fixture(scope="module")
-def digits(work):
-    return load(write_digits(work / "digits", classes=range(5), per_class=30))
 
 
 @pytest.fixture(scope="module")
@@ -99,16 +88,16 @@ def test_pretrained_on_0_to_4_transfers_to_5_to_9(digits_a_b, work):
 # --- LP-FT ---
 
 
-def test_lp_ft_probe_stage_is_exactly_linear_probe(resnet, digits, work):
-    probe = autotransfer.train(digits, resnet, "linear_probe", epochs=4, seed=3, cache_dir=work / "cache")
+def test_lp_ft_probe_stage_is_exactly_linear_probe(resnet, digits5, work):
+    probe = autotransfer.train(digits5, resnet, "linear_probe", epochs=4, seed=3, cache_dir=work / "cache")
     # lr=0 freezes the fine-tune stage (AdamW moves nothing at lr 0), exposing the probe stage's heads
-    frozen_ft = autotransfer.train(digits, resnet, "lp_ft", probe_epochs=4, lr=0.0, epochs=1, seed=3,
+    frozen_ft = autotransfer.train(digits5, resnet, "lp_ft", probe_epochs=4, lr=0.0, epochs=1, seed=3,
                                    cache_dir=work / "cache")
     assert frozen_ft.stage_curves["probe"] == probe.val_curve
     for a, b in zip(probe.model.heads, frozen_ft.model.heads):
         assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
 
-    lpft = autotransfer.train(digits, resnet, "lp_ft", probe_epochs=4, epochs=2, seed=3, cache_dir=work / "cache")
+    lpft = autotransfer.train(digits5, resnet, "lp_ft", probe_epochs=4, epochs=2, seed=3, cache_dir=work / "cache")
     assert lpft.stage_curves["probe"] == probe.val_curve
     assert len(lpft.val_curve) == 2 and lpft.trainable_params == lpft.total_params
     assert not torch.equal(lpft.model.heads[0].weight, probe.model.heads[0].weight)  # then it fine-tuned
@@ -144,12 +133,12 @@ def test_multitask_shares_one_backbone_with_a_head_per_task(news, work):
 # --- reproducibility ---
 
 
-def test_same_seed_same_numbers_different_seed_different(digits, work):
+def test_same_seed_same_numbers_different_seed_different(digits5, work):
     vit = timm_spec(work, "test_vit")
     kw = dict(depth=2, epochs=2, augment=True, evaluate_test=False)  # augmentation: RNG in the data path too
-    a = autotransfer.train(digits, vit, "partial", seed=1, **kw)
-    b = autotransfer.train(digits, vit, "partial", seed=1, **kw)
-    c = autotransfer.train(digits, vit, "partial", seed=2, **kw)
+    a = autotransfer.train(digits5, vit, "partial", seed=1, **kw)
+    b = autotransfer.train(digits5, vit, "partial", seed=1, **kw)
+    c = autotransfer.train(digits5, vit, "partial", seed=2, **kw)
     assert a.val_curve == b.val_curve
     sa, sb, sc = (r.model.state_dict() for r in (a, b, c))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -170,19 +159,19 @@ def _oom_above(limit: int, kind: str = "cuda"):
 
 
 @pytest.mark.parametrize("kind", ["cuda", "runtime"])
-def test_oom_halves_the_batch_size_and_finishes(resnet, digits, kind):
+def test_oom_halves_the_batch_size_and_finishes(resnet, digits5, kind):
     source = Wrapped(resolve_source(resnet), on_forward=_oom_above(16, kind))
-    r = autotransfer.train(digits, source, "partial", depth=1, epochs=2, batch_size=64)
+    r = autotransfer.train(digits5, source, "partial", depth=1, epochs=2, batch_size=64)
     assert r.batch_size == 16 and r.oom_retries == 2
     assert source.calls[:3] == [64, 32, 16]  # halved on each failure, then carried on
     assert max(source.calls[3:]) <= 16
     assert r.epochs_run == 2 and r.test_score is not None
 
 
-def test_oom_gives_up_after_three_halvings_with_one_line(resnet, digits):
+def test_oom_gives_up_after_three_halvings_with_one_line(resnet, digits5):
     source = Wrapped(resolve_source(resnet), on_forward=_oom_above(4))
     with pytest.raises(AutotransferError) as err:
-        autotransfer.train(digits, source, "partial", depth=1, epochs=1, batch_size=64)
+        autotransfer.train(digits5, source, "partial", depth=1, epochs=1, batch_size=64)
     msg = str(err.value)
     assert "\n" not in msg and "out of memory" in msg and "batch size 8" in msg and "batch_size" in msg
     assert source.calls == [64, 32, 16, 8]
@@ -191,37 +180,37 @@ def test_oom_gives_up_after_three_halvings_with_one_line(resnet, digits):
 # --- report / stop / best epoch ---
 
 
-def test_report_stops_the_run_and_the_best_epoch_is_kept(resnet, digits):
+def test_report_stops_the_run_and_the_best_epoch_is_kept(resnet, digits5):
     seen = []
 
     def report(epoch, score):
         seen.append((epoch, score))
         return epoch == 1
 
-    r = autotransfer.train(digits, resnet, "partial", depth=2, epochs=5, report=report)
+    r = autotransfer.train(digits5, resnet, "partial", depth=2, epochs=5, report=report)
     assert [e for e, _ in seen] == [0, 1] and r.epochs_run == 2 and r.stopped_early
     assert [s for _, s in seen] == r.val_curve
 
     def raises(epoch, score):
         raise StopTraining
 
-    assert autotransfer.train(digits, resnet, "partial", depth=2, epochs=5, report=raises).epochs_run == 1
+    assert autotransfer.train(digits5, resnet, "partial", depth=2, epochs=5, report=raises).epochs_run == 1
 
-    full = autotransfer.train(digits, resnet, "linear_probe", epochs=6, lr=0.3)
+    full = autotransfer.train(digits5, resnet, "linear_probe", epochs=6, lr=0.3)
     assert full.val_score == max(full.val_curve) and full.val_curve[full.best_epoch] == full.val_score
-    pred, _ = full.predict(digits.split_items("val"))
-    assert (pred[:, 0] == digits.split_labels("val", 0)).mean() == pytest.approx(full.val_score)
+    pred, _ = full.predict(digits5.split_items("val"))
+    assert (pred[:, 0] == digits5.split_labels("val", 0)).mean() == pytest.approx(full.val_score)
 
 
 # --- save / load ---
 
 
 @pytest.mark.parametrize("strategy,params", [("partial", {"depth": 1}), ("linear_probe", {})])
-def test_save_load_predict_reproduces_exactly(strategy, params, resnet, digits, work):
-    r = autotransfer.train(digits, resnet, strategy, epochs=2, cache_dir=work / "cache", **params)
-    items = digits.split_items("test")
+def test_save_load_predict_reproduces_exactly(strategy, params, resnet, digits5, work):
+    r = autotransfer.train(digits5, resnet, strategy, epochs=2, cache_dir=work / "cache", **params)
+    items = digits5.split_items("test")
     pred, probs = r.predict(items)
-    assert (pred[:, 0] == digits.split_labels("test", 0)).mean() == pytest.approx(r.test_score)
+    assert (pred[:, 0] == digits5.split_labels("test", 0)).mean() == pytest.approx(r.test_score)
     out = r.save(work / f"model-{strategy}")
     assert {p.name for p in out.iterdir()} >= {"model.safetensors", "config.json", "result.json"}
     cfg = json.loads((out / "config.json").read_text())
@@ -229,13 +218,13 @@ def test_save_load_predict_reproduces_exactly(strategy, params, resnet, digits, 
     assert cfg["modality"] == "image" and cfg["tasks"] == [{"name": "label", "classes": ["0", "1", "2", "3", "4"]}]
 
     model = autotransfer.load_model(out)
-    assert [t.classes for t in model.tasks] == [digits.tasks[0].classes]
+    assert [t.classes for t in model.tasks] == [digits5.tasks[0].classes]
     pred2, probs2 = model.predict(items)
     assert np.array_equal(pred, pred2) and np.array_equal(probs[0], probs2[0])
 
 
 def test_lora_model_saves_and_loads_with_its_adapters(work):
-    from test_strategies import timm_spec as spec_for
+    from helpers_training import timm_spec as spec_for
 
     ds = load(write_digits(work / "digits-vit", classes=range(3), per_class=20))
     vit = spec_for(work, "test_vit")
@@ -265,21 +254,21 @@ def test_auto_batch_size_and_schedule():
     assert lr_factor(0.05) == pytest.approx(0.5) and 0 < lr_factor(0.6) < 1
 
 
-def test_augmentation_rule(digits, work, news):
-    assert auto_augment(digits, None) is False  # 32 px digits: a random crop would cut strokes off
+def test_augmentation_rule(digits5, work, news):
+    assert auto_augment(digits5, None) is False  # 32 px digits: a random crop would cut strokes off
     big = load(write_digits(work / "digits64", classes=range(2), per_class=10, size=64))
     assert auto_augment(big, None) is True
-    assert auto_augment(digits, True) is True and auto_augment(big, False) is False
+    assert auto_augment(digits5, True) is True and auto_augment(big, False) is False
     assert auto_augment(news[0], None) is False
 
 
-def test_bad_inputs_are_one_line_errors(resnet, digits, news):
+def test_bad_inputs_are_one_line_errors(resnet, digits5, news):
     with pytest.raises(AutotransferError, match="epochs must be at least 1"):
-        autotransfer.train(digits, resnet, "full", epochs=0)
+        autotransfer.train(digits5, resnet, "full", epochs=0)
     with pytest.raises(AutotransferError, match="takes text input but dataset .* is image"):
-        autotransfer.train(digits, news[1], "full", epochs=1)
+        autotransfer.train(digits5, news[1], "full", epochs=1)
     with pytest.raises(AutotransferError, match="unknown strategy 'fulll'; did you mean full"):
-        autotransfer.train(digits, resnet, "fulll", epochs=1)
+        autotransfer.train(digits5, resnet, "fulll", epochs=1)
 
 
 def test_train_is_callable_after_the_module_is_imported():
