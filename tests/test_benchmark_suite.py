@@ -27,6 +27,8 @@ SEARCH_COLUMNS = [
     "search_source", "search_strategy", "search_depth", "search_val", "search_test", "search_scratch_test",
     "negative_transfer", "regret_pp", "regret_oracle_pp", "grid_best_reachable", "grid_best_reachable_test",
     "regret_reachable_pp", "worse_than_scratch", "worse_than_grid_scratch",
+    "grid_best_test_std", "grid_best_test_same_seed", "regret_same_seed_pp", "grid_scratch_test_same_seed",
+    "worse_than_grid_scratch_same_seed",
     "search_trials", "search_pruned", "search_failed", "search_seconds", "search_trial_seconds",
     "grid_seconds", "cost_ratio", "cost_ratio_trials", "search_cpu_seconds", "grid_cpu_seconds", "cost_ratio_cpu",
     "meets_regret_target", "meets_cost_target",
@@ -85,6 +87,11 @@ def test_search_csv(quick_out):
     regret = float(r["regret_pp"])
     assert math.isfinite(regret) and -100.0 <= regret <= 100.0
     assert math.isclose(regret, 100 * (float(r["grid_best_test"]) - float(r["search_test"])), abs_tol=0.02)
+    # one seed: the same-seed columns are the seed-0 runs, so they equal the means
+    assert float(r["grid_best_test_same_seed"]) == pytest.approx(float(r["grid_best_test"]), abs=1e-4)
+    assert float(r["regret_same_seed_pp"]) == pytest.approx(regret, abs=0.02)
+    assert float(r["grid_scratch_test_same_seed"]) == pytest.approx(float(r["grid_scratch_test"]), abs=1e-4)
+    assert r["grid_best_test_std"] == ""  # undefined with one seed
     assert float(r["cost_ratio"]) > 0 and float(r["cost_ratio_trials"]) > 0 and float(r["cost_ratio_cpu"]) > 0
     assert math.isfinite(float(r["regret_reachable_pp"])) and r["grid_best_reachable"]
     assert float(r["grid_seconds"]) > 0 and float(r["search_seconds"]) > 0
