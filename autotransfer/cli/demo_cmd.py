@@ -58,9 +58,13 @@ def demo_cmd(out, text, trials, no_progress):
     click.echo("")
     print_leaderboards(result.out_dir, "table")
     s = result.summary
-    click.echo(f"\nanswer: {s['best_source']} + {s['strategy']}: test accuracy {s['test_score']:.3f} "
-               f"vs scratch {s['scratch_test_score']:.3f}" if s.get("scratch_test_score") is not None
-               else f"\nanswer: {s['best_source']} + {s['strategy']}")
+    test = f"test accuracy {s['test_score']:.3f}" if s.get("test_score") is not None else "tested on its worker"
+    if result.negative_transfer:
+        click.echo(f"\nanswer: train {s['best_source'].removeprefix('scratch:')} from scratch ({test}): no source "
+                   "beat the best scratch baseline on validation, so transfer would hurt here")
+    else:
+        vs = f" vs best scratch {s['scratch_test_score']:.3f}" if s.get("scratch_test_score") is not None else ""
+        click.echo(f"\nanswer: {s['best_source']} + {s['strategy']}: {test}{vs}")
     if result.best_dir:
         click.echo(f"exported model: {result.best_dir}")
     click.echo(f"report: {result.out_dir / 'report.md'}   ({time.monotonic() - start:.0f} s)")
