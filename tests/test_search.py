@@ -117,6 +117,19 @@ def test_one_scratch_baseline_per_architecture_and_the_best_is_the_reference(zoo
             assert got == pytest.approx(want)
     assert res.summary["scratch_val_score"] == pytest.approx(scratch["val_score"].max())
 
+    # --scratch-baselines caps them, best-ranked architecture first
+    capped = autotransfer.search(
+        target_dir, out=tmp_path / "capped", sources=[zoo["digits-test_resnet"].spec, f"timm:test_vit@{vit}"],
+        trials=3, epochs=2, estimators=["logme"], strategies=["linear_probe"], progress=False,
+        cache_dir=str(tmp_path / "cache"), scratch_baselines=1,
+    )
+    top = capped.transferability[0]["source"]
+    want = "scratch:test_resnet" if "test_resnet" in top else "scratch:test_vit"
+    assert [r["source"] for r in capped.trials if r["role"] == "scratch"] == [want]
+    with pytest.raises(autotransfer.AutotransferError, match="--scratch-baselines must be at least 1, got 0"):
+        autotransfer.search(target_dir, out=tmp_path / "bad", sources=[zoo["digits-test_resnet"].spec],
+                            scratch_baselines=0, progress=False)
+
 
 STRATEGY_PLUGIN = '''
 from autotransfer import hookimpl
