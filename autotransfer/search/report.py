@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .pruner import BEHIND_SCRATCH, ROLE, SCRATCH
+from .pruner import BEHIND_SCRATCH, ROLE, SCRATCH, ScratchBaselinePruner
 
 TRIAL_COLUMNS = ["trial", "state", "role", "source", "provider", "strategy", "depth", "lr", "weight_decay",
                  "epochs_run", "val_score", "best_epoch", "baseline_val_same_epoch", "delta_vs_scratch",
@@ -40,13 +40,6 @@ def _config(t: FrozenTrial) -> dict[str, Any]:
     return out
 
 
-def _baselines(study: optuna.Study) -> list[FrozenTrial]:
-    """Every non-failed scratch baseline (one per architecture)."""
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING,
-                                                                 TrialState.PRUNED))
-            if t.user_attrs.get(ROLE) == SCRATCH and t.intermediate_values]
-
-
 def _reference(curves: list[dict[int, float]], last: int) -> float | None:
     """The best validation any scratch baseline had reached by epoch ``last`` (None: none had one)."""
     best = [max(v for e, v in c.items() if e <= last) for c in curves if min(c) <= last]
@@ -57,7 +50,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """One row per trial (complete, pruned, failed, running), in trial order."""
     scores: dict[str, dict[str, Any]] = study.user_attrs.get("scores", {})
     arch: dict[str, str] = study.user_attrs.get("architectures", {})
-    base_curves = [dict(b.intermediate_values) for b in _baselines(study)]
+    base_curves = ScratchBaselinePruner.baseline_curves(study)
     rows = []
     for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.WAITING:

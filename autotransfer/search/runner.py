@@ -244,7 +244,8 @@ def search(
     if trials < 1 or epochs < 1 or top_k < 1:
         raise AutotransferError(f"--trials, --epochs and --top-k must be at least 1, got {trials}, {epochs}, {top_k}")
     if scratch_baselines is not None and scratch_baselines < 1:
-        raise AutotransferError(f"--scratch-baselines must be at least 1, got {scratch_baselines}")
+        raise AutotransferError(f"--scratch-baselines must be at least 1, got {scratch_baselines}; "
+                                "leave it out for one baseline per architecture among the top-k sources")
 
     opts = SourceOptions(offline=offline, trust_remote_code=trust_remote_code)
     specs = list(sources) if sources else default_source_specs(ds.modality)
