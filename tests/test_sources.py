@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from autotransfer.errors import SourceError
+import autotransfer.sources as sources_mod
 from autotransfer.sources import SourceOptions, default_source_specs, resolve_source, resolve_sources
 
 from helpers_sources import Payload, block_network, check_groups, save_timm, save_tiny_bert
@@ -275,7 +276,8 @@ def test_resolve_source_unknown_names_close_matches():
         resolve_source("resnet18")
 
 
-def test_default_zoos():
+def test_default_zoos(monkeypatch):
+    monkeypatch.setattr(sources_mod, "hub_reachable", lambda timeout=3.0: True)
     image = default_source_specs("image")
     assert 6 <= len(image) <= 10 and all(s.startswith("timm:") for s in image)
     assert "timm:resnet18" in image and "timm:vit_small_patch16_224" in image

@@ -46,9 +46,9 @@ def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, p
     from ..textable import format_table
 
     ds = load(data, text_col=text_col, label_col=label_col, split=split, seed=seed)
-    specs = _split_list(sources) or default_source_specs(ds.modality)
-    srcs = resolve_sources(specs, SourceOptions(offline=offline, trust_remote_code=trust_remote_code),
-                           modality=ds.modality)
+    opts = SourceOptions(offline=offline, trust_remote_code=trust_remote_code)
+    specs = _split_list(sources) or default_source_specs(ds.modality, opts)
+    srcs = resolve_sources(specs, opts, modality=ds.modality)
     est = _split_list(estimators) or [e for e in DEFAULT_ESTIMATORS if e in get_plugin_manager().registry("estimators")]
     rows = rank_sources(ds, srcs, est, primary=primary, max_samples=max_samples, device=device,
                         cache_dir=cache_dir, seed=seed)

@@ -248,7 +248,7 @@ def search(
                                 "leave it out for one baseline per architecture among the top-k sources")
 
     opts = SourceOptions(offline=offline, trust_remote_code=trust_remote_code)
-    specs = list(sources) if sources else default_source_specs(ds.modality)
+    specs = list(sources) if sources else default_source_specs(ds.modality, opts)
     srcs = resolve_sources(specs, opts, modality=ds.modality)
     est_names = list(estimators) if estimators else [e for e in DEFAULT_ESTIMATORS
                                                       if e in get_plugin_manager().registry("estimators")]
