@@ -2,14 +2,18 @@
 
 On disk a model is a folder with ``model.safetensors`` (every tensor: backbone, adapters,
 heads) and ``config.json`` (source spec, strategy and its parameters, tasks with their class
-names, modality). ``load_model`` rebuilds the architecture from the source spec without its
-pretrained weights (``build(pretrained=False)``), re-applies the strategy's structural change
-(LoRA adapters), and loads the saved tensors: predictions reproduce exactly.
+names, modality, and ``source_export``: the source's ``export()`` — architecture and resolved
+input pipeline — plus any files it wrote, such as a tokenizer under ``source/``).
+``load_model`` rebuilds the source from ``source_export`` (or, for a source that does not
+implement ``export``, from its spec), builds the architecture without pretrained weights
+(``build(pretrained=False)``), re-applies the strategy's structural change (LoRA adapters),
+and loads the saved tensors: predictions reproduce exactly, with nothing but the folder.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -157,12 +161,16 @@ class TransferModel(nn.Module):
             "tasks": [{"name": t.name, "classes": list(t.classes)} for t in self.tasks],
             **(extra or {}),
         }
+        export = src.export(out) if src is not None and hasattr(src, "export") else None
+        if export is not None:
+            cfg["source_export"] = export
         was = self.device
         self.to("cpu")
         try:
             save_model(self, str(out / WEIGHTS))
         finally:
             self.to(was)
+        os.chmod(out / WEIGHTS, 0o644)  # safetensors writes 0600; a shared model must be readable like the rest
         (out / CONFIG).write_text(json.dumps(cfg, indent=2, default=_jsonable) + "\n")
         return out
 
@@ -199,7 +207,7 @@ def load_model(path: str | Path, *, source: "Source | None" = None, device: str 
 
     from .data import Task
     from .features import resolve_device
-    from .sources import SourceOptions, resolve_source
+    from .sources import SourceOptions, resolve_source, source_from_export
     from .strategies import get_strategy
 
     folder = Path(path)
@@ -212,6 +220,10 @@ def load_model(path: str | Path, *, source: "Source | None" = None, device: str 
     cfg = json.loads(cfg_path.read_text())
     if cfg.get("format") != FORMAT:
         raise AutotransferError(f"{str(cfg_path)!r} is not an autotransfer model config (format={cfg.get('format')!r})")
+    if source is None and cfg.get("source_export"):
+        # self-contained: architecture and input pipeline from the folder, no source files needed
+        source = source_from_export(cfg["source_export"], folder, cfg.get("source_name") or cfg.get("source", ""),
+                                    cfg.get("source", ""), SourceOptions(offline=True))
     if source is None:
         if not cfg.get("source"):
             raise AutotransferError(f"model {str(path)!r} does not record its source; pass source= to load_model")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .registry import BUILTIN, Provider
@@ -78,6 +79,18 @@ class Source(ABC):
         """A string that changes whenever the input pipeline changes (part of the feature-cache key)."""
         return f"{self.identity()}|train={train}"
 
+    def export(self, folder: Path) -> dict[str, Any] | None:
+        """What rebuilds this source for inference without its pretrained weights, or None.
+
+        Called when a model trained on this source is saved into ``folder``. Return a JSON-able
+        dict with ``"resolver"`` (the prefix of a registered ``SpecResolver`` whose
+        ``from_export`` rebuilds it) plus the architecture and the resolved input pipeline;
+        any files it needs (a tokenizer, a model config) are written under ``folder`` and named
+        relative to it. None (the default) means the model is reloaded from ``spec``, which then
+        needs the source's files at load time.
+        """
+        return None
+
     def describe(self) -> dict[str, Any]:
         ok, _ = self.available()
         return {"name": self.name, "modality": self.modality, "provider": str(self.provider),
@@ -106,6 +119,18 @@ class SpecResolver(ABC):
     def defaults(self) -> list[str]:
         """Spec strings of this resolver's default zoo (used when ``--sources`` is not given)."""
         return []
+
+    def from_export(self, export: Mapping[str, Any], folder: Path, name: str, spec: str,
+                    options: SourceOptions) -> Source:
+        """The inference source described by ``Source.export``'s dict (files relative to ``folder``).
+
+        It must build the same architecture (``build(pretrained=False)``) and the same input
+        pipeline as the source that was exported, reading nothing outside ``folder``.
+        """
+        from .errors import SourceError
+
+        raise SourceError(f"source resolver {self.name!r} cannot rebuild an exported source; "
+                          f"load the model with source= given explicitly")
 
     def describe(self) -> Mapping[str, Any]:
         return {"name": self.name, "modality": self.modality, "description": self.description}
@@ -176,6 +201,12 @@ def resolve_source(spec: str, options: SourceOptions | None = None) -> Source:
     sources, resolvers = _registries()
     if spec in sources:
         return sources.get(spec)
+    head, query = parse_query(spec)
+    if query and head in sources:  # a registered source with options: "efficientnet-lite0?size=64"
+        with_options = getattr(sources.get(head), "with_options", None)
+        if with_options is None:
+            raise SourceError(f"source {head!r} takes no options (got {spec!r}); pass {head!r} alone")
+        return with_options(query)
     prefix, sep, rest = spec.partition(":")
     if sep and prefix in resolvers:
         if not rest:
@@ -194,6 +225,21 @@ def resolve_source(spec: str, options: SourceOptions | None = None) -> Source:
         f"unknown source {spec!r}{hint} (registered sources: {registered}; spec forms: {forms}); "
         "run 'autotransfer sources' to list them"
     )
+
+
+def source_from_export(export: Mapping[str, Any], folder: Path, name: str, spec: str,
+                       options: SourceOptions | None = None) -> Source:
+    """Rebuild an exported source (see ``Source.export``) through the resolver it names."""
+    from .errors import SourceError
+
+    _, resolvers = _registries()
+    prefix = str(export.get("resolver", ""))
+    if prefix not in resolvers:
+        raise SourceError(
+            f"the model in {str(folder)!r} was exported by source resolver {prefix!r}, which is not loaded "
+            f"(loaded: {', '.join(resolvers.names()) or 'none'}); install or enable the plugin that provides it"
+        )
+    return resolvers.get(prefix).from_export(export, folder, name, spec, options or SourceOptions(offline=True))
 
 
 def _example(resolver: SpecResolver) -> str:
@@ -229,7 +275,10 @@ def resolve_sources(
         if modality and src.modality != modality:
             wrong_modality.append(f"{src.name} ({src.modality})")
             continue
-        ok, why = src.available()
+        try:
+            ok, why = src.available()
+        except SourceError as exc:  # e.g. a corrupt weights file: skipped like a missing one
+            ok, why = False, str(exc)
         if ok:
             usable.append(src)
         else:
@@ -251,9 +300,35 @@ def resolve_sources(
     return usable
 
 
-def default_source_specs(modality: str) -> list[str]:
-    """The default zoo for ``modality``: registered sources of that modality, then every
-    resolver's ``defaults()`` of that modality (no duplicates, in registration order)."""
+HUB_HOST = ("huggingface.co", 443)  # where hub zoos download from
+_reachable: dict[tuple[str, int], bool] = {}
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the model hub answers a TCP connection now (False when offline mode is on); memoised."""
+    import socket
+
+    if is_offline():
+        return False
+    if HUB_HOST not in _reachable:
+        try:
+            socket.create_connection(HUB_HOST, timeout=timeout).close()
+            _reachable[HUB_HOST] = True
+        except OSError:
+            _reachable[HUB_HOST] = False
+    return _reachable[HUB_HOST]
+
+
+def default_source_specs(modality: str, options: SourceOptions | None = None) -> list[str]:
+    """The default zoo for ``modality``: every resolver's ``defaults()`` of that modality, then
+    registered sources of that modality (no duplicates, in registration order).
+
+    When the hub cannot be reached (offline mode, or no network), zoo entries whose weights are
+    not in the local cache are dropped; if none is left, the registered sources marked
+    ``offline_zoo`` (real weights that ship in a package, e.g. ``efficientnet-lite0``) are the zoo.
+    """
+    from .console import note
+
     sources, resolvers = _registries()
     out: list[str] = []
     for _, resolver in resolvers.items():
@@ -262,4 +337,20 @@ def default_source_specs(modality: str) -> list[str]:
     for key, src in sources.items():
         if src.modality == modality and key not in out and getattr(src, "default", True):
             out.append(key)
-    return out
+    if not out or (not is_offline(options) and hub_reachable()):
+        return out
+    local = SourceOptions(offline=True, trust_remote_code=bool(options and options.trust_remote_code))
+    cached = [s for s in out if _available_offline(s, local)]
+    shipped = [key for key, src in sources.items() if src.modality == modality and getattr(src, "offline_zoo", False)]
+    if cached or not shipped:
+        return cached or out
+    note(f"the model hub cannot be reached and no {modality} model of the default zoo is cached: "
+         f"using the models that ship offline ({', '.join(shipped)})")
+    return shipped
+
+
+def _available_offline(spec: str, options: SourceOptions) -> bool:
+    try:
+        return bool(resolve_source(spec, options).available()[0])
+    except Exception:  # a zoo entry that cannot even resolve is not usable
+        return False

@@ -64,6 +64,9 @@ class ZooSource(Source):
     def transform_key(self, train: bool = False) -> str:
         return self._real().transform_key(train)
 
+    def export(self, folder: Path) -> dict[str, Any] | None:
+        return self._real().export(folder)
+
 
 def _zoo_dir() -> Path:
     root = os.environ.get("AUTOTRANSFER_CACHE_DIR")

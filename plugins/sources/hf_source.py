@@ -67,6 +67,7 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
 # files that decide what the model computes (hashed into identity())
 IDENTITY_FILES = ("config.json", "tokenizer.json", "vocab.txt", "merges.txt", "vocab.json", "spm.model",
                   "sentencepiece.bpe.model", "tokenizer_config.json", "special_tokens_map.json")
+EXPORT_FOLDER = "source"  # inside an exported model folder: tokenizer + config.json
 _LAYER = re.compile(r"(?:^|\.)(?:layer|layers|block|blocks|h)\.(\d+)(?:\.|$)")
 
 _file_hashes: dict[tuple[str, int, int], str] = {}
@@ -126,6 +127,7 @@ class HFSource(Source):
         self.spec = spec or (f"hf:{self.location}" + (f"?{q}" if q else ""))
         self._config: dict[str, Any] | None = None
         self._tokenizer = None
+        self.exported = False  # a folder with tokenizer + config only (an exported model's source/)
 
     # --- files, without loading the model ---
 
@@ -194,7 +196,7 @@ class HFSource(Source):
             if not (folder / "config.json").is_file():
                 return False, (f"folder {self.location!r} has no config.json; "
                                "save the model there with save_pretrained()")
-            if not any((folder / w).is_file() for w in WEIGHT_FILES):
+            if not self.exported and not any((folder / w).is_file() for w in WEIGHT_FILES):
                 return False, (f"folder {self.location!r} has no weights ({', '.join(WEIGHT_FILES[::2])}); "
                                "save the model there with save_pretrained()")
             return True, f"local folder {self.location}"
@@ -283,6 +285,9 @@ class HFSource(Source):
         import torch
         from transformers import AutoModel
 
+        if pretrained and self.exported:
+            raise SourceError(f"source {self.name!r} was rebuilt from an exported model and has no pretrained "
+                              "weights; load the model with autotransfer.load_model")
         if pretrained:
             ok, why = self.available()
             if not ok:
@@ -303,6 +308,14 @@ class HFSource(Source):
 
     def load_item(self, item: Any, train: bool = False) -> str:
         return item if isinstance(item, str) else str(item)
+
+    def export(self, folder: Path) -> dict[str, Any]:
+        """Save the tokenizer and the model config into ``folder/source``; weights stay in the model file."""
+        sub = Path(folder) / EXPORT_FOLDER
+        with _quiet_transformers():
+            self.tokenizer.save_pretrained(str(sub))
+            self._auto_config().save_pretrained(str(sub))
+        return {"resolver": "hf", "folder": EXPORT_FOLDER, "pooling": self.pooling, "max_length": self.max_length}
 
     def collate(self, inputs: list[Any]) -> dict[str, Any]:
         return dict(self.tokenizer(list(inputs), truncation=True, max_length=self.max_length, padding=True,
@@ -420,6 +433,17 @@ class HFResolver(SpecResolver):
             hint = f"; close matches: {', '.join('hf:' + c for c in close)}" if close else ""
             raise SourceError(f"{body!r} is neither a hub model id (org/name) nor an existing folder{hint}")
         return HFSource(f"hf:{rest.strip()}", body, options, query)
+
+    def from_export(self, export: dict[str, Any], folder: Path, name: str, spec: str,
+                    options: SourceOptions) -> HFSource:
+        sub = Path(folder) / str(export.get("folder", EXPORT_FOLDER))
+        if not (sub / "config.json").is_file():
+            raise SourceError(f"exported model {str(folder)!r} lacks {str(sub / 'config.json')!r}; "
+                              "copy the whole model folder, including its source/ subfolder")
+        query = {"pooling": str(export["pooling"]), "max_length": str(export["max_length"])}
+        src = HFSource(name, str(sub), options, query, spec=spec)
+        src.exported = True
+        return src
 
     def defaults(self) -> list[str]:
         bundled = _bundled_minilm() is not None

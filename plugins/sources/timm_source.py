@@ -120,6 +120,64 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
 
 
+_checked: dict[tuple[str, int, int], str] = {}
+
+
+def weights_problem(path: str | os.PathLike) -> str:
+    """Why the weights file cannot be read ("" when it can), memoised on (path, size, mtime).
+
+    A safetensors file is checked from its header (cheap, and it must account for every byte);
+    a torch file is read with ``weights_only=True``.
+    """
+    st = os.stat(path)
+    memo = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if memo not in _checked:
+        try:
+            if Path(path).suffix == ".safetensors":
+                _check_safetensors(Path(path), st.st_size)
+            else:
+                load_state_dict(path)
+            _checked[memo] = ""
+        except SourceError as exc:
+            _checked[memo] = str(exc)
+    return _checked[memo]
+
+
+def _check_safetensors(path: Path, size: int) -> None:
+    """Header and length checks of a safetensors file without reading its tensors."""
+    import struct
+
+    bad = (f"weights file {str(path)!r} is corrupt or truncated; expected a safetensors file "
+           "written by safetensors.torch.save_file — write it again")
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n <= 0 or 8 + n > size:
+                raise SourceError(bad)
+            header = json.loads(f.read(n))
+    except (OSError, struct.error, ValueError, UnicodeDecodeError) as exc:
+        raise SourceError(bad) from exc
+    if not isinstance(header, dict):
+        raise SourceError(bad)
+    ends = [v.get("data_offsets", [0, 0])[1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    if 8 + n + max(ends, default=0) != size:
+        raise SourceError(bad)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists (recursively) so a config round-trips through JSON."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _tuples(config: dict[str, Any]) -> dict[str, Any]:
+    """Lists back to tuples, as timm's configs hold them."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+
+
 def _floats(text: Any, what: str) -> tuple[float, ...]:
     if isinstance(text, (list, tuple)):
         return tuple(float(v) for v in text)
@@ -165,7 +223,9 @@ class TimmSource(Source):
         self._pcfg: dict[str, Any] | None = None
         self._data_config: dict[str, Any] | None = None
         self._transforms: dict[bool, Any] = {}
+        self._train_kw: dict[str, Any] | None = None
         self._dim: int | None = None
+        self.exported = False  # rebuilt from an exported model: architecture only, no pretrained weights
         if "size" in settings and self.pretrained_cfg.get("fixed_input_size"):
             self.model_args.setdefault("img_size", tuple(self.data_config["input_size"][1:]))
         query = "&".join(f"{k}={_fmt(v)}" for k, v in explicit.items())
@@ -214,21 +274,54 @@ class TimmSource(Source):
             self._data_config = dict(cfg)
         return self._data_config
 
+    def _train_kwargs(self) -> dict[str, Any]:
+        """Training-augmentation overrides for ``create_transform`` (see the module docstring)."""
+        if self._train_kw is None:
+            kwargs: dict[str, Any] = {}
+            size = self.data_config["input_size"][-1]
+            if "size" in self.settings and size <= TINY:
+                kwargs.update(hflip=0.0, scale=(0.5, 1.0))
+            if "hflip" in self.settings:
+                kwargs["hflip"] = float(self.settings["hflip"])
+            if "scale" in self.settings:
+                kwargs["scale"] = _floats(self.settings["scale"], "scale")
+            self._train_kw = kwargs
+        return self._train_kw
+
     def _transform(self, train: bool):
         if train not in self._transforms:
             from timm.data import create_transform
 
-            kwargs: dict[str, Any] = {}
-            if train:
-                size = self.data_config["input_size"][-1]
-                if "size" in self.settings and size <= TINY:
-                    kwargs.update(hflip=0.0, scale=(0.5, 1.0))
-                if "hflip" in self.settings:
-                    kwargs["hflip"] = float(self.settings["hflip"])
-                if "scale" in self.settings:
-                    kwargs["scale"] = _floats(self.settings["scale"], "scale")
+            kwargs = self._train_kwargs() if train else {}
             self._transforms[train] = create_transform(**self.data_config, is_training=train, **kwargs)
         return self._transforms[train]
+
+    # --- export: architecture and input pipeline, no weights file needed ---
+
+    def export(self, folder: Path) -> dict[str, Any]:
+        """Everything ``TimmResolver.from_export`` needs: timm name, model_args, resolved data config.
+
+        Works for subclasses that read pretrained weights differently: it records only what
+        ``build(pretrained=False)`` and ``load_item`` use, never the weights file.
+        """
+        return {"resolver": "timm", "model_name": self.model_name, "model_args": _plain(self.model_args),
+                "in_chans": self.in_chans, "data_config": _plain(self.data_config),
+                "train_transform": _plain(self._train_kwargs())}
+
+    @staticmethod
+    def from_export(export: dict[str, Any], name: str, spec: str, options: SourceOptions) -> "TimmSource":
+        """An inference source from ``export()``'s dict: builds the architecture, never pretrained weights.
+
+        Always a plain ``TimmSource``, whichever subclass was exported: only the weights differ.
+        """
+        src = TimmSource(name, str(export["model_name"]), None, {}, {}, options)
+        src.model_args = _tuples(dict(export.get("model_args") or {}))
+        src.in_chans = int(export.get("in_chans", 3))
+        src._data_config = _tuples(dict(export["data_config"]))
+        src._train_kw = _tuples(dict(export.get("train_transform") or {}))
+        src.spec = spec
+        src.exported = True
+        return src
 
     # --- weights ---
 
@@ -265,10 +358,15 @@ class TimmSource(Source):
                 f"timm.create_model({self.model_name!r}), .pth also works)")
 
     def available(self) -> tuple[bool, str]:
+        if self.exported:
+            return False, f"{self.name!r} was rebuilt from an exported model and has no pretrained weights"
         if self.weights is not None:
-            if self.weights.is_file():
-                return True, f"local weights {self.weights}"
-            return False, f"weights file {str(self.weights)!r} does not exist; check the path after '@'"
+            if not self.weights.is_file():
+                return False, f"weights file {str(self.weights)!r} does not exist; check the path after '@'"
+            problem = weights_problem(self.weights)
+            if problem:
+                return False, problem
+            return True, f"local weights {self.weights}"
         cfg = self.pretrained_cfg
         if not (cfg.get("hf_hub_id") or cfg.get("url") or cfg.get("file")):
             return False, f"timm has no pretrained weights for {self.model_name!r}; {self._hint()}"
@@ -344,6 +442,8 @@ class TimmSource(Source):
                     torch.manual_seed(int(seed))
                 model = timm.create_model(self.model_name, pretrained=False, num_classes=0, **args)
             return _backbone_cls()(model, None)
+        if self.exported:
+            raise SourceError(f"source {self.name!r}: {self.available()[1]}")
         if self.weights is not None:
             ok, why = self.available()
             if not ok:
@@ -551,6 +651,10 @@ class TimmResolver(SpecResolver):
 
     def defaults(self) -> list[str]:
         return [f"timm:{m}" for m in DEFAULT_ZOO]
+
+    def from_export(self, export: dict[str, Any], folder: Path, name: str, spec: str,
+                    options: SourceOptions) -> TimmSource:
+        return TimmSource.from_export(export, name, spec, options)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "modality": self.modality, "description": self.description,
