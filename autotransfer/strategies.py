@@ -149,6 +149,9 @@ class Stage:
     epochs: int | None = None  # None: the run's epochs
     reported: bool = True  # its epochs make the val curve and go to report(); False for a warm-up stage
     params: dict[str, Any] = field(default_factory=dict)  # keyword arguments for ``param_groups``
+    # solved to convergence instead of trained for epochs: a full-batch L-BFGS logistic regression per
+    # task on the cached features, its L2 strength chosen on validation (needs cached_features)
+    solver: bool = False
 
 
 class Strategy:
@@ -157,6 +160,9 @@ class Strategy:
     name: str = ""  # registry key
     description: str = ""  # one line for ``autotransfer strategies``; cite the paper
     can_use_cached_features: bool = False  # its main stage trains on cached features
+    # its only stage is solved to convergence with the regularisation chosen on validation: lr and
+    # weight decay mean nothing to it, so the search runs it once per source and never samples it
+    converges: bool = False
     default_lr: float = 1e-3  # lr when none is given
     lr_range: tuple[float, float] = (1e-4, 1e-2)  # search range for lr (log scale)
     options: dict[str, Any] = {}  # keyword options that are not searched, with their defaults
@@ -206,7 +212,8 @@ class Strategy:
     def stages(self, params: dict[str, Any]) -> list[Stage]:
         """The stages of one run; most strategies have one."""
         return [Stage("probe" if self.can_use_cached_features else "fine-tune", self,
-                      cached_features=self.can_use_cached_features, params=params)]
+                      cached_features=self.can_use_cached_features, params=params,
+                      solver=self.converges and self.can_use_cached_features)]
 
     def prepare_model(self, model: "TransferModel", params: dict[str, Any]) -> None:
         """Change the model's structure once before training (and again on load); default: nothing."""

@@ -91,13 +91,13 @@ def test_pretrained_on_0_to_4_transfers_to_5_to_9(digits_a_b, work):
 def test_lp_ft_probe_stage_is_exactly_linear_probe(resnet, digits5, work):
     probe = autotransfer.train(digits5, resnet, "linear_probe", epochs=4, seed=3, cache_dir=work / "cache")
     # lr=0 freezes the fine-tune stage (AdamW moves nothing at lr 0), exposing the probe stage's heads
-    frozen_ft = autotransfer.train(digits5, resnet, "lp_ft", probe_epochs=4, lr=0.0, epochs=1, seed=3,
+    frozen_ft = autotransfer.train(digits5, resnet, "lp_ft", lr=0.0, epochs=1, seed=3,
                                    cache_dir=work / "cache")
     assert frozen_ft.stage_curves["probe"] == probe.val_curve
     for a, b in zip(probe.model.heads, frozen_ft.model.heads):
         assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
 
-    lpft = autotransfer.train(digits5, resnet, "lp_ft", probe_epochs=4, epochs=2, seed=3, cache_dir=work / "cache")
+    lpft = autotransfer.train(digits5, resnet, "lp_ft", epochs=2, seed=3, cache_dir=work / "cache")
     assert lpft.stage_curves["probe"] == probe.val_curve
     assert len(lpft.val_curve) == 2 and lpft.trainable_params == lpft.total_params
     assert not torch.equal(lpft.model.heads[0].weight, probe.model.heads[0].weight)  # then it fine-tuned
@@ -120,7 +120,7 @@ def test_multitask_shares_one_backbone_with_a_head_per_task(news, work):
         assert scores["topic"] > 0.4, scores
         assert scores["kind"] > majority["kind"][split] + 0.1, scores
 
-    shared = autotransfer.train(ds, bert, "lp_ft", epochs=1, probe_epochs=10, cache_dir=work / "cache")
+    shared = autotransfer.train(ds, bert, "lp_ft", epochs=1, cache_dir=work / "cache")
     assert len(shared.model.heads) == 2 and set(shared.task_curves) == {"topic", "kind"}
     assert all(len(c) == 1 for c in shared.task_curves.values())
     assert shared.task_scores["topic"] > 0.4 and shared.task_scores["kind"] > majority["kind"]["val"]
@@ -276,3 +276,45 @@ def test_train_is_callable_after_the_module_is_imported():
 
     assert callable(autotransfer.train) and callable(module)
     assert "train" in autotransfer.__all__ and "load_model" in autotransfer.__all__
+
+
+# --- the probe solver ---
+
+
+def test_solve_probe_matches_sklearn_and_picks_l2_on_validation():
+    from sklearn.linear_model import LogisticRegression
+
+    from autotransfer.train import _Split, solve_probe
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 300))
+    y = rng.integers(0, 4, size=260)
+    x = centres[y] + rng.normal(scale=3.0, size=(260, 300))  # n < D: solved in the span of the features
+    tr, va = slice(0, 60), slice(60, 260)
+    split = {k: _Split(torch.as_tensor(y[s, None]), features=torch.as_tensor(x[s], dtype=torch.float32))
+             for k, s in (("train", tr), ("val", va))}
+    heads = torch.nn.ModuleList([torch.nn.Linear(300, 4)])
+    accs, l2 = solve_probe(heads, split["train"], split["val"], path=(1e-2,))
+    # the same problem in sklearn's terms (C = 1 / (l2 n) for a mean loss), solved independently
+    ref = LogisticRegression(C=1.0 / (1e-2 * 60), tol=1e-10, max_iter=5000).fit(x[tr], y[tr])
+    with torch.no_grad():
+        ours = heads[0](torch.as_tensor(x[va], dtype=torch.float32)).softmax(1).numpy()
+    assert np.abs(ours - ref.predict_proba(x[va])).max() < 1e-3
+    assert l2 == 1e-2 and accs[0] == pytest.approx(ref.score(x[va], y[va]))
+    # along a path, no point of it does better on validation than the one chosen
+    path = (1.0, 1e-1, 1e-2, 1e-3)
+    accs, l2 = solve_probe(heads, split["train"], split["val"], path=path)
+    assert l2 in path
+    for other in path:
+        alt = LogisticRegression(C=1.0 / (other * 60), tol=1e-10, max_iter=5000).fit(x[tr], y[tr])
+        assert alt.score(x[va], y[va]) <= accs[0] + 1e-9
+
+
+def test_linear_probe_is_solved_in_one_report_at_the_last_epoch(resnet, digits5, work):
+    seen = []
+    r = autotransfer.train(digits5, resnet, "linear_probe", epochs=7, cache_dir=work / "cache",
+                           report=lambda e, v: seen.append((e, v)))
+    assert seen == [(6, r.val_score)] and r.epochs_run == 1 and r.params["probe_l2"] > 0
+    again = autotransfer.train(digits5, resnet, "linear_probe", epochs=2, lr=0.5, weight_decay=0.3,
+                               cache_dir=work / "cache")
+    assert again.val_score == r.val_score  # lr, weight decay and epochs mean nothing to a solved probe

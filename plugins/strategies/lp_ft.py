@@ -1,8 +1,8 @@
 """LP-FT: linear probe first (on cached features), then full fine-tuning from that head.
 
 Kumar et al., "Fine-Tuning can Distort Pretrained Features and Underperform Out-of-Distribution",
-ICLR 2022. The probe stage is exactly ``linear_probe`` (same code, same stage seed), so with the
-same seed, lr and epochs its head equals the one ``linear_probe`` alone gives. The fine-tune
+ICLR 2022. The probe stage is exactly ``linear_probe`` (the same solve, to convergence), so its
+head equals the one ``linear_probe`` alone gives. The fine-tune
 stage then trains everything at one small lr (heads included: they are no longer random).
 """
 
@@ -21,8 +21,7 @@ class LpFt(Strategy):
     description = "linear probe on cached features, then full fine-tune from that head (Kumar et al. 2022)"
     default_lr = 2e-4
     lr_range = (1e-5, 1e-3)
-    # probe_lr / probe_epochs None: linear_probe's default lr / the run's epochs
-    options = {"probe_lr": None, "probe_epochs": None, "head_lr_mult": 1.0}
+    options = {"head_lr_mult": 1.0}
 
     def search_space(self, info: SourceInfo) -> dict[str, ParamSpec]:
         return {"lr_decay": ParamSpec("float", 0.5, 1.0, default=1.0,
@@ -31,8 +30,7 @@ class LpFt(Strategy):
     def stages(self, params: dict[str, Any]) -> list[Stage]:
         probe = LinearProbe()
         return [
-            Stage("probe", probe, cached_features=True, lr=params.get("probe_lr") or probe.default_lr,
-                  epochs=params.get("probe_epochs"), reported=False),
+            Stage("probe", probe, cached_features=True, reported=False, solver=True),
             Stage("fine-tune", self, params=params),
         ]
 
