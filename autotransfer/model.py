@@ -109,31 +109,54 @@ class TransferModel(nn.Module):
 
     # --- inference ---
 
-    @torch.no_grad()
     def predict(self, items: Sequence[Any], batch_size: int = 64) -> tuple[np.ndarray, list[np.ndarray]]:
         """Predicted class indices (n, n_tasks) int64 and per-task probabilities [(n, C_t) float32].
 
-        Class names: ``self.tasks[t].classes[pred[i, t]]`` (or ``predict_names``).
+        Class names: ``self.tasks[t].classes[pred[i, t]]`` (or ``predict_names``). An item that
+        cannot be read raises; ``predict_rows`` reports it instead.
         """
+        pred, probs, _ = self._predict(items, batch_size, tolerant=False)
+        return pred, probs
+
+    def predict_rows(self, items: Sequence[Any],
+                     batch_size: int = 64) -> tuple[np.ndarray, list[np.ndarray], list[str | None]]:
+        """Like ``predict``, but an unreadable item does not stop the others: its row has class
+        index -1 and NaN probabilities, and the third list holds why (None for every good item)."""
+        return self._predict(items, batch_size, tolerant=True)
+
+    @torch.no_grad()
+    def _predict(self, items: Sequence[Any], batch_size: int,
+                 tolerant: bool) -> tuple[np.ndarray, list[np.ndarray], list[str | None]]:
         if self.source is None:
             raise AutotransferError("this model has no source attached, so it cannot read items")
         was_training = self.training
         self.eval()
         device = self.device
-        probs: list[list[np.ndarray]] = [[] for _ in self.heads]
+        errors: list[str | None] = [None] * len(items)
+        out = [np.full((len(items), h.out_features), np.nan, np.float32) for h in self.heads]
         try:
             for start in range(0, len(items), batch_size):
-                chunk = items[start:start + batch_size]
-                batch = self.source.collate([self.source.load_item(it, train=False) for it in chunk])
-                for t, logits in enumerate(self(to_device(batch, device))):
-                    probs[t].append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+                inputs, rows = [], []
+                for i in range(start, min(start + batch_size, len(items))):
+                    try:
+                        inputs.append(self.source.load_item(items[i], train=False))
+                    except Exception as exc:
+                        if not tolerant:
+                            raise
+                        errors[i] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                        continue
+                    rows.append(i)
+                if not rows:
+                    continue
+                for t, logits in enumerate(self(to_device(self.source.collate(inputs), device))):
+                    out[t][rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
         finally:
             self.train(was_training)
-        out = [np.concatenate(p) if p else np.zeros((0, h.out_features), np.float32)
-               for p, h in zip(probs, self.heads)]
-        pred = np.stack([p.argmax(axis=1) for p in out], axis=1).astype(np.int64) if items else \
-            np.zeros((0, len(self.heads)), np.int64)
-        return pred, out
+        pred = np.zeros((len(items), len(self.heads)), np.int64)
+        for t, p in enumerate(out):
+            ok = ~np.isnan(p).any(axis=1)
+            pred[:, t] = np.where(ok, np.nan_to_num(p, nan=-1.0).argmax(axis=1), -1)
+        return pred, out, errors
 
     def predict_names(self, items: Sequence[Any], batch_size: int = 64) -> list[list[str]]:
         """Predicted class names, one list per item with one name per task."""

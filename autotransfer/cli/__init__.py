@@ -21,6 +21,7 @@ COMMANDS = {
     "search": "autotransfer.cli.search_cmd:search_cmd",
     "leaderboard": "autotransfer.cli.leaderboard_cmd:leaderboard_cmd",
     "predict": "autotransfer.cli.predict_cmd:predict_cmd",
+    "evaluate": "autotransfer.cli.evaluate_cmd:evaluate_cmd",
     "demo": "autotransfer.cli.demo_cmd:demo_cmd",
 }
 
@@ -34,6 +35,7 @@ HELP = {
     "search": "Rank sources, search source × strategy × depth × lr, export the best model.",
     "leaderboard": "Print (or, with --storage, rebuild) a search's leaderboards.",
     "predict": "Predict labels (and probabilities) for new items with an exported model.",
+    "evaluate": "Score an exported model on labelled data: accuracy, balanced accuracy, macro-F1, per class.",
     "demo": "Run a complete search offline on digits (or BBC news with --text).",
 }
 

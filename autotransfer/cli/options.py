@@ -18,3 +18,17 @@ def data_options(f):
 
 def json_option(f):
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
+
+
+def positive(ctx: click.Context, param: click.Parameter, value):
+    """Option callback: a given number must be above zero (None keeps the default).
+
+    Raises ``AutotransferError`` rather than click's usage error so the CLI prints one line.
+    """
+    from ..errors import AutotransferError
+
+    if value is None or value > 0:
+        return value
+    flag = param.opts[0] if param.opts else param.name
+    least = "at least 1" if isinstance(value, int) else "more than 0"
+    raise AutotransferError(f"{flag} {value:g} is not allowed; expected {least} — leave {flag} out for the default")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..console import warn
 from ..errors import AutotransferError
 
 
@@ -28,15 +29,20 @@ def predict_cmd(model_dir, data, out, text_col, device):
         )
     model = load_model(model_dir, device=device)
     items, names = read_items(Path(data), model.modality, text_col)
-    preds, probs = model.predict(items)
+    preds, probs, errors = model.predict_rows(items)
     rows = []
     for i, name in enumerate(names):
         row = {"item": name}
         for t, task in enumerate(model.tasks):
             prefix = "" if len(model.tasks) == 1 else f"{task.name}."
-            row[f"{prefix}prediction"] = task.classes[int(preds[i, t])]
+            row[f"{prefix}prediction"] = task.classes[int(preds[i, t])] if errors[i] is None else ""
             for k, c in enumerate(task.classes):
                 row[f"{prefix}p[{c}]"] = float(probs[t][i, k])
+        row["error"] = errors[i] or ""
         rows.append(row)
     pd.DataFrame(rows).to_csv(out, index=False)
-    click.echo(f"wrote {len(rows)} predictions to {out}")
+    failed = [n for n, e in zip(names, errors) if e]
+    if failed:
+        warn(f"{len(failed)} item(s) could not be read and have no prediction (see the 'error' column of {out}): "
+             + ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else ""))
+    click.echo(f"wrote {len(rows) - len(failed)} predictions to {out}")

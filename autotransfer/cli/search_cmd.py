@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import data_options
+from .options import data_options, positive
 
 
 def _split_list(value):
@@ -63,12 +63,12 @@ def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, p
 @click.command("search")
 @data_options
 @source_options
-@click.option("--trials", type=int, default=None, help="Total trials of the study (a rerun tops it up) "
+@click.option("--trials", type=int, default=None, callback=positive, help="Total trials of the study (a rerun tops it up) "
               "[default: 4 + 4 × top-k for < 10k training items, else 2 + 3 × top-k].")
-@click.option("--timeout", type=float, default=None, help="Seconds for the search [default: 3600; 4 h for ≥ 10k items].")
+@click.option("--timeout", type=float, default=None, callback=positive, help="Seconds for the search [default: 3600; 4 h for ≥ 10k items].")
 @click.option("--top-k", type=int, default=3, show_default=True, help="Sources kept after ranking.")
 @click.option("--strategies", multiple=True, help="Strategies to search [default: every registered one].")
-@click.option("--epochs", type=int, default=None, help="Epochs per trial [default: 12 / 8 / 5 by data size].")
+@click.option("--epochs", type=int, default=None, callback=positive, help="Epochs per trial [default: 12 / 8 / 5 by data size].")
 @click.option("--storage", default=None, help="Optuna storage URL shared by workers, e.g. postgresql://host/db "
               "[default: sqlite in the run directory].")
 @click.option("--study-name", default=None, help="Study name [default: autotransfer-<data-name>].")

@@ -15,6 +15,10 @@ IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 TEXT_EXTS = {".txt"}
 
 
+class SkipItem(Exception):
+    """Raised by a folder reader for a file to skip; the message is the reason, shared by every such file."""
+
+
 def walk_files(root: Path, loops: list[str]) -> Iterator[Path]:
     """Every file under ``root``, following symlinks but never the same folder twice."""
     seen: set[str] = set()
@@ -64,7 +68,8 @@ def scan_class_folders(
 ) -> list[Record]:
     """Records from ``root/<class>/**`` (or ``root/<split>/<class>/**``).
 
-    ``read(path)`` returns ``(item, digest)`` or ``None`` for an unreadable file.
+    ``read(path)`` returns ``(item, digest)``, ``None`` for an unreadable file, or raises
+    ``SkipItem(reason)``; skipped files get one warning per reason, naming them.
     """
     if not any(root.iterdir()):
         raise DataError(f"data folder {str(root)!r} is empty; expected " + "; or ".join(LAYOUTS))
@@ -76,6 +81,7 @@ def scan_class_folders(
             warnings.append(f"folders {', '.join(others[:5])} in {str(root)!r} ignored: the data is pre-split")
     records: list[Record] = []
     bad: list[str] = []
+    skipped: dict[str, list[str]] = {}
     loops: list[str] = []
     other_files = 0
     for split, base in groups:
@@ -93,7 +99,11 @@ def scan_class_folders(
                 if f.suffix.lower() not in exts:
                     other_files += 1
                     continue
-                got = read(f)
+                try:
+                    got = read(f)
+                except SkipItem as exc:
+                    skipped.setdefault(str(exc), []).append(str(f.relative_to(root)))
+                    continue
                 if got is None:
                     bad.append(str(f.relative_to(root)))
                     continue
@@ -103,12 +113,16 @@ def scan_class_folders(
         warnings.append(f"{len(loops)} symlink loop(s) ignored (e.g. {', '.join(loops[:3])})")
     if other_files:
         warnings.append(f"{other_files} file(s) that are not {kind} files ignored")
+    if not records and (bad or skipped):
+        every = bad + [f for files in skipped.values() for f in files]
+        raise DataError(
+            f"every {kind} file under {str(root)!r} is unreadable ({len(every)} files, e.g. {every[0]}); "
+            f"expected valid {kind} files — check the files are not corrupt or truncated"
+        )
+    for reason, files in skipped.items():
+        more = f" and {len(files) - 5} more" if len(files) > 5 else ""
+        warnings.append(f"{len(files)} {kind} file(s) skipped, {reason}: {', '.join(files[:5])}{more}")
     if bad:
-        if not records:
-            raise DataError(
-                f"every {kind} file under {str(root)!r} is unreadable ({len(bad)} files, e.g. {bad[0]}); "
-                f"expected valid {kind} files — check the files are not corrupt or truncated"
-            )
         warnings.append(f"{len(bad)} unreadable {kind} file(s) skipped (e.g. {', '.join(bad[:3])})")
     if not records:
         raise DataError(

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 from .dataset import Dataset
-from .folders import TEXT_EXTS, count_exts, scan_class_folders
+from .folders import IMAGE_EXTS, TEXT_EXTS, count_exts, scan_class_folders
 from .splits import assemble
 
 
@@ -14,7 +14,8 @@ def looks_like_text_folder(root: Path) -> bool:
     if not root.is_dir():
         return False
     counts = count_exts(root)
-    return counts.get(".txt", 0) > 0
+    n_img = sum(v for k, v in counts.items() if k in IMAGE_EXTS)
+    return counts.get(".txt", 0) > n_img  # a few notes among images do not make a text dataset
 
 
 def load_text_folder(root: Path, options: dict) -> Dataset:
