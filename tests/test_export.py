@@ -15,7 +15,7 @@ import pytest
 import autotransfer
 from autotransfer.data import load
 from autotransfer.data.offline import write_bbc_folder
-from helpers_training import make_tiny_bert, write_digits
+from helpers_training import make_tiny_bert, timm_spec, write_digits
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -105,8 +105,6 @@ def test_hf_model_predicts_identically_without_its_folder_or_hub_cache(cli, tmp_
 
 def test_missing_export_resolver_is_one_line(cli, tmp_path):
     data = write_digits(tmp_path / "digits", classes=range(2), per_class=8, size=16)
-    from helpers_training import timm_spec
-
     r = autotransfer.train(load(data), timm_spec(tmp_path, "test_resnet", size=16), "linear_probe", epochs=1,
                            device="cpu")
     best = r.save(tmp_path / "best")
@@ -117,3 +115,21 @@ def test_missing_export_resolver_is_one_line(cli, tmp_path):
     assert res.code == 2 and len(res.err_lines) == 1
     assert "'nosuch'" in res.err and "install or enable the plugin" in res.err
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_search_exports_a_portable_best_and_a_report_without_local_paths(cli, tmp_path):
+    data = write_digits(tmp_path / "digits", classes=range(3), per_class=12, size=16)
+    weights_dir = tmp_path / "weights-dir-xyz"
+    weights_dir.mkdir()
+    spec = timm_spec(weights_dir, "test_resnet", size=16)
+    out = tmp_path / "run"
+    r = cli("search", "--data", str(data), "--sources", spec, "--trials", "2", "--epochs", "1", "--top-k", "1",
+            "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--no-progress")
+    assert r.code == 0, r.err
+    best = out / "best"
+    assert stat.S_IMODE((best / "model.safetensors").stat().st_mode) == 0o644
+    for trial_model in (out / "trials").rglob("model.safetensors"):
+        assert stat.S_IMODE(trial_model.stat().st_mode) == 0o644
+    assert json.loads((best / "config.json").read_text())["source_export"]["model_name"] == "test_resnet"
+    report = (out / "report.md").read_text()
+    assert "weights-dir-xyz" not in report and "timm:test_resnet@test_resnet.safetensors?size=16" in report

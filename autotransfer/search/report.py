@@ -187,7 +187,7 @@ def _plots(study: optuna.Study, rows: list[dict[str, Any]], out: Path) -> None:
         x = scores.get(s, {}).get(primary)
         if x is not None:
             ax.scatter([x], [v])
-            ax.annotate(s.split("@")[0][-30:], (x, v), fontsize=7)
+            ax.annotate(display_source(s)[-30:], (x, v), fontsize=7)
     base = [r for r in rows if r["role"] == SCRATCH and r["val_score"] is not None]
     if base:
         top = max(base, key=lambda r: r["val_score"])
@@ -233,6 +233,22 @@ def _md_table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     return "\n".join(lines)
 
 
+def display_source(name: str) -> str:
+    """A source as a reader wants it: a local path in its name shortened to the file or folder name.
+
+    ``timm:resnet18@/home/me/w/r18.safetensors?size=32`` -> ``timm:resnet18@r18.safetensors?size=32``;
+    ``hf:/models/my-bert`` -> ``hf:my-bert``. The full name stays in the CSVs and the study.
+    """
+    prefix, colon, rest = name.partition(":")
+    if not colon:
+        return name
+    head, at, path = rest.rpartition("@") if "@" in rest else ("", "", rest)
+    path, q, query = path.partition("?")
+    if not path.startswith(("/", "~", ".")) and "\\" not in path:
+        return name
+    return f"{prefix}:{head}{at}{Path(path).name or path}{q}{query}"
+
+
 def _markdown(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     trans = read_transferability(out)
     t_cols = [c for c in (trans[0].keys() if trans else []) if not c.startswith("rank_") and c not in ("notes",)]
@@ -255,4 +271,8 @@ def _markdown(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) ->
         "![transferability vs validation](transferability_vs_val.png)", "",
         "![optimisation history](history.png)", "",
     ]
-    (out / "report.md").write_text("\n".join(text))
+    report = "\n".join(text)
+    names = {str(r.get("source")) for r in [*rows, *trans]} | {str(summary.get("best_source"))}
+    for name in sorted(names, key=len, reverse=True):  # longest first: one name may contain another
+        report = report.replace(name, display_source(name))
+    (out / "report.md").write_text(report)
