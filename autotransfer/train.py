@@ -65,6 +65,9 @@ class TrainMonitor:
     def batch(self, stage: str, epoch: int, i: int, n_batches: int, epochs: int) -> None:
         """After each training batch; raise ``StopTraining`` to end the run now (e.g. a deadline)."""
 
+    def evaluated(self, n_items: int, seconds: float, cached: bool) -> None:
+        """After each validation pass: ``n_items`` took ``seconds`` (through the backbone unless ``cached``)."""
+
     def plan(self, epochs_done: int, epochs: int, epoch_seconds: list[float]) -> int:
         """After each reported epoch: how many epochs the run should have in all (its learning-rate
         schedule follows); ``epochs_done`` ends it now. The base keeps ``epochs``."""
@@ -337,7 +340,9 @@ def fit(model: TransferModel, loop: _Loop, groups: list[dict[str, Any]], train: 
             stopped = True
             break
         model.eval()
+        t_eval = time.perf_counter()
         accs = _accuracies(loop, val, cached)
+        monitor.evaluated(len(val), time.perf_counter() - t_eval, cached)
         score = float(np.mean(accs))
         curve.append(score)
         task_curve.append(accs)

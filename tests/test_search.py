@@ -105,7 +105,14 @@ def test_one_scratch_baseline_per_architecture_and_the_best_is_the_reference(zoo
     rows = pd.read_csv(res.out_dir / "leaderboards" / "trials.csv")
     scratch = rows[rows["role"] == "scratch"]
     assert sorted(scratch["source"]) == ["scratch:test_resnet", "scratch:test_vit"]
-    assert list(rows["trial"][rows["role"] == "scratch"]) == [0, 1]  # the baselines run first
+    assert list(rows["trial"][rows["role"] == "default"]) == [0, 1]  # the solved probes first: seconds each
+    assert list(rows["trial"][rows["role"] == "scratch"]) == [2, 3]  # then the baselines, cheapest first
+    from autotransfer.search.runner import cost_proxy
+    from autotransfer.sources import resolve_source
+
+    proxies = {f"scratch:{s.architecture}": cost_proxy(s) for s in
+               map(resolve_source, [zoo["digits-test_resnet"].spec, f"timm:test_vit@{vit}"])}
+    assert list(scratch["source"]) == sorted(proxies, key=proxies.get)
     # the reference each transfer trial is compared with is the best baseline at that epoch
     study = optuna.load_study(study_name="autotransfer-target", storage=f"sqlite:///{res.out_dir / 'study.db'}")
     curves = [t.intermediate_values for t in study.trials if t.user_attrs.get("role") == "scratch"]

@@ -11,6 +11,9 @@ from optuna.trial import FrozenTrial, TrialState
 ROLE = "role"  # user attr naming a trial's role: "scratch", "default" or "search"
 SCRATCH = "scratch"
 BEHIND_SCRATCH = "behind scratch"
+EPOCH_SECONDS = "epoch_seconds"  # user attr: a running trial's mean seconds per epoch so far
+PLANNED_EPOCHS = "planned_epochs"  # user attr: how many epochs the trial is planned to run in all
+NEGLIGIBLE = 0.05  # remaining cost, as a fraction of a baseline epoch, below which pruning saves nothing
 
 
 class ScratchBaselinePruner(BasePruner):
@@ -21,7 +24,13 @@ class ScratchBaselinePruner(BasePruner):
     pruned (reason ``"behind scratch"``). Otherwise ``inner`` (e.g. a median or successive-halving
     pruner) decides, and its prunes are recorded under its own name. Baselines (one per
     architecture) are never pruned. Epochs count from 0; a baseline's last value stands for
-    epochs it has not reached yet (it may still be running on another worker).
+    epochs it has not reached yet (it may still be running on another worker, or its budget
+    ended it early).
+
+    Cost-aware: a trial whose remaining cost (epochs left × its seconds per epoch, from the
+    ``planned_epochs`` / ``epoch_seconds`` user attributes) is at most ``NEGLIGIBLE`` of the cheapest
+    baseline epoch is never pruned, by either rule: stopping it saves nothing, and a cheap trial
+    (a probe on cached features) may be far from its final value at a matched epoch.
     """
 
     def __init__(self, warmup_epochs: int = 1, patience: int = 2, margin: float = 0.02,
@@ -58,6 +67,20 @@ class ScratchBaselinePruner(BasePruner):
                 refs.append(v)
         return max(refs) if refs else None
 
+    @staticmethod
+    def cheap_to_finish(study: optuna.Study, trial: FrozenTrial) -> bool:
+        """Whether what is left of ``trial`` costs at most ``NEGLIGIBLE`` of the cheapest baseline epoch."""
+        planned, per_epoch, step = (trial.user_attrs.get(PLANNED_EPOCHS), trial.user_attrs.get(EPOCH_SECONDS),
+                                    trial.last_step)
+        if planned is None or per_epoch is None or step is None:
+            return False
+        left = max(0, int(planned) - step - 1) * float(per_epoch)
+        if left == 0:
+            return True
+        base = [float(t.user_attrs[EPOCH_SECONDS]) for t in study.get_trials(deepcopy=False)
+                if t.user_attrs.get(ROLE) == SCRATCH and t.user_attrs.get(EPOCH_SECONDS)]
+        return bool(base) and left <= NEGLIGIBLE * min(base)
+
     def behind(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         curve = trial.intermediate_values
         curves = self.baseline_curves(study)
@@ -76,7 +99,7 @@ class ScratchBaselinePruner(BasePruner):
         return streak >= self.patience
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        if trial.user_attrs.get(ROLE) == SCRATCH:
+        if trial.user_attrs.get(ROLE) == SCRATCH or self.cheap_to_finish(study, trial):
             return False
         if self.behind(study, trial):
             self.reasons[trial.number] = BEHIND_SCRATCH

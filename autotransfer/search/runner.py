@@ -17,9 +17,11 @@ from optuna.trial import TrialState
 from ..console import note, warn
 from ..data import Dataset, load
 from ..errors import AutotransferError
+from ..train import StopTraining
 from . import storage as st
-from .pruner import BEHIND_SCRATCH, ROLE, SCRATCH, ScratchBaselinePruner, make_inner_pruner
-from .space import SearchSpace
+from .budget import MIN_BASELINE_EPOCHS, Budget, TrialMonitor, now
+from .pruner import EPOCH_SECONDS, PLANNED_EPOCHS, ROLE, SCRATCH, ScratchBaselinePruner, make_inner_pruner
+from .space import SearchSpace, TrialConfig
 
 DEFAULT_STRATEGIES = ("linear_probe", "partial", "full", "lp_ft", "lora")
 BASELINE_STRATEGY = "full"  # the scratch baseline trains every parameter from random init
@@ -55,9 +57,10 @@ class _Context:
     seed: int
     device: str
     cache_dir: str | None
-    deadline: float
+    budget: Budget
     pruner: ScratchBaselinePruner
     scores: dict[str, dict[str, Any]]  # source -> its transferability row
+    progress: bool = False  # a progress bar inside each trial
     models_dir: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -99,23 +102,46 @@ def _accuracy(model: Any, dataset: Dataset, split: str) -> float:
     return float(np.mean([(preds[:, t] == y[:, t]).mean() for t in range(y.shape[1])]))
 
 
+def _trial_config(trial: optuna.Trial, role: str, ctx: _Context) -> TrialConfig:
+    if role == SCRATCH:
+        # a baseline is fixed, not sampled: full training of one top source's architecture
+        # from random init at the default lr, whatever --strategies says
+        from ..strategies import get_strategy
+        from .space import WEIGHT_DECAY
+
+        full = get_strategy(BASELINE_STRATEGY)
+        return TrialConfig(trial.user_attrs["baseline_source"], full.name, full.default_lr, WEIGHT_DECAY.default, {})
+    fixed = trial.user_attrs.get("fixed")
+    if fixed:  # a strategy that converges: run once per source, never sampled
+        return ctx.space.fixed_config(fixed["source"], fixed["strategy"])
+    return ctx.space.suggest(trial)
+
+
+def _monitor(study: optuna.Study, trial: optuna.Trial, role: str, cfg: TrialConfig, ctx: _Context) -> TrialMonitor:
+    """The trial's plan: baselines get their part of the baselines' share, others run to the deadline."""
+    budget = ctx.budget
+    soft, floor = budget.hard_deadline, 1
+    if role == SCRATCH:
+        left = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                   if t.user_attrs.get(ROLE) == SCRATCH) + 1
+        soft, floor = now() + budget.baseline_allowance(left), MIN_BASELINE_EPOCHS
+    bar = None
+    if ctx.progress:
+        from tqdm.auto import tqdm
+
+        label = f"trial {trial.number} {'scratch:' if role == SCRATCH else ''}{cfg.source} {cfg.strategy}"
+        bar = tqdm(total=ctx.epochs, desc=label, unit="epoch", leave=False, dynamic_ncols=True, position=1,
+                   bar_format="{desc}: {n:.1f}/{total} epochs [{elapsed}<{remaining}] {postfix}")
+    return TrialMonitor(budget, ctx.epochs, soft, floor, bar)
+
+
 def _run_trial(study: optuna.Study, trial: optuna.Trial, ctx: _Context) -> None:
     from ..train import train
 
     role = trial.user_attrs.get(ROLE) or "search"
     if ROLE not in trial.user_attrs:
         trial.set_user_attr(ROLE, role)
-    if role == SCRATCH:
-        # a baseline is fixed, not sampled: full training of one top source's architecture
-        # from random init at the default lr, whatever --strategies says
-        from ..strategies import get_strategy
-        from .space import WEIGHT_DECAY, TrialConfig
-
-        full = get_strategy(BASELINE_STRATEGY)
-        cfg = TrialConfig(trial.user_attrs["baseline_source"], full.name, full.default_lr,
-                          WEIGHT_DECAY.default, {})
-    else:
-        cfg = ctx.space.suggest(trial)
+    cfg = _trial_config(trial, role, ctx)
     trial.set_user_attr("config", {"source": cfg.source, "strategy": cfg.strategy, "lr": cfg.lr,
                                    "weight_decay": cfg.weight_decay, "params": cfg.params})
     source = ctx.space.sources[cfg.source]
@@ -124,15 +150,16 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, ctx: _Context) -> None:
     beat = threading.Thread(target=_heartbeat, args=(study, trial, stop), daemon=True)
     beat.start()
     state: dict[str, Any] = {"reason": "", "last": None}
-    start = time.perf_counter()
+    start, began = time.perf_counter(), now()
+    monitor = _monitor(study, trial, role, cfg, ctx)
 
     def report(epoch: int, val: float) -> bool:
         state["last"] = val
+        monitor.reported(epoch, val)
+        trial.set_user_attr(EPOCH_SECONDS, round(monitor.per_epoch(epoch + 1), 4))
+        trial.set_user_attr(PLANNED_EPOCHS, int(monitor.planned))
         trial.report(float(val), epoch)
-        if time.monotonic() > ctx.deadline and role != SCRATCH:
-            state["reason"] = "timeout"
-            return True
-        if trial.should_prune():
+        if role != SCRATCH and trial.should_prune():
             state["reason"] = ctx.pruner.reasons.get(trial.number, "pruned")
             return True
         return False
@@ -143,9 +170,18 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, ctx: _Context) -> None:
         result = train(ctx.dataset, source, cfg.strategy, depth=depth, lr=cfg.lr, epochs=ctx.epochs,
                        weight_decay=cfg.weight_decay, seed=ctx.seed, device=ctx.device, report=report,
                        pretrained=role != SCRATCH, evaluate_test=False, cache_dir=ctx.cache_dir,
-                       progress=False, **params)
+                       progress=False, monitor=monitor, **params)
+    except StopTraining:  # the budget ended before its first epoch did
+        stop.set()
+        monitor.close()
+        _account(ctx, role, began)
+        trial.set_user_attr("prune_reason", "timeout")
+        trial.set_user_attr("seconds", round(time.perf_counter() - start, 2))
+        study.tell(trial, state=TrialState.PRUNED)
+        return
     except KeyboardInterrupt:
         stop.set()
+        monitor.close()
         trial.set_user_attr("fail_reason", "interrupted")
         trial.set_user_attr("seconds", round(time.perf_counter() - start, 2))
         study.tell(trial, state=TrialState.FAIL)
@@ -153,6 +189,8 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, ctx: _Context) -> None:
         raise
     except Exception as exc:  # a trial's failure never ends the search
         stop.set()
+        monitor.close()
+        _account(ctx, role, began)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if not isinstance(exc, AutotransferError):
             reason = f"{type(exc).__name__}: {reason}"
@@ -162,6 +200,13 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, ctx: _Context) -> None:
         warn(f"trial {trial.number} ({cfg.source}, {cfg.strategy}) failed: {reason}")
         return
     stop.set()
+    monitor.close()
+    _account(ctx, role, began)
+    trial.set_user_attr(PLANNED_EPOCHS, int(monitor.planned))
+    if monitor.epoch_seconds:
+        trial.set_user_attr(EPOCH_SECONDS, round(monitor.per_epoch(result.epochs_run), 4))
+    if monitor.stopped and role != SCRATCH and not state["reason"]:
+        state["reason"] = monitor.stopped  # a cut transfer trial is not complete; a cut baseline still is
     trial.set_user_attr("epochs_run", int(result.epochs_run))
     trial.set_user_attr("best_epoch", int(result.best_epoch))
     trial.set_user_attr("seconds", round(time.perf_counter() - start, 2))
@@ -175,6 +220,11 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, ctx: _Context) -> None:
         return
     study.tell(trial, float(result.val_score))
     _keep_if_best(study, trial.number, role, result, ctx)
+
+
+def _account(ctx: _Context, role: str, began: float) -> None:
+    if role == SCRATCH:
+        ctx.budget.share_used += now() - began
 
 
 def _keep_if_best(study: optuna.Study, number: int, role: str, result: Any, ctx: _Context) -> None:
@@ -232,7 +282,7 @@ def search(
     from ..sources import SourceOptions, default_source_specs, resolve_sources
     from .report import write_reports
 
-    t0 = time.monotonic()
+    t0 = now()
     ds = load(data, text_col=text_col, label_col=label_col, split=split, seed=seed)
     out_dir = Path(out) if out else Path("autotransfer-runs") / ds.name
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -310,18 +360,14 @@ def search(
                     warn(f"trial(s) {', '.join(map(str, orphans))} were left running by a stopped search; "
                          "marked failed and queued again")
             if not any(t.user_attrs.get(ROLE) == SCRATCH for t in study.get_trials(deepcopy=False)):
-                for base_source in baseline_sources(study.user_attrs["architectures"], list(space.sources),
-                                                    scratch_baselines):
-                    # no skip_if_exists: every baseline has the same (empty) params; the check above,
-                    # under the study lock, is what keeps a second worker from enqueuing them again
-                    study.enqueue_trial({}, user_attrs={ROLE: SCRATCH, "baseline_source": base_source})
-                for s in space.sources:
-                    first = next((x for x in DEFAULT_STRATEGY_FIRST if x in space.applicable[s]),
-                                 space.applicable[s][0])
-                    study.enqueue_trial(space.fixed(s, first), user_attrs={ROLE: "default"}, skip_if_exists=True)
+                _enqueue_first_trials(study, space, scratch_baselines)
 
-        ctx = _Context(ds, out_dir, space, epochs, seed, device, cache_dir,
-                       deadline=t0 + timeout, pruner=pruner, scores=scores)
+        budget = Budget(t0, timeout, len(ds.splits.get("test", [])))
+        for r in rows:  # a first guess at forward costs (the test reserve), until trials measure them
+            if r["source"] in space.sources and r.get("n_samples"):
+                budget.measured(int(r["n_samples"]), float(r.get("extract_seconds") or 0.0))
+        ctx = _Context(ds, out_dir, space, epochs, seed, device, cache_dir, budget=budget, pruner=pruner,
+                       scores=scores, progress=progress)
         interrupted = False
         bar = _progress(progress, trials)
         try:
@@ -329,7 +375,11 @@ def search(
                 with st.study_lock(url, name, out_dir):
                     st.fail_stale(study)
                     done = st.counted(study)
-                    if done >= trials or time.monotonic() > ctx.deadline:
+                    if done >= trials or budget.remaining() <= 0:
+                        break
+                    if space.exhausted and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                        note(f"every configuration of the search space has run ({done} trials): "
+                             "the strategies searched train to convergence, nothing is left to sample")
                         break
                     trial = study.ask()
                 _run_trial(study, trial, ctx)
@@ -337,6 +387,9 @@ def search(
                 get_plugin_manager().notify("trial_finished", trial_row=next(
                     (r for r in rows_now if r["trial"] == trial.number), {}))
                 _tick(bar, study, trials, t0, timeout)
+            if budget.remaining() <= 0 and st.counted(study) < trials:
+                note(f"the time budget (--timeout {timeout:.0f} s) ended after {st.counted(study)} of {trials} "
+                     "trials; raise --timeout for more")
         except KeyboardInterrupt:
             interrupted = True
         finally:
@@ -351,6 +404,37 @@ def search(
                  "rerun the same command to resume")
             raise KeyboardInterrupt
         return _finish(study, ctx, t0, data)
+
+
+def _enqueue_first_trials(study: optuna.Study, space: SearchSpace, scratch_baselines: int | None) -> None:
+    """The fixed trials, in the order that makes an answer early and keeps the baselines in budget.
+
+    1. each strategy that converges, once per source (a probe on cached features: seconds);
+    2. the scratch baselines, cheapest architecture first, so the budget's share for them buys at
+       least one, and the priciest is the one that may not fit;
+    3. each remaining source's default sampled strategy (when no converging strategy applies to it).
+    No skip_if_exists: fixed trials have empty params; the caller's check under the study lock keeps
+    a second worker from enqueuing them again.
+    """
+    for source, strategy in space.fixed_trials():
+        study.enqueue_trial({}, user_attrs={ROLE: "default", "fixed": {"source": source, "strategy": strategy}})
+    bases = baseline_sources(study.user_attrs["architectures"], list(space.sources), scratch_baselines)
+    for base_source in sorted(bases, key=lambda s: cost_proxy(space.sources[s])):
+        study.enqueue_trial({}, user_attrs={ROLE: SCRATCH, "baseline_source": base_source})
+    for s in space.sampled_sources:
+        if any(space.strategies[t].converges for t in space.applicable[s]):
+            continue
+        first = next((x for x in DEFAULT_STRATEGY_FIRST if x in space.sampled[s]), space.sampled[s][0])
+        study.enqueue_trial(space.fixed(s, first), user_attrs={ROLE: "default"}, skip_if_exists=True)
+
+
+def cost_proxy(source: Any) -> float:
+    """Relative cost of training ``source``'s architecture: parameters × input pixels (images)."""
+    from ..strategies import source_info
+
+    params = float(sum(source_info(source).group_sizes))
+    size = (getattr(source, "data_config", None) or {}).get("input_size") if source.modality == "image" else None
+    return params * (float(math.prod(size[1:])) if size else 1.0)
 
 
 def _progress(enabled: bool, total: int):
@@ -371,7 +455,7 @@ def _tick(bar: Any, study: optuna.Study, total: int, t0: float, timeout: float) 
     best = max((t.value for t in ts if t.state == TrialState.COMPLETE and t.value is not None), default=float("nan"))
     bar.n = min(n, total)
     bar.set_postfix_str(f"pruned={pruned} failed={failed} best={best:.4f} "
-                        f"elapsed={time.monotonic() - t0:.0f}/{timeout:.0f}s")
+                        f"elapsed={now() - t0:.0f}/{timeout:.0f}s")
     bar.refresh()
 
 
@@ -411,7 +495,7 @@ def _finish(study: optuna.Study, ctx: _Context, t0: float, data: Any) -> SearchR
         note(f"the chosen model (trial {answer.number}) was trained by another worker; "
              "its weights are in that worker's --out directory")
     summary_extra = {"answer": answer.number, "baseline": base.number if base else None, "tests": tests,
-                     "negative": negative, "seconds": time.monotonic() - t0, "data": str(data)}
+                     "negative": negative, "seconds": now() - t0, "data": str(data)}
     rows = write_reports(study, ctx, final=True, extra=summary_extra)
     from .report import read_summary, read_transferability
 
@@ -419,5 +503,3 @@ def _finish(study: optuna.Study, ctx: _Context, t0: float, data: Any) -> SearchR
     get_plugin_manager().notify("search_finished", result={**summary, "out_dir": str(ctx.out_dir)})
     return SearchResult(ctx.out_dir, summary, rows, read_transferability(ctx.out_dir), best_dir, negative)
 
-
-_ = (math, BEHIND_SCRATCH)

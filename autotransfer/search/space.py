@@ -61,7 +61,11 @@ class SearchSpace:
                 f"no strategy among {', '.join(strategy_names)} applies to any source; add --strategies linear_probe"
             )
         self.sources = {s: self.sources[s] for s in usable}
-        self._strategy_varies = len({tuple(self.applicable[s]) for s in usable}) > 1
+        # strategies solved to convergence (linear probe) have nothing to sample: they run once per
+        # source as a fixed trial, and the sampler only sees the rest
+        self.sampled = {s: [t for t in self.applicable[s] if not self.strategies[t].converges] for s in usable}
+        self.sampled_sources = [s for s in usable if self.sampled[s]]
+        self._strategy_varies = len({tuple(self.sampled[s]) for s in self.sampled_sources}) > 1
         self._varies: dict[tuple[str, str], bool] = {}
         for tname in self.strategies:
             per_source = [self.specs[(s, tname)] for s in usable if (s, tname) in self.specs]
@@ -75,9 +79,26 @@ class SearchSpace:
         base = f"{strategy}.{pname}"
         return f"{base}@{source}" if self._varies.get((strategy, pname)) else base
 
+    @property
+    def exhausted(self) -> bool:
+        """Nothing is left to sample: every source's strategies are fixed trials (see ``fixed_trials``)."""
+        return not self.sampled_sources
+
+    def fixed_trials(self) -> list[tuple[str, str]]:
+        """(source, strategy) of the configurations run once each rather than sampled."""
+        return [(s, t) for s in self.sources for t in self.applicable[s] if self.strategies[t].converges]
+
+    def fixed_config(self, source: str, strategy: str) -> TrialConfig:
+        """The one configuration of a strategy that converges: its defaults (it chooses its own regularisation)."""
+        strat = self.strategies[strategy]
+        return TrialConfig(source, strategy, strat.default_lr, WEIGHT_DECAY.default,
+                           {p: spec.default for p, spec in self.specs[(source, strategy)].items()})
+
     def suggest(self, trial: optuna.Trial) -> TrialConfig:
-        source = trial.suggest_categorical("source", list(self.sources))
-        strategy = trial.suggest_categorical(self.strategy_param(source), self.applicable[source])
+        if self.exhausted:
+            raise AutotransferError("the search space has nothing left to sample")
+        source = trial.suggest_categorical("source", self.sampled_sources)
+        strategy = trial.suggest_categorical(self.strategy_param(source), self.sampled[source])
         strat = self.strategies[strategy]
         lr = _suggest(trial, f"{strategy}.lr", strat.lr_spec())
         wd = _suggest(trial, "weight_decay", WEIGHT_DECAY)
@@ -87,8 +108,8 @@ class SearchSpace:
 
     def fixed(self, source: str, strategy: str, **overrides: Any) -> dict[str, Any]:
         """Optuna params for an enqueued trial: ``strategy`` on ``source`` with default values."""
-        if strategy not in self.applicable.get(source, []):
-            raise AutotransferError(f"strategy {strategy!r} does not apply to source {source!r}")
+        if strategy not in self.sampled.get(source, []):
+            raise AutotransferError(f"strategy {strategy!r} is not sampled for source {source!r}")
         strat = self.strategies[strategy]
         params: dict[str, Any] = {
             "source": source,

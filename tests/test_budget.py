@@ -1,0 +1,89 @@
+"""--timeout bounds the whole search, on a source whose cost is known: a fake clock that advances a
+fixed number of seconds per item read. No assertion here depends on how fast this machine is."""
+
+from __future__ import annotations
+
+import copy
+
+import pandas as pd
+import pytest
+
+import autotransfer
+import autotransfer.search.budget as budget_mod
+import autotransfer.sources as sources_mod
+
+SECONDS_PER_ITEM = 1.0  # what reading one image costs on the fake clock
+TIMEOUT = 5000.0
+
+
+class FakeClock:
+    def __init__(self):
+        import time
+
+        self.real, self.offset = time.monotonic, 0.0
+
+    def __call__(self) -> float:
+        return self.real() + self.offset
+
+
+@pytest.fixture()
+def slow_source(zoo, monkeypatch):
+    """``digits-test_resnet`` whose every item read costs SECONDS_PER_ITEM on the search's clock."""
+    clock = FakeClock()
+    monkeypatch.setattr(budget_mod, "_clock", clock)
+    real = sources_mod.resolve_source(zoo["digits-test_resnet"].spec)
+
+    class Slow(type(real)):
+        def load_item(self, item, train=False):
+            clock.offset += SECONDS_PER_ITEM
+            return super().load_item(item, train)
+
+    slow = copy.copy(real)
+    slow.__class__ = Slow
+    original = sources_mod.resolve_source
+    monkeypatch.setattr(sources_mod, "resolve_source",
+                        lambda spec, options=None: slow if spec == "slow" else original(spec, options))
+    return clock
+
+
+def test_timeout_bounds_ranking_baselines_trials_and_export(slow_source, target_dir, tmp_path):
+    res = autotransfer.search(target_dir, out=tmp_path / "run", sources=["slow"], timeout=TIMEOUT, epochs=12,
+                              trials=40, estimators=["logme"], progress=False, cache_dir=str(tmp_path / "cache"))
+    n = res.summary
+    # everything, test evaluation and export included, within 10% of --timeout on the fake clock
+    assert n["total_seconds"] <= 1.1 * TIMEOUT, n["total_seconds"]
+    rows = pd.read_csv(res.out_dir / "leaderboards" / "trials.csv")
+    base = rows[rows["role"] == "scratch"].iloc[0]
+    probe = rows[rows["strategy"] == "linear_probe"].iloc[0]
+    # 12 full epochs of the baseline alone would cost more than the whole budget: it ran a planned,
+    # shorter schedule, completed, and is the reference
+    assert base["state"] == "COMPLETE" and 2 <= base["epochs_run"] < 12
+    assert probe["state"] == "COMPLETE" and probe["trial"] < base["trial"]  # the probe runs first
+    # the budget, not --trials, ended the search, and the last trial was stopped by it
+    assert len(rows) < 40 and (rows["prune_reason"] == "timeout").any()
+    assert res.best_dir is not None and (res.best_dir / "model.safetensors").is_file()
+
+
+def test_probe_is_never_pruned_by_the_matched_epoch_rule():
+    import optuna
+
+    from autotransfer.search.pruner import EPOCH_SECONDS, PLANNED_EPOCHS, ROLE, SCRATCH, ScratchBaselinePruner
+
+    study = optuna.create_study(direction="maximize")
+    pruner = ScratchBaselinePruner(warmup_epochs=0, patience=1, margin=0.0)
+    base = optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=0.9,
+                                      intermediate_values={e: 0.9 for e in range(12)},
+                                      user_attrs={ROLE: SCRATCH, EPOCH_SECONDS: 60.0})
+    study.add_trial(base)
+
+    def trial_at(step: int, val: float, per_epoch: float, planned: int = 12):
+        t = optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=val,
+                                      intermediate_values={e: val for e in range(step + 1)},
+                                      user_attrs={ROLE: "search", EPOCH_SECONDS: per_epoch, PLANNED_EPOCHS: planned})
+        return t
+
+    # far behind scratch at epoch 3 of 12: a fine-tune (60 s/epoch) is pruned, a probe (0.04 s/epoch:
+    # 0.36 s left, under 5% of a 60-s baseline epoch) is not, and neither is anything at its last epoch
+    assert pruner.prune(study, trial_at(3, 0.5, 60.0))
+    assert not pruner.prune(study, trial_at(3, 0.5, 0.04))
+    assert not pruner.prune(study, trial_at(11, 0.5, 60.0))
