@@ -87,3 +87,36 @@ def test_probe_is_never_pruned_by_the_matched_epoch_rule():
     assert pruner.prune(study, trial_at(3, 0.5, 60.0))
     assert not pruner.prune(study, trial_at(3, 0.5, 0.04))
     assert not pruner.prune(study, trial_at(11, 0.5, 60.0))
+
+
+def test_plans_follow_measured_epoch_costs(monkeypatch):
+    from autotransfer.search.budget import BASELINE_SHARE, RESERVE_FLOOR, Budget, TrialMonitor
+    from autotransfer.train import StopTraining
+
+    clock = [0.0]
+    monkeypatch.setattr(budget_mod, "_clock", lambda: clock[0])
+    b = Budget(0.0, 1000.0, n_test=100)
+    b.measured(50, 5.0)  # 0.1 s per item through a backbone: testing two models on 100 items costs 20 s
+    assert b.reserve == pytest.approx(RESERVE_FLOOR + 20.0) and b.remaining() == pytest.approx(978.0)
+    share = b.share_left()
+    assert share == pytest.approx(BASELINE_SHARE * 978.0)
+    # a baseline with a third of the share: one 50-s epoch measured, so 12 planned epochs become 2
+    base = TrialMonitor(b, 12, soft_deadline=share / 3, min_epochs=2, floor_deadline=share)
+    clock[0] = 50.0
+    assert base.plan(1, 12, [50.0]) == 2 and not base.stopped
+    # the floor of 2 epochs borrows from the rest of the share, never beyond it
+    clock[0] = 300.0
+    b.share_used = share - 40.0
+    tight = TrialMonitor(b, 12, soft_deadline=310.0, min_epochs=2, floor_deadline=340.0)
+    clock[0] = 330.0
+    assert tight.plan(1, 12, [30.0]) == 1 and tight.stopped == "timeout"
+    roomy = TrialMonitor(b, 12, soft_deadline=310.0, min_epochs=2, floor_deadline=400.0)
+    assert roomy.plan(1, 12, [30.0]) == 2
+    # a transfer trial runs to the hard deadline, and is stopped mid-epoch past it
+    ft = TrialMonitor(b, 12, soft_deadline=b.hard_deadline)
+    clock[0] = 900.0
+    assert ft.plan(3, 12, [20.0, 20.0, 20.0]) == 3 + int((978.0 - 900.0) // 20.0)
+    clock[0] = 979.0
+    with pytest.raises(StopTraining):
+        ft.batch("fine-tune", 5, 0, 10, 12)
+    assert ft.stopped == "timeout"

@@ -5,7 +5,9 @@ included); a reserve, re-estimated from measured forward costs, is kept for test
 the answer. Scratch baselines share ``BASELINE_SHARE`` of what is left when they start: each gets
 an equal part of what the earlier ones left over, plans its epoch count from its measured epoch
 cost (a complete, shorter schedule rather than a cut one), and runs at least
-``MIN_BASELINE_EPOCHS`` when the whole budget allows. Every trial is stopped mid-epoch at the
+``MIN_BASELINE_EPOCHS`` when the rest of the share allows (the floor borrows from the later
+baselines, never from the transfer trials). A baseline that starts with the share spent is
+skipped, once another baseline has completed. Every trial is stopped mid-epoch at the
 deadline, and plans its own epoch count so that its schedule ends before it.
 
 Why a share and not full baselines: on real ImageNet models a from-scratch epoch costs as much as
@@ -61,20 +63,21 @@ class Budget:
         if n_items > 0:
             self.item_seconds = max(self.item_seconds, seconds / n_items)
 
-    def baseline_allowance(self, baselines_left: int) -> float:
-        """Seconds for the next baseline: an equal part of what is left of the baselines' share."""
+    def share_left(self) -> float:
+        """Seconds left of the baselines' share (fixed when the first baseline asks)."""
         if self.share is None:
             self.share = BASELINE_SHARE * max(0.0, self.remaining())
-        return max(0.0, self.share - self.share_used) / max(1, baselines_left)
+        return max(0.0, self.share - self.share_used)
 
 
 class TrialMonitor(TrainMonitor):
     """Plans one trial's epochs within its deadline, stops it at the hard deadline, and shows progress."""
 
     def __init__(self, budget: Budget, epochs: int, soft_deadline: float, min_epochs: int = 1,
-                 bar: Any = None):
+                 bar: Any = None, floor_deadline: float | None = None):
         self.budget, self.epochs = budget, int(epochs)
         self.soft_deadline, self.min_epochs = soft_deadline, int(min_epochs)
+        self.floor_deadline = floor_deadline  # how far ``min_epochs`` may stretch the soft deadline
         self.bar = bar
         self.started = now()
         self.planned = int(epochs)
@@ -106,8 +109,9 @@ class TrialMonitor(TrainMonitor):
         per_epoch = sum(epoch_seconds) / len(epoch_seconds)
         t = now()
         deadline = self.soft_deadline
-        if epochs_done < self.min_epochs:  # a floor, when the whole budget allows it
-            deadline = max(deadline, min(self.budget.hard_deadline, t + (self.min_epochs - epochs_done) * per_epoch))
+        if epochs_done < self.min_epochs:  # a floor, when what it may borrow allows it
+            cap = self.budget.hard_deadline if self.floor_deadline is None else self.floor_deadline
+            deadline = max(deadline, min(cap, t + (self.min_epochs - epochs_done) * per_epoch))
         deadline = min(deadline, self.budget.hard_deadline)
         affordable = epochs_done + int(max(0.0, deadline - t) // per_epoch)
         self.planned = max(epochs_done, min(epochs, affordable))

@@ -111,8 +111,15 @@ def summary_row(study: optuna.Study, rows: list[dict[str, Any]], extra: dict[str
     if negative:
         note = ("negative transfer detected for every source: no transfer trial beat the best scratch baseline "
                 f"on validation, so the answer is the scratch model ({ans.get('source')})")
+    elif not base:
+        note = (f"{ans.get('source')} with {ans.get('strategy')} is the best transfer trial, but no scratch baseline "
+                "completed (time budget or failures), so it was not checked against training from scratch")
     else:
         note = f"{ans.get('source')} with {ans.get('strategy')} beats scratch on validation"
+    epochs = study.user_attrs.get("epochs")
+    if base and epochs and base.get("epochs_run") and int(base["epochs_run"]) < int(epochs):
+        note += (f" (the scratch baseline trained {int(base['epochs_run'])} of {int(epochs)} epochs, its share of "
+                 "the time budget)")
     return {
         "data": extra.get("data", study.user_attrs.get("data", "")),
         "modality": ds.get("modality"),

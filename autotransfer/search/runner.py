@@ -120,11 +120,12 @@ def _trial_config(trial: optuna.Trial, role: str, ctx: _Context) -> TrialConfig:
 def _monitor(study: optuna.Study, trial: optuna.Trial, role: str, cfg: TrialConfig, ctx: _Context) -> TrialMonitor:
     """The trial's plan: baselines get their part of the baselines' share, others run to the deadline."""
     budget = ctx.budget
-    soft, floor = budget.hard_deadline, 1
+    soft, floor, cap = budget.hard_deadline, 1, None
     if role == SCRATCH:
         left = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
                    if t.user_attrs.get(ROLE) == SCRATCH) + 1
-        soft, floor = now() + budget.baseline_allowance(left), MIN_BASELINE_EPOCHS
+        share = budget.share_left()
+        soft, floor, cap = now() + share / left, MIN_BASELINE_EPOCHS, now() + share
     bar = None
     if ctx.progress:
         from tqdm.auto import tqdm
@@ -132,7 +133,7 @@ def _monitor(study: optuna.Study, trial: optuna.Trial, role: str, cfg: TrialConf
         label = f"trial {trial.number} {'scratch:' if role == SCRATCH else ''}{cfg.source} {cfg.strategy}"
         bar = tqdm(total=ctx.epochs, desc=label, unit="epoch", leave=False, dynamic_ncols=True, position=1,
                    bar_format="{desc}: {n:.1f}/{total} epochs [{elapsed}<{remaining}] {postfix}")
-    return TrialMonitor(budget, ctx.epochs, soft, floor, bar)
+    return TrialMonitor(budget, ctx.epochs, soft, floor, bar, floor_deadline=cap)
 
 
 def _run_trial(study: optuna.Study, trial: optuna.Trial, ctx: _Context) -> None:
@@ -142,6 +143,14 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, ctx: _Context) -> None:
     if ROLE not in trial.user_attrs:
         trial.set_user_attr(ROLE, role)
     cfg = _trial_config(trial, role, ctx)
+    if role == SCRATCH and ctx.budget.share_left() <= 0 and any(
+            t.user_attrs.get(ROLE) == SCRATCH for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
+        trial.set_user_attr("config", {"source": cfg.source, "strategy": cfg.strategy, "lr": cfg.lr,
+                                       "weight_decay": cfg.weight_decay, "params": cfg.params})
+        trial.set_user_attr(st.SKIPPED, "the baselines' share of the time budget is spent")
+        trial.set_user_attr("prune_reason", "budget: baselines' share spent")
+        study.tell(trial, state=TrialState.PRUNED)
+        return
     trial.set_user_attr("config", {"source": cfg.source, "strategy": cfg.strategy, "lr": cfg.lr,
                                    "weight_decay": cfg.weight_decay, "params": cfg.params})
     source = ctx.space.sources[cfg.source]

@@ -161,11 +161,15 @@ def fail_stale(study: optuna.Study) -> None:
     optuna.storages.fail_stale_trials(study)
 
 
+SKIPPED = "skipped"  # user attr: why a trial was never trained (it does not count toward --trials)
+
+
 def counted(study: optuna.Study) -> int:
-    """Trials that count toward ``--trials``: everything started, except failures that were retried."""
+    """Trials that count toward ``--trials``: everything started, except failures that were retried
+    and baselines skipped for budget."""
     trials = study.get_trials(deepcopy=False)
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-    return sum(1 for t in trials if t.state != TrialState.WAITING
+    return sum(1 for t in trials if t.state != TrialState.WAITING and SKIPPED not in t.user_attrs
                and not (t.state == TrialState.FAIL and t.number in retried))
 
 
