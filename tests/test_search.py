@@ -54,7 +54,12 @@ def test_helpful_beats_harmful_and_harmful_is_pruned(cli, zoo, target_dir, tmp_p
     assert (trials["role"] == "scratch").sum() == 1
     assert trials.loc[trials["role"] == "scratch", "source"].iloc[0] == "scratch:test_resnet"
     harmful = trials[trials["source"] == "harmful"]
-    assert (harmful["prune_reason"] == "behind scratch").any()
+    probe = harmful[harmful["strategy"] == "linear_probe"]
+    # its probe is solved in seconds, so it completes (pruning it saves nothing), far behind scratch
+    assert len(probe) == 1 and probe["state"].iloc[0] == "COMPLETE"
+    assert probe["val_score"].iloc[0] < summary["scratch_val_score"] - 0.1
+    # and any fine-tuning of it is pruned before it ends
+    assert (harmful.loc[harmful["strategy"] != "linear_probe", "state"] == "PRUNED").all()
     assert summary["best_source"] == "helpful"
     assert summary["val_score"] > summary["scratch_val_score"]
     assert not summary["negative_transfer"]
