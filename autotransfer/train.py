@@ -37,6 +37,7 @@ import torch
 from .console import note
 from .errors import AutotransferError, DataError
 from .model import TransferModel, to_device
+from .monitor import StopTraining, TrainMonitor
 
 if TYPE_CHECKING:
     from .data import Dataset
@@ -52,26 +53,6 @@ Report = Callable[[int, float], "bool | None"]
 L2_PATH = tuple(10.0 ** (k / 2) for k in range(0, -9, -1))  # probe L2 strengths, strongest first: 1 ... 1e-4
 SOLVER_ITERS = 500  # most L-BFGS iterations per point of the L2 path (warm-started from the previous point)
 PATH_PATIENCE = 2  # stop the path after this many points without a better validation score
-
-
-class StopTraining(Exception):
-    """Raise from a ``report`` callback to end the run after this epoch (e.g. a pruned trial), or
-    from ``TrainMonitor.batch`` to end it at once (the unfinished epoch is dropped)."""
-
-
-class TrainMonitor:
-    """Hooks a caller (the search) passes to ``train`` to bound and show a run; the base does nothing."""
-
-    def batch(self, stage: str, epoch: int, i: int, n_batches: int, epochs: int) -> None:
-        """After each training batch; raise ``StopTraining`` to end the run now (e.g. a deadline)."""
-
-    def evaluated(self, n_items: int, seconds: float, cached: bool) -> None:
-        """After each validation pass: ``n_items`` took ``seconds`` (through the backbone unless ``cached``)."""
-
-    def plan(self, epochs_done: int, epochs: int, epoch_seconds: list[float]) -> int:
-        """After each reported epoch: how many epochs the run should have in all (its learning-rate
-        schedule follows); ``epochs_done`` ends it now. The base keeps ``epochs``."""
-        return epochs
 
 
 @dataclass

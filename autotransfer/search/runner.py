@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from ..console import note, warn
 from ..data import Dataset, load
 from ..errors import AutotransferError
-from ..train import StopTraining
+from ..monitor import StopTraining
 from . import storage as st
 from .budget import MIN_BASELINE_EPOCHS, Budget, TrialMonitor, now
 from .pruner import EPOCH_SECONDS, PLANNED_EPOCHS, ROLE, SCRATCH, ScratchBaselinePruner, make_inner_pruner
@@ -143,16 +143,14 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, ctx: _Context) -> None:
     if ROLE not in trial.user_attrs:
         trial.set_user_attr(ROLE, role)
     cfg = _trial_config(trial, role, ctx)
+    trial.set_user_attr("config", {"source": cfg.source, "strategy": cfg.strategy, "lr": cfg.lr,
+                                   "weight_decay": cfg.weight_decay, "params": cfg.params})
     if role == SCRATCH and ctx.budget.share_left() <= 0 and any(
             t.user_attrs.get(ROLE) == SCRATCH for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
-        trial.set_user_attr("config", {"source": cfg.source, "strategy": cfg.strategy, "lr": cfg.lr,
-                                       "weight_decay": cfg.weight_decay, "params": cfg.params})
         trial.set_user_attr(st.SKIPPED, "the baselines' share of the time budget is spent")
         trial.set_user_attr("prune_reason", "budget: baselines' share spent")
         study.tell(trial, state=TrialState.PRUNED)
         return
-    trial.set_user_attr("config", {"source": cfg.source, "strategy": cfg.strategy, "lr": cfg.lr,
-                                   "weight_decay": cfg.weight_decay, "params": cfg.params})
     source = ctx.space.sources[cfg.source]
     trial.set_user_attr("provider", str(getattr(source, "provider", "")))
     stop = threading.Event()

@@ -1,0 +1,23 @@
+"""Hooks between the training loop and whoever drives it (the search's budget); imports no torch."""
+
+from __future__ import annotations
+
+
+class StopTraining(Exception):
+    """Raise from a ``report`` callback to end the run after this epoch (e.g. a pruned trial), or
+    from ``TrainMonitor.batch`` to end it at once (the unfinished epoch is dropped)."""
+
+
+class TrainMonitor:
+    """Hooks a caller (the search) passes to ``train`` to bound and show a run; the base does nothing."""
+
+    def batch(self, stage: str, epoch: int, i: int, n_batches: int, epochs: int) -> None:
+        """After each training batch; raise ``StopTraining`` to end the run now (e.g. a deadline)."""
+
+    def evaluated(self, n_items: int, seconds: float, cached: bool) -> None:
+        """After each validation pass: ``n_items`` took ``seconds`` (through the backbone unless ``cached``)."""
+
+    def plan(self, epochs_done: int, epochs: int, epoch_seconds: list[float]) -> int:
+        """After each reported epoch: how many epochs the run should have in all (its learning-rate
+        schedule follows); ``epochs_done`` ends it now. The base keeps ``epochs``."""
+        return epochs
