@@ -73,6 +73,9 @@ class TransferModel(nn.Module):
         # parameter names per layer group, recorded before any adapter renames them
         self.backbone_groups: list[list[str]] = [list(g) for g in backbone.layer_groups()]
         self.config: dict[str, Any] = dict(config or {})
+        # every norm layer keeps its running statistics while training (a strategy may set this, e.g.
+        # LP-FT: the probe was solved on the pretrained statistics' features)
+        self.freeze_norm_stats = False
 
     def forward(self, batch: Any) -> list[torch.Tensor]:
         return self.forward_features(self.backbone(batch))
@@ -82,14 +85,17 @@ class TransferModel(nn.Module):
         return [head(features) for head in self.heads]
 
     def train(self, mode: bool = True) -> "TransferModel":
-        """Like ``nn.Module.train``, but norm layers whose parameters are all frozen stay in eval mode.
+        """Like ``nn.Module.train``, but norm layers whose parameters are all frozen stay in eval mode
+        (every norm layer, when ``freeze_norm_stats``).
 
         A frozen layer group must be bit-for-bit unchanged after training, and BatchNorm updates
         its running statistics in train mode even when its weights are frozen.
         """
         super().train(mode)
         if mode:
-            for mod in frozen_norms(self.backbone):
+            norms = ([m for m in self.backbone.modules() if isinstance(m, _NORMS)] if self.freeze_norm_stats
+                     else frozen_norms(self.backbone))
+            for mod in norms:
                 mod.eval()
         return self
 
