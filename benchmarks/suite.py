@@ -319,6 +319,22 @@ def run_grid(task: Task, work: Path, configs: list[dict[str, Any]], seeds: list[
     return rows
 
 
+def read_grid(path: Path, task: str, seeds: list[int]) -> list[dict[str, Any]]:
+    """A raw grid CSV's rows of ``task`` (as ``run_grid`` returns them), for a search-only rerun."""
+    import pandas as pd
+
+    df = pd.read_csv(path)
+    df = df[(df["task"] == task) & df["seed"].isin(seeds)]
+    if df.empty:
+        raise SystemExit(f"error: {path} has no grid rows of task {task!r} for seeds {seeds}")
+    rows = []
+    for r in df.to_dict("records"):
+        r["depth"] = None if pd.isna(r["depth"]) else int(r["depth"])
+        r["pretrained"] = bool(r["pretrained"])
+        rows.append(r)
+    return rows
+
+
 # --- metrics ----------------------------------------------------------------------------------
 
 
@@ -398,15 +414,17 @@ def estimator_rows(task: Task, rank_rows: list[dict[str, Any]], estimators: list
 
 def reachable(task: Task, res: Any, grid_rows: list[dict[str, Any]], configs: list[dict[str, Any]],
               strategies: list[str] | None, top_k: int) -> list[dict[str, Any]]:
-    """The grid rows inside the search's space: the top-k ranked sources with the searched strategies, and
-    the search's fixed baselines (full, random init of each distinct architecture among them, default lr)."""
+    """The grid rows inside the search's space: the top-k sources it fine-tuned (chosen by their solved
+    probes; the estimators' top-k for a search without probes) with the searched strategies, and the
+    search's fixed baselines (full, random init of each distinct architecture among them, default lr)."""
     from autotransfer.sources import resolve_source
     from autotransfer.strategies import get_strategy
 
     name_of = {resolve_source(spec).name: short for short, spec in task.sources.items()}
     ranked = sorted((r for r in res.transferability if r.get("rank") == r.get("rank") and r.get("rank")),
                     key=lambda r: r["rank"])
-    top = [name_of.get(r["source"], r["source"]) for r in ranked[:top_k]]
+    searched = list(getattr(res, "searched_sources", None) or [r["source"] for r in ranked[:top_k]])
+    top = [name_of.get(s, s) for s in searched]
     archs = {f"scratch:{getattr(resolve_source(task.sources[t]), 'architecture', '') or t}" for t in top}
     base_lr = get_strategy("full").default_lr
     keep = []
@@ -676,8 +694,12 @@ def run_task(task: Task, work: Path, args, seeds: list[int], epochs: int, log) -
     rank_rows = rank_sources(ds, srcs, estimators, device="cpu", cache_dir=str(work / "rank-cache"),
                              progress=False)
     configs = grid_configs(task, args.quick)
-    log(f"[{task.name}] grid: {len(configs)} configs × {len(seeds)} seed(s), {epochs} epochs")
-    grid_rows = run_grid(task, work, configs, seeds, epochs, log)
+    if args.grid_csv:  # development: reuse a committed grid, run only the search
+        grid_rows = read_grid(Path(args.grid_csv), task.name, seeds)
+        log(f"[{task.name}] grid: {len(grid_rows)} rows reused from {args.grid_csv} (its seconds were measured there)")
+    else:
+        log(f"[{task.name}] grid: {len(configs)} configs × {len(seeds)} seed(s), {epochs} epochs")
+        grid_rows = run_grid(task, work, configs, seeds, epochs, log)
     write_csv(work / "grid.csv", grid_rows, list(grid_rows[0]))
     est_rows = estimator_rows(task, rank_rows, estimators, grid_rows, seeds)
     strategies = list(task.strategies) if task.strategies else None
@@ -714,6 +736,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1,
                     help="tasks run in this many worker processes at once (default 1; each task's grid and "
                          "search run in the same process, so they see the same CPU contention)")
+    ap.add_argument("--grid-csv", default=None,
+                    help="development: reuse the grid rows of a raw grid CSV (e.g. leaderboards/"
+                         "benchmark_imagenet_grid.csv) and run only ranking and the search; the cost ratio "
+                         "then compares with seconds measured in that other run")
     ap.add_argument("--scope-note", default="", help="a sentence for the README about what this run covers")
     args = ap.parse_args(argv)
 

@@ -5,15 +5,25 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from autotransfer.search.pruner import BEHIND_SCRATCH, ROLE, SCRATCH, ScratchBaselinePruner
+from autotransfer.search.pruner import (
+    BEHIND_SCRATCH,
+    CANNOT_CATCH_UP,
+    PLANNED_EPOCHS,
+    ROLE,
+    SCRATCH,
+    ScratchBaselinePruner,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def _run(study, curve, role="search"):
-    """Report ``curve`` epoch by epoch; return the epoch at which the trial was pruned (or None)."""
+def _run(study, curve, role="search", planned=None):
+    """Report ``curve`` epoch by epoch; return the epoch at which the trial was pruned (or None).
+    ``planned``: the trial's planned epoch count, recorded the way the search records it."""
     trial = study.ask()
     trial.set_user_attr(ROLE, role)
+    if planned is not None:
+        trial.set_user_attr(PLANNED_EPOCHS, planned)
     for epoch, v in enumerate(curve):
         trial.report(v, epoch)
         if trial.should_prune():
@@ -103,3 +113,25 @@ def test_one_baseline_per_distinct_architecture_best_ranked_first():
     assert baseline_sources(arch, ["c", "a", "b", "d"], 2) == ["c", "b"]
     assert baseline_sources(arch, ["a", "c"], None) == ["a"]
     assert baseline_sources({}, ["x", "y"], None) == ["x", "y"]  # unknown architecture: the source's own name
+
+
+def test_trial_that_cannot_catch_up_with_the_best_finished_one_is_pruned():
+    s = optuna.create_study(direction="maximize", pruner=ScratchBaselinePruner(warmup_epochs=1, patience=2,
+                                                                               margin=0.02))
+    _run(s, [0.2, 0.3, 0.4], role=SCRATCH)  # a weak baseline: the scratch rule never fires
+    _run(s, [0.9], planned=1)  # a finished probe, val 0.9
+    # epoch 4: 0.82 + its steepest recent gain 0.1 × 3 epochs left = 1.12 ≥ 0.88, kept; epoch 5:
+    # 0.83 + 0.02 × 2 = 0.87 < 0.9 - 0.02, pruned
+    assert _run(s, [0.5, 0.6, 0.7, 0.8, 0.82, 0.83, 0.84, 0.85], planned=8) == 5
+    assert s.pruner.reasons[2] == CANNOT_CATCH_UP
+    # a steep learner far behind at the same epoch is kept: it can still get there
+    assert _run(s, [0.2, 0.4, 0.6, 0.8, 0.9, 0.92, 0.93, 0.93], planned=8) is None
+
+
+def test_catch_up_rule_needs_patience_and_a_plan():
+    s = optuna.create_study(direction="maximize", pruner=ScratchBaselinePruner(warmup_epochs=1, patience=2,
+                                                                               margin=0.02))
+    _run(s, [0.95], planned=1)
+    assert _run(s, [0.1, 0.1, 0.1, 0.1]) is None  # no planned epochs recorded: the rule does not apply
+    assert _run(s, [0.1, 0.1, 0.1, 0.1], planned=4) == 3  # flat and far behind, at warm-up + patience
+    assert _run(s, [0.94, 0.94, 0.94, 0.94], planned=4) is None  # inside the margin

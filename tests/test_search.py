@@ -135,12 +135,52 @@ def test_one_scratch_baseline_per_architecture_and_the_best_is_the_reference(zoo
         trials=3, epochs=2, estimators=["logme"], strategies=["linear_probe"], progress=False,
         cache_dir=str(tmp_path / "cache"), scratch_baselines=1,
     )
-    top = capped.transferability[0]["source"]
+    top = capped.searched_sources[0]  # the best probe's source among the top-k
     want = "scratch:test_resnet" if "test_resnet" in top else "scratch:test_vit"
     assert [r["source"] for r in capped.trials if r["role"] == "scratch"] == [want]
     with pytest.raises(autotransfer.AutotransferError, match="--scratch-baselines must be at least 1, got 0"):
         autotransfer.search(target_dir, out=tmp_path / "bad", sources=[zoo["digits-test_resnet"].spec],
                             scratch_baselines=0, progress=False)
+
+
+CONTRARIAN_ESTIMATOR = '''
+from autotransfer import hookimpl
+from autotransfer.estimators import FEATURES, Estimator
+from autotransfer_plugins.estimators import knn
+
+
+@hookimpl
+def register_estimators(register):
+    register(Estimator(name="contrarian", score=lambda f, y, **kw: -knn.score(f, y), higher_is_better=True,
+                       requires=(FEATURES,), description="ranks the worst features first (test only)"))
+'''
+
+
+def test_probes_choose_the_top_k_when_the_estimator_misranks(cli, zoo, target_dir, tmp_path):
+    """An estimator that ranks the harmful source first: the solved probes (validation) put it out of the top-1."""
+    plug = _sources_plugin(tmp_path / "plug", zoo, {"helpful": "digits-test_resnet", "harmful": "shuffled-test_resnet"})
+    (plug / "contrarian.py").write_text(CONTRARIAN_ESTIMATOR)
+    out = tmp_path / "run"
+    r = cli("--plugins-dir", str(plug), "search", "--data", str(target_dir), "--out", str(out),
+            "--sources", "helpful,harmful", "--cache-dir", str(tmp_path / "cache"), "--top-k", "1",
+            "--trials", "4", "--epochs", "3", "--estimators", "contrarian", "--primary", "contrarian",
+            "--strategies", "linear_probe,full", "--no-progress")
+    assert r.code == 0, r.err[-3000:]
+    trans = pd.read_csv(out / "leaderboards" / "transferability.csv")
+    assert trans.sort_values("rank")["source"].tolist() == ["harmful", "helpful"]  # misranked
+    trials = pd.read_csv(out / "leaderboards" / "trials.csv").sort_values("trial")
+    probes = trials[trials["strategy"] == "linear_probe"]
+    assert probes["source"].tolist() == ["harmful", "helpful"]  # every source's probe, in the estimator's order
+    assert (probes["state"] == "COMPLETE").all() and list(probes["trial"]) == [0, 1]
+    probe_val = dict(zip(probes["source"], probes["val_score"]))
+    assert probe_val["helpful"] > probe_val["harmful"] + 0.3
+    rest = trials[trials["trial"] >= 2]
+    assert rest["role"].tolist()[0] == "scratch"
+    assert (rest.loc[rest["role"] != "scratch", "source"] == "helpful").all()  # only the probes' top-1 is fine-tuned
+    assert (rest["role"] == "search").sum() + (rest["role"] == "default").sum() >= 1
+    assert "by their solved probe on validation: helpful" in r.err
+    summary = pd.read_csv(out / "leaderboards" / "summary.csv").iloc[0]
+    assert summary["best_source"] == "helpful"
 
 
 STRATEGY_PLUGIN = '''

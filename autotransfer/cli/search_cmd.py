@@ -66,7 +66,8 @@ def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, p
 @click.option("--trials", type=int, default=None, callback=positive, help="Total trials of the study (a rerun tops it up) "
               "[default: 4 + 4 × top-k for < 10k training items, else 2 + 3 × top-k].")
 @click.option("--timeout", type=float, default=None, callback=positive, help="Seconds for the search [default: 3600; 4 h for ≥ 10k items].")
-@click.option("--top-k", type=int, default=3, show_default=True, help="Sources kept after ranking.")
+@click.option("--top-k", type=int, default=3, show_default=True, help="Sources fine-tuned: every ranked source's linear probe is solved first, and the "
+              "top-k by probe validation score are searched (the estimators' order where no probe applies).")
 @click.option("--strategies", multiple=True, help="Strategies to search [default: every registered one].")
 @click.option("--epochs", type=int, default=None, callback=positive, help="Epochs per trial [default: 12 / 8 / 5 by data size].")
 @click.option("--storage", default=None, help="Optuna storage URL shared by workers, e.g. postgresql://host/db "
@@ -75,12 +76,13 @@ def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, p
 @click.option("--warmup-epochs", type=int, default=1, show_default=True, help="Epochs before scratch pruning.")
 @click.option("--patience", type=int, default=2, show_default=True,
               help="Consecutive epochs behind scratch before a trial is pruned.")
-@click.option("--margin", type=float, default=0.02, show_default=True, help="How far behind scratch counts as behind.")
+@click.option("--margin", type=float, default=0.02, show_default=True, help="How far behind scratch (or, for an optimistically extrapolated curve, behind the best finished "
+              "trial) counts as behind.")
 @click.option("--efficiency-pruner", type=click.Choice(["median", "halving", "none"]), default="median",
               show_default=True, help="Pruner chained after the scratch check.")
 @click.option("--scratch-baselines", type=int, default=None,
-              help="Scratch baselines: one per distinct architecture among the top-k sources, best-ranked "
-              "first, at most this many [default: all].")
+              help="Scratch baselines: one per distinct architecture among the top-k sources, best first, "
+              "at most this many [default: all].")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def search_cmd(data, text_col, label_col, split, seed, out, sources, estimators, primary, max_samples, cache_dir,
                device, offline, trust_remote_code, trials, timeout, top_k, strategies, epochs, storage, study_name,

@@ -11,6 +11,7 @@ from optuna.trial import FrozenTrial, TrialState
 ROLE = "role"  # user attr naming a trial's role: "scratch", "default" or "search"
 SCRATCH = "scratch"
 BEHIND_SCRATCH = "behind scratch"
+CANNOT_CATCH_UP = "cannot catch up"  # even optimistically extrapolated, it ends below the best finished trial
 EPOCH_SECONDS = "epoch_seconds"  # user attr: a running trial's mean seconds per epoch so far
 PLANNED_EPOCHS = "planned_epochs"  # user attr: how many epochs the trial is planned to run in all
 NEGLIGIBLE = 0.05  # remaining cost, as a fraction of a baseline epoch, below which pruning saves nothing
@@ -26,6 +27,13 @@ class ScratchBaselinePruner(BasePruner):
     architecture) are never pruned. Epochs count from 0; a baseline's last value stands for
     epochs it has not reached yet (it may still be running on another worker, or its budget
     ended it early).
+
+    A trial that cannot catch up is pruned too (reason ``"cannot catch up"``): after warm-up and
+    ``patience`` + 1 epochs, its best value plus its steepest gain per epoch over the last
+    ``patience`` epochs, for every epoch it has left (``planned_epochs``), is still more than
+    ``margin`` below the best finished trial of any role. The answer is chosen on validation, so
+    such a trial cannot change it; the extrapolation is optimistic (learning curves flatten, and
+    under a cosine schedule their gains shrink), so it errs toward training on.
 
     Cost-aware: a trial whose remaining cost (epochs left × its seconds per epoch, from the
     ``planned_epochs`` / ``epoch_seconds`` user attributes) is at most ``NEGLIGIBLE`` of the cheapest
@@ -98,11 +106,29 @@ class ScratchBaselinePruner(BasePruner):
             streak += 1
         return streak >= self.patience
 
+    def cannot_catch_up(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        planned, step, curve = trial.user_attrs.get(PLANNED_EPOCHS), trial.last_step, trial.intermediate_values
+        if planned is None or step is None or step < self.warmup_epochs + self.patience:
+            return False
+        recent = [curve.get(e) for e in range(step - self.patience, step + 1)]
+        if any(v is None or math.isnan(v) for v in recent):
+            return False
+        best = max((t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                    if t.value is not None and not math.isnan(t.value)), default=None)
+        if best is None:
+            return False
+        slope = max(0.0, max(b - a for a, b in zip(recent, recent[1:])))
+        reachable = max(v for v in curve.values() if not math.isnan(v)) + slope * max(0, int(planned) - 1 - step)
+        return reachable < best - self.margin
+
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         if trial.user_attrs.get(ROLE) == SCRATCH or self.cheap_to_finish(study, trial):
             return False
         if self.behind(study, trial):
             self.reasons[trial.number] = BEHIND_SCRATCH
+            return True
+        if self.cannot_catch_up(study, trial):
+            self.reasons[trial.number] = CANNOT_CATCH_UP
             return True
         if self.inner is not None and self.inner.prune(study, trial):
             self.reasons[trial.number] = f"efficiency ({type(self.inner).__name__.replace('Pruner', '').lower()})"

@@ -26,6 +26,7 @@ from .space import SearchSpace, TrialConfig
 DEFAULT_STRATEGIES = ("linear_probe", "partial", "full", "lp_ft", "lora")
 BASELINE_STRATEGY = "full"  # the scratch baseline trains every parameter from random init
 DEFAULT_STRATEGY_FIRST = ("linear_probe", "lp_ft", "partial", "full")  # each source's first trial uses the first that applies
+PROBE_WAIT_SECONDS = 2.0  # how often a worker with nothing to run checks whether other workers' probes finished
 
 
 @dataclass
@@ -38,6 +39,7 @@ class SearchResult:
     transferability: list[dict[str, Any]]  # the transferability.csv rows
     best_dir: Path | None  # exported model (DIR/best), None if it lives on another worker
     negative_transfer: bool  # no source beat the scratch baseline on validation
+    searched_sources: list[str] = field(default_factory=list)  # the top-k fine-tuned, chosen by their probes
 
     @property
     def best_source(self) -> str:
@@ -52,7 +54,7 @@ class SearchResult:
 class _Context:
     dataset: Dataset
     out_dir: Path
-    space: SearchSpace
+    screen: SearchSpace  # every ranked source: the probes that choose the top-k run over it
     epochs: int
     seed: int
     device: str
@@ -60,7 +62,10 @@ class _Context:
     budget: Budget
     pruner: ScratchBaselinePruner
     scores: dict[str, dict[str, Any]]  # source -> its transferability row
+    top_k: int = 3
+    scratch_baselines: int | None = None
     progress: bool = False  # a progress bar inside each trial
+    space: SearchSpace | None = None  # the top-k sources, sampled; None until the probes have chosen them
     models_dir: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -113,7 +118,9 @@ def _trial_config(trial: optuna.Trial, role: str, ctx: _Context) -> TrialConfig:
         return TrialConfig(trial.user_attrs["baseline_source"], full.name, full.default_lr, WEIGHT_DECAY.default, {})
     fixed = trial.user_attrs.get("fixed")
     if fixed:  # a strategy that converges: run once per source, never sampled
-        return ctx.space.fixed_config(fixed["source"], fixed["strategy"])
+        return ctx.screen.fixed_config(fixed["source"], fixed["strategy"])
+    if ctx.space is None:
+        raise AutotransferError("internal: a sampled trial was asked before the top-k sources were chosen")
     return ctx.space.suggest(trial)
 
 
@@ -151,7 +158,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, ctx: _Context) -> None:
         trial.set_user_attr("prune_reason", "budget: baselines' share spent")
         study.tell(trial, state=TrialState.PRUNED)
         return
-    source = ctx.space.sources[cfg.source]
+    source = ctx.screen.sources[cfg.source]
     trial.set_user_attr("provider", str(getattr(source, "provider", "")))
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(study, trial, stop), daemon=True)
@@ -330,25 +337,27 @@ def search(
             study = optuna.create_study(storage=rdb, study_name=name, direction="maximize", sampler=sampler,
                                         pruner=pruner, load_if_exists=True)
             attrs = study.user_attrs
-            if "sources" in attrs:
+            made = "ranked" in attrs or "sources" in attrs  # "sources" alone: a study from before screening
+            if made:
                 if attrs.get("fingerprint") != ds.fingerprint:
                     raise AutotransferError(
                         f"study {name!r} in {st.redact(url)!r} was made for other data (fingerprint "
                         f"{attrs.get('fingerprint', '')[:12]} vs {ds.fingerprint[:12]}); use a new --out or --study-name"
                     )
-                top = [s for s in attrs["sources"]]
-                missing = [s for s in top if s not in {x.name for x in srcs}]
+                ranked = list(attrs.get("ranked") or attrs["sources"])
+                missing = [s for s in ranked if s not in {x.name for x in srcs}]
                 if missing:
                     raise AutotransferError(
                         f"study {name!r} searches sources {', '.join(missing)} that this worker cannot load; "
                         "pass the same --sources on every worker"
                     )
             else:
-                top = [r["source"] for r in rows if r["rank"] is not None][:top_k]
+                ranked = [r["source"] for r in rows if r["rank"] is not None]
             by_name = {s.name: s for s in srcs}
-            space = SearchSpace([by_name[s] for s in top], strategy_names)
-            if "sources" not in attrs:
-                study.set_user_attr("sources", list(space.sources))
+            screen = SearchSpace([by_name[s] for s in ranked], strategy_names)
+            if not made:
+                study.set_user_attr("ranked", list(screen.sources))
+                study.set_user_attr("top_k", top_k)
                 study.set_user_attr("fingerprint", ds.fingerprint)
                 study.set_user_attr("epochs", epochs)
                 study.set_user_attr("data", str(data))
@@ -356,7 +365,7 @@ def search(
                 study.set_user_attr("estimators", est_names)
                 study.set_user_attr("scores", {r["source"]: {e: r.get(e) for e in est_names} for r in rows})
                 study.set_user_attr("architectures", {s.name: (getattr(s, "architecture", "") or s.name)
-                                                      for s in space.sources.values()})
+                                                      for s in screen.sources.values()})
                 study.set_user_attr("dataset", {
                     "name": ds.name, "modality": ds.modality, "tasks": ds.task_names,
                     **{f"n_{k}": int(len(v)) for k, v in ds.splits.items()}})
@@ -366,15 +375,17 @@ def search(
                 if orphans:
                     warn(f"trial(s) {', '.join(map(str, orphans))} were left running by a stopped search; "
                          "marked failed and queued again")
-            if not any(t.user_attrs.get(ROLE) == SCRATCH for t in study.get_trials(deepcopy=False)):
-                _enqueue_first_trials(study, space, scratch_baselines)
+            if not study.get_trials(deepcopy=False):
+                for source, strategy in screen.fixed_trials():  # the probes: every ranked source
+                    study.enqueue_trial({}, user_attrs={ROLE: "default", "fixed": {"source": source,
+                                                                                   "strategy": strategy}})
 
         budget = Budget(t0, timeout, len(ds.splits.get("test", [])))
         for r in rows:  # a first guess at forward costs (the test reserve), until trials measure them
-            if r["source"] in space.sources and r.get("n_samples"):
+            if r["source"] in screen.sources and r.get("n_samples"):
                 budget.measured(int(r["n_samples"]), float(r.get("extract_seconds") or 0.0))
-        ctx = _Context(ds, out_dir, space, epochs, seed, device, cache_dir, budget=budget, pruner=pruner,
-                       scores=scores, progress=progress)
+        ctx = _Context(ds, out_dir, screen, epochs, seed, device, cache_dir, budget=budget, pruner=pruner,
+                       scores=scores, top_k=top_k, scratch_baselines=scratch_baselines, progress=progress)
         interrupted = False
         bar = _progress(progress, trials)
         try:
@@ -384,11 +395,19 @@ def search(
                     done = st.counted(study)
                     if done >= trials or budget.remaining() <= 0:
                         break
-                    if space.exhausted and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                    chosen = _choose_top(study, ctx)
+                    if not chosen and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                        trial = None  # another worker is still running a probe the choice needs
+                    elif ctx.space is not None and ctx.space.exhausted and not study.get_trials(
+                            deepcopy=False, states=(TrialState.WAITING,)):
                         note(f"every configuration of the search space has run ({done} trials): "
                              "the strategies searched train to convergence, nothing is left to sample")
                         break
-                    trial = study.ask()
+                    else:
+                        trial = study.ask()
+                if trial is None:
+                    time.sleep(PROBE_WAIT_SECONDS)
+                    continue
                 _run_trial(study, trial, ctx)
                 rows_now = write_reports(study, ctx, final=False)
                 get_plugin_manager().notify("trial_finished", trial_row=next(
@@ -413,18 +432,64 @@ def search(
         return _finish(study, ctx, t0, data)
 
 
-def _enqueue_first_trials(study: optuna.Study, space: SearchSpace, scratch_baselines: int | None) -> None:
-    """The fixed trials, in the order that makes an answer early and keeps the baselines in budget.
+def probe_scores(study: optuna.Study) -> dict[str, float]:
+    """Each source's best completed probe (a strategy solved to convergence) on validation."""
+    best: dict[str, float] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        fixed = t.user_attrs.get("fixed")
+        if fixed and t.value is not None:
+            best[fixed["source"]] = max(t.value, best.get(fixed["source"], -math.inf))
+    return best
 
-    1. each strategy that converges, once per source (a probe on cached features: seconds);
-    2. the scratch baselines, cheapest architecture first, so the budget's share for them buys at
-       least one, and the priciest is the one that may not fit;
-    3. each remaining source's default sampled strategy (when no converging strategy applies to it).
-    No skip_if_exists: fixed trials have empty params; the caller's check under the study lock keeps
-    a second worker from enqueuing them again.
+
+def top_by_probe(ranked: Sequence[str], probes: dict[str, float], top_k: int) -> list[str]:
+    """The ``top_k`` sources to fine-tune: best solved probe on validation first; the estimators'
+    order breaks ties and places sources whose probe did not complete after those whose did."""
+    order = {s: i for i, s in enumerate(ranked)}
+    return sorted(ranked, key=lambda s: (-probes.get(s, -math.inf), order[s]))[:top_k]
+
+
+def _choose_top(study: optuna.Study, ctx: _Context) -> bool:
+    """Make ``ctx.space`` the top-k sources' sampled space once every probe has finished (False until then).
+
+    The estimators rank every source from training features alone; the probes (a linear probe
+    solved to convergence: seconds on cached features) then see validation, and a source that
+    the estimators misplace (real ImageNet features on a small target) is not left out of the
+    expensive trials. The first worker to get here chooses and enqueues the scratch baselines
+    and the default trials, under the study lock; the others read the choice.
     """
-    for source, strategy in space.fixed_trials():
-        study.enqueue_trial({}, user_attrs={ROLE: "default", "fixed": {"source": source, "strategy": strategy}})
+    if ctx.space is not None:
+        return True
+    attrs = study.user_attrs
+    if "sources" not in attrs:
+        pending = [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+                   if t.user_attrs.get("fixed")]
+        if pending:
+            return False
+        ranked = list(ctx.screen.sources)
+        probes = probe_scores(study)
+        top = top_by_probe(ranked, probes, ctx.top_k)
+        study.set_user_attr("sources", top)
+        study.set_user_attr("probe_scores", probes)
+        if probes and len(ranked) > len(top):
+            note(f"fine-tuning the top {len(top)} of {len(ranked)} sources by their solved probe on validation: "
+                 + ", ".join(f"{s} {probes[s]:.3f}" if s in probes else s for s in top))
+        ctx.space = SearchSpace([ctx.screen.sources[s] for s in top], list(ctx.screen.strategies), quiet=True)
+        _enqueue_after_choice(study, ctx.space, ctx.scratch_baselines)
+        return True
+    ctx.space = SearchSpace([ctx.screen.sources[s] for s in attrs["sources"]], list(ctx.screen.strategies),
+                            quiet=True)
+    return True
+
+
+def _enqueue_after_choice(study: optuna.Study, space: SearchSpace, scratch_baselines: int | None) -> None:
+    """The fixed trials that follow the probes, in the order that keeps the baselines in budget.
+
+    1. the scratch baselines, one per distinct architecture among the top-k, cheapest first, so the
+       budget's share for them buys at least one, and the priciest is the one that may not fit;
+    2. each top source's default sampled strategy (when no converging strategy applies to it).
+    No skip_if_exists for baselines: they have empty params; the caller holds the study lock.
+    """
     bases = baseline_sources(study.user_attrs["architectures"], list(space.sources), scratch_baselines)
     for base_source in sorted(bases, key=lambda s: cost_proxy(space.sources[s])):
         study.enqueue_trial({}, user_attrs={ROLE: SCRATCH, "baseline_source": base_source})
@@ -508,5 +573,6 @@ def _finish(study: optuna.Study, ctx: _Context, t0: float, data: Any) -> SearchR
 
     summary = read_summary(ctx.out_dir)
     get_plugin_manager().notify("search_finished", result={**summary, "out_dir": str(ctx.out_dir)})
-    return SearchResult(ctx.out_dir, summary, rows, read_transferability(ctx.out_dir), best_dir, negative)
+    return SearchResult(ctx.out_dir, summary, rows, read_transferability(ctx.out_dir), best_dir, negative,
+                        list(study.user_attrs.get("sources", [])))
 

@@ -38,7 +38,7 @@ class SearchSpace:
     suffixed ``@<source>`` where it differs (e.g. ``partial.depth`` ranges over each source's
     layer groups), so TPE's grouped multivariate model sees a consistent conditional space."""
 
-    def __init__(self, sources: Sequence[Any], strategy_names: Sequence[str]):
+    def __init__(self, sources: Sequence[Any], strategy_names: Sequence[str], quiet: bool = False):
         self.sources = {s.name: s for s in sources}
         self.strategies = {n: get_strategy(n) for n in strategy_names}
         self.applicable: dict[str, list[str]] = {}
@@ -50,7 +50,8 @@ class SearchSpace:
                 try:
                     strat.check(info)
                 except StrategyNotApplicable as exc:
-                    warn(f"strategy {tname!r} skipped for source {sname!r}: {exc}")
+                    if not quiet:
+                        warn(f"strategy {tname!r} skipped for source {sname!r}: {exc}")
                     continue
                 ok.append(tname)
                 self.specs[(sname, tname)] = strat.search_space(info)
