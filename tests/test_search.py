@@ -169,6 +169,7 @@ def test_probes_choose_the_top_k_when_the_estimator_misranks(cli, zoo, target_di
     trans = pd.read_csv(out / "leaderboards" / "transferability.csv")
     assert trans.sort_values("rank")["source"].tolist() == ["harmful", "helpful"]  # misranked
     trials = pd.read_csv(out / "leaderboards" / "trials.csv").sort_values("trial")
+    assert len(trials) == 5  # --trials 4, and probing the source beyond the top-1 is part of ranking
     probes = trials[trials["strategy"] == "linear_probe"]
     assert probes["source"].tolist() == ["harmful", "helpful"]  # every source's probe, in the estimator's order
     assert (probes["state"] == "COMPLETE").all() and list(probes["trial"]) == [0, 1]

@@ -392,7 +392,7 @@ def search(
             while True:
                 with st.study_lock(url, name, out_dir):
                     st.fail_stale(study)
-                    done = st.counted(study)
+                    done = counted(study, ctx)
                     if done >= trials or budget.remaining() <= 0:
                         break
                     chosen = _choose_top(study, ctx)
@@ -412,9 +412,9 @@ def search(
                 rows_now = write_reports(study, ctx, final=False)
                 get_plugin_manager().notify("trial_finished", trial_row=next(
                     (r for r in rows_now if r["trial"] == trial.number), {}))
-                _tick(bar, study, trials, t0, timeout)
-            if budget.remaining() <= 0 and st.counted(study) < trials:
-                note(f"the time budget (--timeout {timeout:.0f} s) ended after {st.counted(study)} of {trials} "
+                _tick(bar, study, ctx, trials, t0, timeout)
+            if budget.remaining() <= 0 and counted(study, ctx) < trials:
+                note(f"the time budget (--timeout {timeout:.0f} s) ended after {counted(study, ctx)} of {trials} "
                      "trials; raise --timeout for more")
         except KeyboardInterrupt:
             interrupted = True
@@ -430,6 +430,15 @@ def search(
                  "rerun the same command to resume")
             raise KeyboardInterrupt
         return _finish(study, ctx, t0, data)
+
+
+def counted(study: optuna.Study, ctx: _Context) -> int:
+    """Trials that count toward ``--trials``: as ``storage.counted``, except that probing the sources
+    beyond the top-k is part of ranking (as many probes count as the top-k sources have)."""
+    per_top = sum(1 for s, _ in ctx.screen.fixed_trials() if s in list(ctx.screen.sources)[:ctx.top_k])
+    probes = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+                 if t.user_attrs.get("fixed"))
+    return st.counted(study) - max(0, probes - per_top)
 
 
 def probe_scores(study: optuna.Study) -> dict[str, float]:
@@ -517,11 +526,11 @@ def _progress(enabled: bool, total: int):
     return tqdm(total=total, desc="trials", unit="trial", leave=True, dynamic_ncols=True)
 
 
-def _tick(bar: Any, study: optuna.Study, total: int, t0: float, timeout: float) -> None:
+def _tick(bar: Any, study: optuna.Study, ctx: _Context, total: int, t0: float, timeout: float) -> None:
     if bar is None:
         return
     ts = study.get_trials(deepcopy=False)
-    n = st.counted(study)
+    n = counted(study, ctx)
     pruned = sum(t.state == TrialState.PRUNED for t in ts)
     failed = sum(t.state == TrialState.FAIL for t in ts)
     best = max((t.value for t in ts if t.state == TrialState.COMPLETE and t.value is not None), default=float("nan"))
