@@ -87,9 +87,11 @@ class TrainResult:
         return self.model.predict(items, batch_size)
 
     def summary(self) -> dict[str, Any]:
-        """Plain data for leaderboards (no model)."""
+        """Plain data for leaderboards (no model); a local source by its file name, not this machine's path."""
+        from .sources import display_source
+
         return {
-            "source": self.source, "strategy": self.strategy, "val_score": self.val_score,
+            "source": display_source(self.source), "strategy": self.strategy, "val_score": self.val_score,
             "test_score": self.test_score, "task_scores": self.task_scores,
             "test_task_scores": self.test_task_scores, "val_curve": self.val_curve,
             "best_epoch": self.best_epoch, "epochs_run": self.epochs_run, "seconds": self.seconds,

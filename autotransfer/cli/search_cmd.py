@@ -86,7 +86,7 @@ def search_cmd(data, text_col, label_col, split, seed, out, sources, estimators,
                device, offline, trust_remote_code, trials, timeout, top_k, strategies, epochs, storage, study_name,
                warmup_epochs, patience, margin, efficiency_pruner, scratch_baselines, no_progress):
     """Rank sources, search source × strategy × depth × lr, export the best model."""
-    from ..search.runner import search
+    from ..search import search  # a full disk mid-search: one line, the study kept
     from .leaderboard_cmd import print_leaderboards
 
     result = search(

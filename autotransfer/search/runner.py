@@ -18,6 +18,7 @@ from ..console import note, warn
 from ..data import Dataset, load
 from ..errors import AutotransferError
 from ..monitor import StopTraining
+from . import rundir
 from . import storage as st
 from .budget import MIN_BASELINE_EPOCHS, Budget, TrialMonitor, now
 from .pruner import EPOCH_SECONDS, PLANNED_EPOCHS, ROLE, SCRATCH, ScratchBaselinePruner, make_inner_pruner
@@ -194,7 +195,8 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, ctx: _Context) -> None:
         study.tell(trial, state=TrialState.FAIL)
         st.retry_callback()(study, study._storage.get_trial(trial._trial_id))
         raise
-    except Exception as exc:  # a trial's failure never ends the search
+    except Exception as exc:  # a trial's failure never ends the search (a full disk does)
+        rundir.raise_if_write_failure(exc)
         stop.set()
         monitor.close()
         _account(ctx, role, began)
@@ -292,7 +294,7 @@ def search(
     t0 = now()
     ds = load(data, text_col=text_col, label_col=label_col, split=split, seed=seed)
     out_dir = Path(out) if out else Path("autotransfer-runs") / ds.name
-    out_dir.mkdir(parents=True, exist_ok=True)
+    rundir.prepare(out_dir, ds, data, storage)  # before ranking: other data's folder, unwritable, unreachable
     n_train = len(ds.splits["train"])
     d_trials, d_epochs, d_timeout = default_budget(n_train, top_k)
     trials = trials or d_trials
@@ -383,12 +385,14 @@ def search(
                     st.fail_stale(study)
                     done = st.counted(study)
                     if done >= trials or budget.remaining() <= 0:
+                        if budget.remaining() > 0 and st.others_running(study):
+                            continue  # a dead worker's trial is yet to be failed and retried
                         break
                     if space.exhausted and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                         note(f"every configuration of the search space has run ({done} trials): "
                              "the strategies searched train to convergence, nothing is left to sample")
                         break
-                    trial = study.ask()
+                    trial = st.ask(study)
                 _run_trial(study, trial, ctx)
                 rows_now = write_reports(study, ctx, final=False)
                 get_plugin_manager().notify("trial_finished", trial_row=next(
