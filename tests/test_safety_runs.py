@@ -295,3 +295,18 @@ def test_a_second_search_on_the_same_out_says_it_waits(world, tmp_path):
     assert len(waited) == 1 and str(out) in waited[0]
     summary = pd.read_csv(out / "leaderboards" / "summary.csv").iloc[0]
     assert int(summary["n_trials"]) == 3  # the second found the study done and added nothing
+
+
+def test_without_a_completed_baseline_the_report_never_claims_to_beat_scratch():
+    from autotransfer.search.report import summary_row
+
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("epochs", 2)
+    rows = [{"trial": 0, "state": "FAIL", "role": SCRATCH, "source": "scratch:test_resnet", "strategy": "full",
+             "depth": None, "lr": 1e-3, "val_score": None, "epochs_run": 0, "prune_reason": ""},
+            {"trial": 1, "state": "COMPLETE", "role": "default", "source": "timm:test_resnet", "strategy": "full",
+             "depth": None, "lr": 1e-3, "val_score": 0.9, "epochs_run": 2, "prune_reason": ""}]
+    summary = summary_row(study, rows, {"answer": 1, "baseline": None, "negative": False, "tests": {1: 0.8}})
+    assert "beats scratch" not in summary["note"] and "no scratch baseline completed" in summary["note"]
+    assert summary["scratch_val_score"] is None and summary["delta_vs_scratch"] is None
+    assert summary["negative_transfer"] is False

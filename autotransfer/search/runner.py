@@ -384,11 +384,12 @@ def search(
                 with st.study_lock(url, name, out_dir):
                     st.fail_stale(study)
                     done = st.counted(study)
+                    end = space.exhausted and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                    if (done >= trials or end) and budget.remaining() > 0 and st.others_running(study):
+                        continue  # a dead worker's trial is yet to be failed and retried: wait for it
                     if done >= trials or budget.remaining() <= 0:
-                        if budget.remaining() > 0 and st.others_running(study):
-                            continue  # a dead worker's trial is yet to be failed and retried
                         break
-                    if space.exhausted and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                    if end:
                         note(f"every configuration of the search space has run ({done} trials): "
                              "the strategies searched train to convergence, nothing is left to sample")
                         break
