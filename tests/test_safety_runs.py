@@ -85,6 +85,11 @@ def test_out_of_other_data_is_refused_and_nothing_in_it_changes(cli, world):
     line = _one_line_error(r, f"--out {out}", str(world["a"]), str(world["b"]), "another --out", f"delete {out}")
     assert "fingerprint" in line
     assert _snapshot(out) == before
+    # ranking other data into it is refused the same way (its transferability.csv is the search's)
+    ranked = cli("rank", "--data", str(world["b"]), "--out", str(out), "--sources", world["spec"], "--estimators",
+                 "logme", "--device", "cpu", "--cache-dir", str(world["cache"]))
+    _one_line_error(ranked, f"--out {out}", str(world["a"]), "another --out")
+    assert _snapshot(out) == before
     # the first command again: it resumes its own study and reproduces its answer
     again = cli(*_search_args(world["a"], out, world["spec"], world["cache"]))
     assert again.code == 0, again.err[-3000:]
