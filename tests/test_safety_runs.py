@@ -90,6 +90,10 @@ def test_out_of_other_data_is_refused_and_nothing_in_it_changes(cli, world):
                  "logme", "--device", "cpu", "--cache-dir", str(world["cache"]))
     _one_line_error(ranked, f"--out {out}", str(world["a"]), "another --out")
     assert _snapshot(out) == before
+    # the same folder of data split another way is other data too, and the line says why
+    reseeded = cli(*_search_args(world["a"], out, world["spec"], world["cache"]), "--seed", "1")
+    _one_line_error(reseeded, f"--out {out} holds a search of {world['a']} as it was", "split", "another --out")
+    assert _snapshot(out) == before
     # the first command again: it resumes its own study and reproduces its answer
     again = cli(*_search_args(world["a"], out, world["spec"], world["cache"]))
     assert again.code == 0, again.err[-3000:]

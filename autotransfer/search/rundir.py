@@ -37,6 +37,12 @@ def refuse_other_data(out_dir: Path, dataset: Any, data: Any) -> dict[str, Any] 
     models of the first one; nothing in the folder is touched when it is refused.
     """
     owner = _owner(out_dir)
+    if owner and owner.get("fingerprint") != dataset.fingerprint and owner.get("data") == str(data):
+        raise AutotransferError(
+            f"--out {out_dir} holds a search of {data} as it was (fingerprint {str(owner.get('fingerprint'))[:12]}), "
+            f"but its files, labels or split differ now (fingerprint {dataset.fingerprint[:12]}; --seed and "
+            f"--split change the split); pass another --out, or delete {out_dir} to start over"
+        )
     if owner and owner.get("fingerprint") != dataset.fingerprint:
         raise AutotransferError(
             f"--out {out_dir} holds the search of other data ({owner.get('data') or 'unknown'}, fingerprint "
