@@ -136,6 +136,23 @@ def test_unreachable_storage_fails_before_ranking(cli, world, tmp_path, kind):
     assert not out.exists()  # refused before the ranking wrote anything
 
 
+def test_a_shared_study_of_other_data_is_refused_before_ranking(cli, world, tmp_path):
+    _pg_ok()
+    name = f"other-data-{os.getpid()}-{int(time.time())}"
+    study = optuna.create_study(storage=st.open_storage(PG_URL), study_name=name, direction="maximize")
+    study.set_user_attr("fingerprint", "0123456789ab" + "0" * 52)
+    study.set_user_attr("sources", ["elsewhere"])
+    try:
+        out = tmp_path / "run"
+        r = cli(*_search_args(world["a"], out, world["spec"], world["cache"], 3, "--storage", PG_URL,
+                              "--study-name", name))
+        _one_line_error(r, f"study {name!r}", "made for other data", "0123456789ab", "--study-name")
+        assert not out.exists()  # refused before the ranking wrote anything
+        assert len(optuna.load_study(study_name=name, storage=st.open_storage(PG_URL)).trials) == 0
+    finally:
+        optuna.delete_study(study_name=name, storage=st.open_storage(PG_URL))
+
+
 def _read_only_cmd(folder: Path, argv: list[str]) -> list[str]:
     """``autotransfer ARGV`` with ``folder`` read-only (a read-only bind mount as root, else chmod)."""
     cli = [sys.executable, "-m", "autotransfer", *argv]

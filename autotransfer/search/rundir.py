@@ -18,15 +18,15 @@ _DB_FULL = ("database or disk is full", "no space left on device", "could not ex
             "attempt to write a readonly database", "disk quota exceeded", "disk i/o error")
 
 
-def prepare(out_dir: Path, dataset: Any, data: Any, storage: str | None) -> None:
+def prepare(out_dir: Path, dataset: Any, data: Any, storage: str | None, study_name: str | None = None) -> None:
     """Everything that can refuse a search, checked before its ranking (and in this order, so a
     refused search writes nothing): a folder that holds another data's search, a ``--storage`` that
-    cannot be reached, a folder that cannot be written."""
+    cannot be reached or whose study of this name holds other data, a folder that cannot be written."""
     owner = refuse_other_data(Path(out_dir), dataset, data)
     if storage:
         from .storage import check_reachable
 
-        check_reachable(storage)
+        check_reachable(storage, study_name or f"autotransfer-{dataset.name}", dataset.fingerprint)
     mark(Path(out_dir), owner or {"data": str(data), "fingerprint": dataset.fingerprint})
 
 

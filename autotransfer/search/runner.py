@@ -294,7 +294,7 @@ def search(
     t0 = now()
     ds = load(data, text_col=text_col, label_col=label_col, split=split, seed=seed)
     out_dir = Path(out) if out else Path("autotransfer-runs") / ds.name
-    rundir.prepare(out_dir, ds, data, storage)  # before ranking: other data's folder, unwritable, unreachable
+    rundir.prepare(out_dir, ds, data, storage, study_name)  # before ranking: other data, unwritable, unreachable
     n_train = len(ds.splits["train"])
     d_trials, d_epochs, d_timeout = default_budget(n_train, top_k)
     trials = trials or d_trials
@@ -334,10 +334,7 @@ def search(
             attrs = study.user_attrs
             if "sources" in attrs:
                 if attrs.get("fingerprint") != ds.fingerprint:
-                    raise AutotransferError(
-                        f"study {name!r} in {st.redact(url)!r} was made for other data (fingerprint "
-                        f"{attrs.get('fingerprint', '')[:12]} vs {ds.fingerprint[:12]}); use a new --out or --study-name"
-                    )
+                    raise st.other_data_error(name, url, attrs.get("fingerprint", ""), ds.fingerprint)
                 top = [s for s in attrs["sources"]]
                 missing = [s for s in top if s not in {x.name for x in srcs}]
                 if missing:

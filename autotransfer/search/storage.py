@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import hashlib
 import inspect
+import json
 import os
 import time
 import warnings
@@ -94,21 +95,35 @@ def storage_error(url: str, exc: Exception) -> AutotransferError:
     )
 
 
-def check_reachable(url: str) -> None:
-    """Connect to a shared ``--storage`` once, before any work, so a wrong URL costs seconds, not a ranking."""
-    try:
-        import sqlalchemy
+def check_reachable(url: str, study_name: str | None = None, fingerprint: str | None = None) -> None:
+    """Connect to a shared ``--storage`` once, before any work, so a wrong URL costs seconds, not a
+    ranking; with ``study_name``, also refuse a study of that name made for other data."""
+    import sqlalchemy
 
+    theirs = None
+    try:
         connect_args = {"connect_timeout": 10} if url.startswith("postgres") else {}
         engine = sqlalchemy.create_engine(normalize_url(url), poolclass=sqlalchemy.pool.NullPool,
                                           connect_args=connect_args)
         try:
             with engine.connect() as conn:
                 conn.execute(sqlalchemy.text("SELECT 1"))
+                if study_name and sqlalchemy.inspect(conn).has_table("study_user_attributes"):
+                    theirs = conn.execute(sqlalchemy.text(
+                        "SELECT a.value_json FROM study_user_attributes a JOIN studies s ON s.study_id = a.study_id "
+                        "WHERE s.study_name = :name AND a.key = 'fingerprint'"), {"name": study_name}).scalar()
         finally:
             engine.dispose()
     except Exception as exc:
         raise storage_error(url, exc) from None
+    if theirs is not None and fingerprint and json.loads(theirs) != fingerprint:
+        raise other_data_error(study_name or "", url, json.loads(theirs), fingerprint)
+
+
+def other_data_error(study_name: str, url: str, theirs: str, ours: str) -> AutotransferError:
+    """A study (of this name, in this storage) holds the search of other data."""
+    return AutotransferError(f"study {study_name!r} in {redact(url)!r} was made for other data (fingerprint "
+                             f"{theirs[:12]} vs {ours[:12]}); use a new --out or --study-name")
 
 
 def redact(url: str) -> str:
@@ -239,6 +254,7 @@ def ask(study: optuna.Study) -> optuna.Trial:
     for t in sorted(waiting, key=lambda t: (t.system_attrs.get("failed_trial", t.number), t.number)):
         try:
             if study._storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
+                study._thread_local.cached_all_trials = None  # as study.ask does: samplers see every trial
                 trial = optuna.Trial(study, t._trial_id)
                 break
         except optuna.exceptions.UpdateFinishedTrialError:
