@@ -354,3 +354,20 @@ def _available_offline(spec: str, options: SourceOptions) -> bool:
         return bool(resolve_source(spec, options).available()[0])
     except Exception:  # a zoo entry that cannot even resolve is not usable
         return False
+
+
+def display_source(name: str) -> str:
+    """A source as a reader wants it: a local path in its name shortened to the file or folder name.
+
+    ``timm:resnet18@/home/me/w/r18.safetensors?size=32`` -> ``timm:resnet18@r18.safetensors?size=32``;
+    ``hf:/models/my-bert`` -> ``hf:my-bert``. The leaderboards of a search and a model's result.json
+    show this; the full name stays in the study's attributes and transferability.csv.
+    """
+    prefix, colon, rest = name.partition(":")
+    if not colon:
+        return name
+    head, at, path = rest.rpartition("@") if "@" in rest else ("", "", rest)
+    path, q, query = path.partition("?")
+    if not path.startswith(("/", "~", ".")) and "\\" not in path:
+        return name
+    return f"{prefix}:{head}{at}{Path(path).name or path}{q}{query}"

@@ -23,7 +23,9 @@ import gc
 import hashlib
 import json
 import math
+import os
 import random
+import shutil
 import sys
 import time
 import types
@@ -87,9 +89,11 @@ class TrainResult:
         return self.model.predict(items, batch_size)
 
     def summary(self) -> dict[str, Any]:
-        """Plain data for leaderboards (no model)."""
+        """Plain data for leaderboards (no model); a local source by its file name, not this machine's path."""
+        from .sources import display_source
+
         return {
-            "source": self.source, "strategy": self.strategy, "val_score": self.val_score,
+            "source": display_source(self.source), "strategy": self.strategy, "val_score": self.val_score,
             "test_score": self.test_score, "task_scores": self.task_scores,
             "test_task_scores": self.test_task_scores, "val_curve": self.val_curve,
             "best_epoch": self.best_epoch, "epochs_run": self.epochs_run, "seconds": self.seconds,
@@ -99,9 +103,24 @@ class TrainResult:
         }
 
     def save(self, path: str | Path) -> Path:
-        """Weights (safetensors) + config.json for ``autotransfer.load_model``, plus result.json."""
-        out = self.model.save(path)
-        (out / "result.json").write_text(json.dumps(self.summary(), indent=2, default=str) + "\n")
+        """Weights (safetensors) + config.json for ``autotransfer.load_model``, plus result.json.
+
+        Written to a sibling folder first and moved in file by file: a disk that fills while saving
+        leaves no half-written model behind.
+        """
+        out = Path(path)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            self.model.save(tmp)
+            (tmp / "result.json").write_text(json.dumps(self.summary(), indent=2, default=str) + "\n")
+            out.mkdir(parents=True, exist_ok=True)
+            for item in tmp.iterdir():
+                if (out / item.name).is_dir():
+                    shutil.rmtree(out / item.name)
+                os.replace(item, out / item.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         return out
 
 

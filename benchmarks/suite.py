@@ -440,7 +440,7 @@ def reachable(task: Task, res: Any, grid_rows: list[dict[str, Any]], configs: li
 def search_row(task: Task, res: Any, grid_rows: list[dict[str, Any]], configs: list[dict[str, Any]],
                seeds: list[int], epochs: int, n_train: int, strategies: list[str] | None,
                search_cpu: float, top_k: int) -> dict[str, Any]:
-    from autotransfer.sources import resolve_source
+    from autotransfer.sources import display_source, resolve_source
 
     s = res.summary
     name_of = {resolve_source(spec).name: short for short, spec in task.sources.items()}
@@ -465,7 +465,8 @@ def search_row(task: Task, res: Any, grid_rows: list[dict[str, Any]], configs: l
     stest = float(stest) if stest is not None else float("nan")
     regret = 100.0 * (sel_test - test)
     cost = search_seconds / grid_seconds if grid_seconds > 0 else float("nan")
-    src = str(s.get("best_source"))
+    src = str(s.get("best_source"))  # the summary shows a local source by its file name
+    name_of = {**{display_source(k): v for k, v in name_of.items()}, **name_of}
     return {
         "task": task.name, "n_train": n_train, "n_sources": len(task.sources), "seeds": len(seeds),
         "epochs": epochs, "grid_configs": len(configs), "grid_runs": len(grid_rows),

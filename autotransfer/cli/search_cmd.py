@@ -42,10 +42,13 @@ def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, p
     from ..data import load
     from ..plugins import get_plugin_manager
     from ..rank import DEFAULT_ESTIMATORS, rank_columns, rank_sources, warn_not_applicable, write_transferability
+    from ..search.rundir import refuse_other_data
     from ..sources import SourceOptions, default_source_specs, resolve_sources
     from ..textable import format_table
 
     ds = load(data, text_col=text_col, label_col=label_col, split=split, seed=seed)
+    run_dir = Path(out) if out else Path("autotransfer-runs") / ds.name
+    refuse_other_data(run_dir, ds, data)  # a search folder of other data keeps its own ranking
     opts = SourceOptions(offline=offline, trust_remote_code=trust_remote_code)
     specs = _split_list(sources) or default_source_specs(ds.modality, opts)
     srcs = resolve_sources(specs, opts, modality=ds.modality)
@@ -53,7 +56,7 @@ def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, p
     rows = rank_sources(ds, srcs, est, primary=primary, max_samples=max_samples, device=device,
                         cache_dir=cache_dir, seed=seed)
     warn_not_applicable(rows)
-    path = write_transferability(rows, est, Path(out) if out else Path("autotransfer-runs") / ds.name)
+    path = write_transferability(rows, est, run_dir)
     cols = [c for c in rank_columns(rows, est) if c not in ("provider", "modality", "notes")
             and not c.startswith("rank_")]
     click.echo(format_table(rows, cols))
@@ -88,7 +91,7 @@ def search_cmd(data, text_col, label_col, split, seed, out, sources, estimators,
                device, offline, trust_remote_code, trials, timeout, top_k, strategies, epochs, storage, study_name,
                warmup_epochs, patience, margin, efficiency_pruner, scratch_baselines, no_progress):
     """Rank sources, search source × strategy × depth × lr, export the best model."""
-    from ..search.runner import search
+    from ..search import search  # a full disk mid-search: one line, the study kept
     from .leaderboard_cmd import print_leaderboards
 
     result = search(

@@ -13,9 +13,11 @@ from typing import Any
 
 def search(data: Any, **options: Any):
     """Rank sources, search source × strategy × hyper-parameters, export the winner (see ``runner.search``)."""
+    from .rundir import write_errors
     from .runner import search as _search
 
-    return _search(data, **options)
+    with write_errors(options.get("out"), options.get("storage")):
+        return _search(data, **options)
 
 
 def __getattr__(name: str):

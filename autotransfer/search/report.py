@@ -13,7 +13,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ..sources import display_source
 from .pruner import BEHIND_SCRATCH, ROLE, SCRATCH, ScratchBaselinePruner
+from .rundir import replace_file
 
 TRIAL_COLUMNS = ["trial", "state", "role", "source", "provider", "strategy", "depth", "lr", "weight_decay",
                  "epochs_run", "val_score", "best_epoch", "baseline_val_same_epoch", "delta_vs_scratch",
@@ -66,7 +68,8 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "trial": t.number,
             "state": t.state.name,
             "role": role,
-            "source": f"scratch:{arch.get(cfg['source'], cfg['source'])}" if role == SCRATCH else cfg["source"],
+            "source": display_source(f"scratch:{arch.get(cfg['source'], cfg['source'])}" if role == SCRATCH
+                                     else cfg["source"]),
             "provider": t.user_attrs.get("provider", ""),
             "strategy": cfg["strategy"],
             "depth": params.pop("depth", None),
@@ -149,7 +152,8 @@ def write_reports(study: optuna.Study, ctx: Any, final: bool, extra: dict[str, A
     lb = out / "leaderboards"
     lb.mkdir(parents=True, exist_ok=True)
     rows = trial_rows(study)
-    pd.DataFrame(rows, columns=_columns(rows, study)).to_csv(lb / "trials.csv", index=False)
+    table = pd.DataFrame(rows, columns=_columns(rows, study))
+    replace_file(lb / "trials.csv", lambda tmp: table.to_csv(tmp, index=False))
     if final:
         if extra is not None:
             summary = summary_row(study, rows, extra)
@@ -157,7 +161,8 @@ def write_reports(study: optuna.Study, ctx: Any, final: bool, extra: dict[str, A
         else:
             summary = study.user_attrs.get("summary")
         if summary:
-            pd.DataFrame([summary], columns=SUMMARY_COLUMNS).to_csv(lb / "summary.csv", index=False)
+            replace_file(lb / "summary.csv",
+                         lambda tmp: pd.DataFrame([summary], columns=SUMMARY_COLUMNS).to_csv(tmp, index=False))
             _plots(study, rows, out)
             _markdown(out, summary, rows)
     return rows
@@ -184,7 +189,7 @@ def _plots(study: optuna.Study, rows: list[dict[str, Any]], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     primary = study.user_attrs.get("primary", "logme")
-    scores = study.user_attrs.get("scores", {})
+    scores = {display_source(k): v for k, v in study.user_attrs.get("scores", {}).items()}  # rows show names
     best: dict[str, float] = {}
     for r in rows:
         if r["role"] != SCRATCH and r["val_score"] is not None:
@@ -194,7 +199,7 @@ def _plots(study: optuna.Study, rows: list[dict[str, Any]], out: Path) -> None:
         x = scores.get(s, {}).get(primary)
         if x is not None:
             ax.scatter([x], [v])
-            ax.annotate(display_source(s)[-30:], (x, v), fontsize=7)
+            ax.annotate(s[-30:], (x, v), fontsize=7)
     base = [r for r in rows if r["role"] == SCRATCH and r["val_score"] is not None]
     if base:
         top = max(base, key=lambda r: r["val_score"])
@@ -204,7 +209,7 @@ def _plots(study: optuna.Study, rows: list[dict[str, Any]], out: Path) -> None:
     ax.set_ylabel("best validation score")
     ax.set_title("Transferability vs best validation score")
     fig.tight_layout()
-    fig.savefig(out / "transferability_vs_val.png", dpi=100)
+    replace_file(out / "transferability_vs_val.png", lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -225,7 +230,7 @@ def _plots(study: optuna.Study, rows: list[dict[str, Any]], out: Path) -> None:
     ax.set_title("Optimisation history (x = pruned)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "history.png", dpi=100)
+    replace_file(out / "history.png", lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
 
 
@@ -238,22 +243,6 @@ def _md_table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(f(r.get(c)) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def display_source(name: str) -> str:
-    """A source as a reader wants it: a local path in its name shortened to the file or folder name.
-
-    ``timm:resnet18@/home/me/w/r18.safetensors?size=32`` -> ``timm:resnet18@r18.safetensors?size=32``;
-    ``hf:/models/my-bert`` -> ``hf:my-bert``. The full name stays in the CSVs and the study.
-    """
-    prefix, colon, rest = name.partition(":")
-    if not colon:
-        return name
-    head, at, path = rest.rpartition("@") if "@" in rest else ("", "", rest)
-    path, q, query = path.partition("?")
-    if not path.startswith(("/", "~", ".")) and "\\" not in path:
-        return name
-    return f"{prefix}:{head}{at}{Path(path).name or path}{q}{query}"
 
 
 def _markdown(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
@@ -282,4 +271,4 @@ def _markdown(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) ->
     names = {str(r.get("source")) for r in [*rows, *trans]} | {str(summary.get("best_source"))}
     for name in sorted(names, key=len, reverse=True):  # longest first: one name may contain another
         report = report.replace(name, display_source(name))
-    (out / "report.md").write_text(report)
+    replace_file(out / "report.md", lambda tmp: tmp.write_text(report))

@@ -18,6 +18,7 @@ from ..console import note, warn
 from ..data import Dataset, load
 from ..errors import AutotransferError
 from ..monitor import StopTraining
+from . import rundir
 from . import storage as st
 from .budget import MIN_BASELINE_EPOCHS, Budget, TrialMonitor, now
 from .pruner import EPOCH_SECONDS, PLANNED_EPOCHS, ROLE, SCRATCH, ScratchBaselinePruner, make_inner_pruner
@@ -26,7 +27,6 @@ from .space import SearchSpace, TrialConfig
 DEFAULT_STRATEGIES = ("linear_probe", "partial", "full", "lp_ft", "lora")
 BASELINE_STRATEGY = "full"  # the scratch baseline trains every parameter from random init
 DEFAULT_STRATEGY_FIRST = ("linear_probe", "lp_ft", "partial", "full")  # each source's first trial uses the first that applies
-PROBE_WAIT_SECONDS = 2.0  # how often a worker with nothing to run checks whether other workers' probes finished
 
 
 @dataclass
@@ -201,7 +201,8 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, ctx: _Context) -> None:
         study.tell(trial, state=TrialState.FAIL)
         st.retry_callback()(study, study._storage.get_trial(trial._trial_id))
         raise
-    except Exception as exc:  # a trial's failure never ends the search
+    except Exception as exc:  # a trial's failure never ends the search (a full disk does)
+        rundir.raise_if_write_failure(exc)
         stop.set()
         monitor.close()
         _account(ctx, role, began)
@@ -299,7 +300,7 @@ def search(
     t0 = now()
     ds = load(data, text_col=text_col, label_col=label_col, split=split, seed=seed)
     out_dir = Path(out) if out else Path("autotransfer-runs") / ds.name
-    out_dir.mkdir(parents=True, exist_ok=True)
+    rundir.prepare(out_dir, ds, data, storage, study_name)  # before ranking: other data, unwritable, unreachable
     n_train = len(ds.splits["train"])
     d_trials, d_epochs, d_timeout = default_budget(n_train, top_k)
     trials = trials or d_trials
@@ -340,10 +341,7 @@ def search(
             made = "ranked" in attrs or "sources" in attrs  # "sources" alone: a study from before screening
             if made:
                 if attrs.get("fingerprint") != ds.fingerprint:
-                    raise AutotransferError(
-                        f"study {name!r} in {st.redact(url)!r} was made for other data (fingerprint "
-                        f"{attrs.get('fingerprint', '')[:12]} vs {ds.fingerprint[:12]}); use a new --out or --study-name"
-                    )
+                    raise st.other_data_error(name, url, attrs.get("fingerprint", ""), ds.fingerprint)
                 ranked = list(attrs.get("ranked") or attrs["sources"])
                 missing = [s for s in ranked if s not in {x.name for x in srcs}]
                 if missing:
@@ -393,21 +391,21 @@ def search(
                 with st.study_lock(url, name, out_dir):
                     st.fail_stale(study)
                     done = counted(study, ctx)
+                    chosen = _choose_top(study, ctx)  # None of it until every probe has finished
+                    waiting = bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+                    end = chosen and ctx.space is not None and ctx.space.exhausted and not waiting
+                    if ((done >= trials or end or not (chosen or waiting)) and budget.remaining() > 0
+                            and st.others_running(study)):
+                        continue  # a dead worker's trial is yet to be retried, or the choice needs its probe
                     if done >= trials or budget.remaining() <= 0:
                         break
-                    chosen = _choose_top(study, ctx)
-                    if not chosen and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                        trial = None  # another worker is still running a probe the choice needs
-                    elif ctx.space is not None and ctx.space.exhausted and not study.get_trials(
-                            deepcopy=False, states=(TrialState.WAITING,)):
+                    if end:
                         note(f"every configuration of the search space has run ({done} trials): "
                              "the strategies searched train to convergence, nothing is left to sample")
                         break
-                    else:
-                        trial = study.ask()
-                if trial is None:
-                    time.sleep(PROBE_WAIT_SECONDS)
-                    continue
+                    if not (chosen or waiting):  # cannot happen under the lock; never sample unchosen
+                        continue
+                    trial = st.ask(study)
                 _run_trial(study, trial, ctx)
                 rows_now = write_reports(study, ctx, final=False)
                 get_plugin_manager().notify("trial_finished", trial_row=next(

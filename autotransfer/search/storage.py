@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import inspect
+import json
 import os
+import time
+import warnings
+from datetime import datetime
 from pathlib import Path
 from typing import Iterator
-
-import inspect
-import warnings
 
 import optuna
 from optuna.storages import RDBStorage
@@ -18,8 +20,17 @@ from optuna.trial import TrialState
 
 from ..errors import AutotransferError
 
-HEARTBEAT_SECONDS = 10  # a running trial touches the storage this often
-GRACE_SECONDS = 60  # a trial silent for this long belongs to a dead worker: failed and retried
+
+def _seconds(env: str, default: int) -> int:
+    value = os.environ.get(env, "")
+    return int(value) if value.isdigit() and int(value) > 0 else default
+
+
+# a running trial touches the storage this often (and once as soon as it starts)
+HEARTBEAT_SECONDS = _seconds("AUTOTRANSFER_HEARTBEAT_SECONDS", 10)
+# a trial silent for this long belongs to a dead worker: failed and retried
+GRACE_SECONDS = _seconds("AUTOTRANSFER_GRACE_SECONDS", 60)
+WAIT_SECONDS = 2  # how often a worker with nothing left to start looks at other workers' running trials
 
 
 # Optuna 4.9 renamed the retry callback and its storage argument; support both spellings.
@@ -61,23 +72,58 @@ def default_storage(out_dir: Path) -> str:
 def open_storage(url: str) -> RDBStorage:
     """An RDB storage with heartbeats, so a dead worker's trials are failed and retried."""
     quiet_optuna()
-    url = normalize_url(url)
     kwargs: dict = {_CALLBACK_ARG: retry_callback()}
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
     try:
-        return RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS, **kwargs)
-    except ImportError as exc:
-        raise AutotransferError(
-            f"--storage {redact(url)!r} needs a database driver ({exc}); for PostgreSQL install "
-            "pip install 'autotransfer[postgres]'"
-        ) from None
-    except Exception as exc:  # connection refused, bad URL ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AutotransferError(
-            f"cannot open --storage {redact(url)!r} ({first}); expected a reachable database URL "
-            "such as postgresql://user@host:5432/db or sqlite:///path/study.db"
-        ) from None
+        return RDBStorage(normalize_url(url), heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+                          **kwargs)
+    except Exception as exc:
+        raise storage_error(url, exc) from None
+
+
+def storage_error(url: str, exc: Exception) -> AutotransferError:
+    """The one-line error for a storage that cannot be opened: no driver, refused, no such database ..."""
+    if isinstance(exc, ImportError):
+        return AutotransferError(f"--storage {redact(url)!r} needs a database driver ({exc}); for PostgreSQL "
+                                 "install pip install 'autotransfer[postgres]'")
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return AutotransferError(
+        f"cannot open --storage {redact(url)!r} ({first}); expected a reachable database URL "
+        "such as postgresql://user@host:5432/db or sqlite:///path/study.db"
+    )
+
+
+def check_reachable(url: str, study_name: str | None = None, fingerprint: str | None = None) -> None:
+    """Connect to a shared ``--storage`` once, before any work, so a wrong URL costs seconds, not a
+    ranking; with ``study_name``, also refuse a study of that name made for other data."""
+    import sqlalchemy
+
+    theirs = None
+    try:
+        connect_args = {"connect_timeout": 10} if url.startswith("postgres") else {}
+        engine = sqlalchemy.create_engine(normalize_url(url), poolclass=sqlalchemy.pool.NullPool,
+                                          connect_args=connect_args)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT 1"))
+                if study_name and sqlalchemy.inspect(conn).has_table("study_user_attributes"):
+                    theirs = conn.execute(sqlalchemy.text(
+                        "SELECT a.value_json FROM study_user_attributes a JOIN studies s ON s.study_id = a.study_id "
+                        "WHERE s.study_name = :name AND a.key = 'fingerprint'"), {"name": study_name}).scalar()
+        finally:
+            engine.dispose()
+    except Exception as exc:
+        raise storage_error(url, exc) from None
+    if theirs is not None and fingerprint and json.loads(theirs) != fingerprint:
+        raise other_data_error(study_name or "", url, json.loads(theirs), fingerprint)
+
+
+def other_data_error(study_name: str, url: str, theirs: str, ours: str) -> AutotransferError:
+    """A study (of this name, in this storage) holds the search of other data."""
+    return AutotransferError(f"study {study_name!r} in {redact(url)!r} was made for other data (fingerprint "
+                             f"{theirs[:12]} vs {ours[:12]}); use a new --out or --study-name")
 
 
 def redact(url: str) -> str:
@@ -135,7 +181,13 @@ class RunOwner:
             self.sole = True
         except OSError:
             # another local worker shares this directory: hold a shared lock, rely on heartbeats
-            fcntl.flock(self._fh, fcntl.LOCK_SH)
+            try:
+                fcntl.flock(self._fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                from ..console import note
+
+                note(f"waiting for another search using {self.path.parent} to finish (it holds {self.path.name}) …")
+                fcntl.flock(self._fh, fcntl.LOCK_SH)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -157,8 +209,71 @@ def fail_orphans(study: optuna.Study) -> list[int]:
 
 
 def fail_stale(study: optuna.Study) -> None:
-    """Optuna's heartbeat check: trials whose worker went silent are failed (and retried)."""
+    """Trials whose worker went silent are failed (and retried).
+
+    Optuna's heartbeat check, plus what it leaves out: a RUNNING trial with no heartbeat row at all
+    (its worker died before the first beat, or ran a version that beat only after one interval)
+    is never stale to Optuna; it is failed here once it started longer than the grace period ago.
+    """
     optuna.storages.fail_stale_trials(study)
+    storage = study._storage
+    rdb = getattr(storage, "_backend", storage)  # create_study wraps the RDB storage in a cache
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not running or not isinstance(rdb, RDBStorage):
+        return
+    import sqlalchemy
+
+    ids = [t._trial_id for t in running]
+    with rdb.engine.connect() as conn:
+        beaten = {row[0] for row in conn.execute(
+            sqlalchemy.text("SELECT trial_id FROM trial_heartbeats WHERE trial_id IN :ids")
+            .bindparams(sqlalchemy.bindparam("ids", expanding=True)), {"ids": ids})}
+    retry = retry_callback()
+    for t in running:
+        if t._trial_id in beaten or t.datetime_start is None:
+            continue
+        if (datetime.now() - t.datetime_start).total_seconds() <= GRACE_SECONDS:
+            continue
+        try:
+            if storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+                retry(study, storage.get_trial(t._trial_id))
+        except optuna.exceptions.UpdateFinishedTrialError:  # another worker failed it first
+            pass
+
+
+def ask(study: optuna.Study) -> optuna.Trial:
+    """``study.ask()``, except that a retried trial keeps its original place in the queue, and the
+    new trial's first heartbeat is recorded at once.
+
+    Optuna re-enqueues a dead worker's trial at the end of the queue, so a requeued scratch
+    baseline would run after the transfer trials that need it as their reference. Recording the
+    first heartbeat now (not one interval later) makes a worker killed in its first seconds stale.
+    """
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    trial = None
+    for t in sorted(waiting, key=lambda t: (t.system_attrs.get("failed_trial", t.number), t.number)):
+        try:
+            if study._storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
+                study._thread_local.cached_all_trials = None  # as study.ask does: samplers see every trial
+                trial = optuna.Trial(study, t._trial_id)
+                break
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    if trial is None:
+        trial = study.ask()
+    if getattr(study._storage, "get_heartbeat_interval", lambda: None)():
+        study._storage.record_heartbeat(trial._trial_id)
+    return trial
+
+
+def others_running(study: optuna.Study) -> bool:
+    """True (after a short wait) while trials of other workers still run: the caller has nothing
+    left to start, but a running trial may yet be failed as stale and retried, so it must not
+    finish before they do."""
+    if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        return False
+    time.sleep(WAIT_SECONDS)
+    return True
 
 
 SKIPPED = "skipped"  # user attr: why a trial was never trained (it does not count toward --trials)
@@ -187,5 +302,3 @@ def pg_available(url: str) -> bool:
     except Exception:
         return False
 
-
-_ = os  # os kept for platform checks by callers

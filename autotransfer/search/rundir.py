@@ -1,0 +1,148 @@
+"""The run directory (``--out``): whose data it holds, whether it can be written, and what a write
+failure in the middle of a search means (one line, the study kept), checked before any ranking."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..errors import AutotransferError
+
+MARKER = "run.json"  # the data this folder's search belongs to: {"data", "fingerprint"}
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+_DB_FULL = ("database or disk is full", "no space left on device", "could not extend file",
+            "attempt to write a readonly database", "disk quota exceeded", "disk i/o error")
+
+
+def prepare(out_dir: Path, dataset: Any, data: Any, storage: str | None, study_name: str | None = None) -> None:
+    """Everything that can refuse a search, checked before its ranking (and in this order, so a
+    refused search writes nothing): a folder that holds another data's search, a ``--storage`` that
+    cannot be reached or whose study of this name holds other data, a folder that cannot be written."""
+    owner = refuse_other_data(Path(out_dir), dataset, data)
+    if storage:
+        from .storage import check_reachable
+
+        check_reachable(storage, study_name or f"autotransfer-{dataset.name}", dataset.fingerprint)
+    mark(Path(out_dir), owner or {"data": str(data), "fingerprint": dataset.fingerprint})
+
+
+def refuse_other_data(out_dir: Path, dataset: Any, data: Any) -> dict[str, Any] | None:
+    """Refuse a folder that holds another data's search (returns the folder's owner record, if any).
+
+    A second search with other data would overwrite ``best/``, the leaderboards and the trial
+    models of the first one; nothing in the folder is touched when it is refused.
+    """
+    owner = _owner(out_dir)
+    if owner and owner.get("fingerprint") != dataset.fingerprint and owner.get("data") == str(data):
+        raise AutotransferError(
+            f"--out {out_dir} holds a search of {data} as it was (fingerprint {str(owner.get('fingerprint'))[:12]}), "
+            f"but its files, labels or split differ now (fingerprint {dataset.fingerprint[:12]}; --seed and "
+            f"--split change the split); pass another --out, or delete {out_dir} to start over"
+        )
+    if owner and owner.get("fingerprint") != dataset.fingerprint:
+        raise AutotransferError(
+            f"--out {out_dir} holds the search of other data ({owner.get('data') or 'unknown'}, fingerprint "
+            f"{str(owner.get('fingerprint'))[:12]}), not of {data} (fingerprint {dataset.fingerprint[:12]}); "
+            f"pass another --out, or delete {out_dir} to start over"
+        )
+    return owner
+
+
+def mark(out_dir: Path, record: dict[str, Any]) -> None:
+    """Write the folder's owner record; also the check that ``--out`` can be written at all, before
+    hours of work go into it."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        replace_file(out_dir / MARKER, lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
+    except OSError as exc:
+        raise AutotransferError(
+            f"cannot write to --out {out_dir} ({exc.strerror or exc}); expected a folder this user can write "
+            "to, on a disk with free space; pass another --out, or fix its permissions or free space"
+        ) from None
+
+
+def replace_file(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(tmp)`` then rename over ``path``: a full disk leaves the previous file whole, not truncated."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def _owner(out_dir: Path) -> dict[str, Any] | None:
+    """Who the folder belongs to: its marker, or (folders made before the marker) its study's data."""
+    marker = out_dir / MARKER
+    if marker.is_file():
+        try:
+            return json.loads(marker.read_text())
+        except (OSError, ValueError):
+            return None
+    db = out_dir / "study.db"
+    if not db.is_file():
+        return None
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            rows = conn.execute("SELECT key, value_json FROM study_user_attributes "
+                                "WHERE key IN ('fingerprint', 'data') ORDER BY study_id").fetchall()
+    except sqlite3.Error:
+        return None
+    found: dict[str, Any] = {}
+    for key, value in rows:  # the first study in the file is the folder's
+        found.setdefault(key, json.loads(value))
+    return found if "fingerprint" in found else None
+
+
+def write_failure(exc: BaseException, database: str = "the study database") -> str | None:
+    """What could not be written, when ``exc`` is a full or read-only disk (else None).
+
+    Such an error is the machine's, not the trial's: recorded as a trial failure it would hide
+    behind Optuna's "exceeding max length" or fail every later trial one by one.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+            return f"{exc.strerror or exc}" + (f" writing {exc.filename}" if exc.filename else "")
+        text = str(exc).lower()
+        hit = next((m for m in _DB_FULL if m in text), None)
+        if hit:
+            return f"{hit} writing {database}"
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def raise_if_write_failure(exc: BaseException) -> None:
+    """Re-raise ``exc`` when it is a full or read-only disk, so the search stops instead of failing
+    the trial."""
+    if write_failure(exc):
+        raise exc
+
+
+@contextlib.contextmanager
+def write_errors(out: Any, storage: str | None = None) -> Iterator[None]:
+    """Turn a full or read-only disk in the middle of a search into one line that keeps the study."""
+    try:
+        yield
+    except AutotransferError:
+        raise
+    except Exception as exc:
+        from .storage import redact
+
+        database = redact(storage) if storage else f"{Path(out) / 'study.db'}" if out else "the study database"
+        what = write_failure(exc, database)
+        if what is None:
+            raise
+        where = f"--out {out}" if out else "the run directory"
+        raise AutotransferError(
+            f"the search stopped: {what}; the study and every finished trial in {where} are kept — free "
+            "space (or make it writable) and rerun the same command to resume"
+        ) from None
