@@ -327,3 +327,22 @@ def test_text_search_real_minilm_beats_its_scratch_baseline(tmp_path):
     assert s["test_score"] > s["scratch_test_score"] + 0.2
     rows = pd.read_csv(tmp_path / "run" / "leaderboards" / "trials.csv")
     assert rows.loc[rows["role"] == "scratch", "source"].iloc[0].startswith("scratch:")
+
+
+def test_scratch_baseline_that_cannot_catch_up_is_stopped_and_still_the_reference(target_dir, tmp_path):
+    """Real ImageNet EfficientNet-Lite0: its solved probe is far above what its architecture learns
+    from scratch on 100 digits, so the baseline stops once even its steepest recent gain cannot close
+    the gap, completes, and the report says why it is short."""
+    import autotransfer
+
+    res = autotransfer.search(target_dir, out=tmp_path / "run", sources=["efficientnet-lite0?size=64"],
+                              strategies=["linear_probe"], trials=2, epochs=8, estimators=["logme"],
+                              progress=False, cache_dir=str(tmp_path / "cache"))
+    rows = pd.read_csv(res.out_dir / "leaderboards" / "trials.csv")
+    probe = rows[rows["strategy"] == "linear_probe"].iloc[0]
+    base = rows[rows["role"] == "scratch"].iloc[0]
+    assert probe["state"] == "COMPLETE" and probe["val_score"] > 0.6
+    assert base["state"] == "COMPLETE" and 4 <= base["epochs_run"] < 8  # warm-up 1 + patience 2, then stopped
+    assert base["val_score"] < probe["val_score"] - 0.02
+    assert not res.negative_transfer and res.summary["best_source"] == "efficientnet-lite0?size=64"
+    assert f"trained {base['epochs_run']} of 8 epochs: it could not catch up" in res.summary["note"]

@@ -13,6 +13,7 @@ SCRATCH = "scratch"
 BEHIND_SCRATCH = "behind scratch"
 CANNOT_CATCH_UP = "cannot catch up"  # even optimistically extrapolated, it ends below the best finished trial
 EPOCH_SECONDS = "epoch_seconds"  # user attr: a running trial's mean seconds per epoch so far
+CUT_REASON = "cut_reason"  # user attr: why a scratch baseline stopped before its planned epochs
 PLANNED_EPOCHS = "planned_epochs"  # user attr: how many epochs the trial is planned to run in all
 NEGLIGIBLE = 0.05  # remaining cost, as a fraction of a baseline epoch, below which pruning saves nothing
 
@@ -33,7 +34,9 @@ class ScratchBaselinePruner(BasePruner):
     ``patience`` epochs, for every epoch it has left (``planned_epochs``), is still more than
     ``margin`` below the best finished trial of any role. The answer is chosen on validation, so
     such a trial cannot change it; the extrapolation is optimistic (learning curves flatten, and
-    under a cosine schedule their gains shrink), so it errs toward training on.
+    under a cosine schedule their gains shrink), so it errs toward training on. The search applies
+    the same test to a scratch baseline: one that cannot catch up is stopped there (and still
+    completes as the reference for the epochs it reached), since scratch could not be the answer.
 
     Cost-aware: a trial whose remaining cost (epochs left × its seconds per epoch, from the
     ``planned_epochs`` / ``epoch_seconds`` user attributes) is at most ``NEGLIGIBLE`` of the cheapest
@@ -107,15 +110,23 @@ class ScratchBaselinePruner(BasePruner):
         return streak >= self.patience
 
     def cannot_catch_up(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        planned, step, curve = trial.user_attrs.get(PLANNED_EPOCHS), trial.last_step, trial.intermediate_values
+        best = self.best_finished(study)
+        return best is not None and self.hopeless(trial.intermediate_values, trial.user_attrs.get(PLANNED_EPOCHS), best)
+
+    @staticmethod
+    def best_finished(study: optuna.Study) -> float | None:
+        """The best value of any finished (complete) trial, baselines included."""
+        return max((t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                    if t.value is not None and not math.isnan(t.value)), default=None)
+
+    def hopeless(self, curve: dict[int, float], planned: int | None, best: float) -> bool:
+        """Whether ``curve`` (epoch -> val), planned to run ``planned`` epochs, cannot end within
+        ``margin`` of ``best`` even at its steepest gain over the last ``patience`` epochs."""
+        step = max(curve) if curve else None
         if planned is None or step is None or step < self.warmup_epochs + self.patience:
             return False
         recent = [curve.get(e) for e in range(step - self.patience, step + 1)]
         if any(v is None or math.isnan(v) for v in recent):
-            return False
-        best = max((t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                    if t.value is not None and not math.isnan(t.value)), default=None)
-        if best is None:
             return False
         slope = max(0.0, max(b - a for a, b in zip(recent, recent[1:])))
         reachable = max(v for v in curve.values() if not math.isnan(v)) + slope * max(0, int(planned) - 1 - step)

@@ -14,7 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..sources import display_source
-from .pruner import BEHIND_SCRATCH, ROLE, SCRATCH, ScratchBaselinePruner
+from .pruner import BEHIND_SCRATCH, CUT_REASON, ROLE, SCRATCH, ScratchBaselinePruner
 from .rundir import replace_file
 
 TRIAL_COLUMNS = ["trial", "state", "role", "source", "provider", "strategy", "depth", "lr", "weight_decay",
@@ -121,8 +121,8 @@ def summary_row(study: optuna.Study, rows: list[dict[str, Any]], extra: dict[str
         note = f"{ans.get('source')} with {ans.get('strategy')} beats scratch on validation"
     epochs = study.user_attrs.get("epochs")
     if base and epochs and base.get("epochs_run") and int(base["epochs_run"]) < int(epochs):
-        note += (f" (the scratch baseline trained {int(base['epochs_run'])} of {int(epochs)} epochs, its share of "
-                 "the time budget)")
+        cut = study.get_trials(deepcopy=False)[int(extra["baseline"])].user_attrs.get(CUT_REASON) or "its share of the time budget"
+        note += f" (the scratch baseline trained {int(base['epochs_run'])} of {int(epochs)} epochs: {cut})"
     return {
         "data": extra.get("data", study.user_attrs.get("data", "")),
         "modality": ds.get("modality"),

@@ -21,7 +21,15 @@ from ..monitor import StopTraining
 from . import rundir
 from . import storage as st
 from .budget import MIN_BASELINE_EPOCHS, Budget, TrialMonitor, now
-from .pruner import EPOCH_SECONDS, PLANNED_EPOCHS, ROLE, SCRATCH, ScratchBaselinePruner, make_inner_pruner
+from .pruner import (
+    CUT_REASON,
+    EPOCH_SECONDS,
+    PLANNED_EPOCHS,
+    ROLE,
+    SCRATCH,
+    ScratchBaselinePruner,
+    make_inner_pruner,
+)
 from .space import SearchSpace, TrialConfig
 
 DEFAULT_STRATEGIES = ("linear_probe", "partial", "full", "lp_ft", "lora")
@@ -163,7 +171,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, ctx: _Context) -> None:
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(study, trial, stop), daemon=True)
     beat.start()
-    state: dict[str, Any] = {"reason": "", "last": None}
+    state: dict[str, Any] = {"reason": "", "last": None, "curve": {}}
     start, began = time.perf_counter(), now()
     monitor = _monitor(study, trial, role, cfg, ctx)
 
@@ -173,9 +181,15 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, ctx: _Context) -> None:
         trial.set_user_attr(EPOCH_SECONDS, round(monitor.per_epoch(epoch + 1), 4))
         trial.set_user_attr(PLANNED_EPOCHS, int(monitor.planned))
         trial.report(float(val), epoch)
+        state["curve"][epoch] = float(val)
         if role != SCRATCH and trial.should_prune():
             state["reason"] = ctx.pruner.reasons.get(trial.number, "pruned")
             return True
+        if role == SCRATCH:  # scratch that cannot catch up with the best finished trial cannot be the answer
+            best = ctx.pruner.best_finished(study)
+            if best is not None and ctx.pruner.hopeless(state["curve"], monitor.planned, best):
+                trial.set_user_attr(CUT_REASON, f"it could not catch up with the best finished trial ({best:.3f})")
+                return True
         return False
 
     params = dict(cfg.params)
