@@ -488,6 +488,45 @@ class TimmSource(Source):
                 img = im.convert(mode)
         return self._transform(train)(img)
 
+    def decode_spec(self):
+        """The decoded-image cache geometry of the eval pipeline, when it is Resize(short side) + CenterCrop.
+
+        Other eval pipelines (aspect-changing resizes, crop modes) stream from the files.
+        """
+        if "_dspec" in self.__dict__:
+            return self._dspec
+        from torchvision import transforms as T
+
+        from autotransfer.decode_cache import DecodeSpec
+
+        self._dspec = None
+        steps = list(getattr(self._transform(False), "transforms", []))
+        if len(steps) != 4 or not isinstance(steps[0], T.Resize) or not isinstance(steps[1], T.CenterCrop):
+            return None
+        resize, crop = steps[0], steps[1]
+        side = resize.size if isinstance(resize.size, int) else (resize.size[0] if len(resize.size) == 1 else None)
+        if side is None or resize.max_size is not None or not isinstance(steps[3], T.Normalize):
+            return None
+        h, w = crop.size
+        if h > side or w > side:
+            return None
+        self._dspec = DecodeSpec(int(side), (int(h), int(w)), resize.interpolation.value,
+                                 "L" if self.in_chans == 1 else "RGB")
+        return self._dspec
+
+    def load_decoded(self, image, train: bool = False):
+        """Eval: the centre crop, scaled and normalised exactly as the files' pipeline; train: its augmentation."""
+        if train:
+            return super().load_decoded(image, train=True)
+        import numpy as np
+        import torch
+
+        from autotransfer.decode_cache import centre_crop
+
+        spec = self.decode_spec()
+        x = torch.from_numpy(np.array(centre_crop(image, spec.crop))).permute(2, 0, 1)  # a copy: the map is read-only
+        return self._transform(False).transforms[-1](x.contiguous().float().div(255))
+
     def collate(self, inputs: list[Any]):
         import torch
 
