@@ -187,7 +187,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=240, help="JPEGs in the dataset (default 240)")
     ap.add_argument("--epochs", type=int, default=3, help="epochs per training run; the fastest one counts")
-    ap.add_argument("--repeats", type=int, default=2, help="rounds of each measurement; the fastest counts")
+    ap.add_argument("--today-epochs", type=int, default=2, help="epochs of the runs without the cache (slow)")
+    ap.add_argument("--repeats", type=int, default=3, help="rounds of each measurement; the fastest counts")
     ap.add_argument("--quick", action="store_true", help="48 images, full and partial only")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -203,6 +204,7 @@ def main() -> None:
     from autotransfer.precision import resolve_precision
     from autotransfer.rank import rank_sources
     from autotransfer.sources import resolve_source
+    from autotransfer.strategies import StrategyNotApplicable
     from autotransfer.train import train
 
     if args.threads:
@@ -261,11 +263,18 @@ def main() -> None:
             seconds = {}
             result = None
             for label, off in (("today (no decode cache)", True), ("decode cache", False)):
-                with decode_cache_off(off):
-                    result = train(ds, src, strategy, epochs=args.epochs, device=str(dev), augment=True,
+                with decode_cache_off(off), contextlib.suppress(StrategyNotApplicable):
+                    result = None
+                    result = train(ds, src, strategy, epochs=args.today_epochs if off else args.epochs,
+                                   device=str(dev), augment=True,
                                    cache_dir=work / f"cache-train-{off}", evaluate_test=False, batch_size=32,
                                    precision=precision, **params)
+                if result is None:
+                    break
                 seconds[label] = min(result.epoch_seconds)  # the quietest epoch (others share the machine)
+            if result is None:
+                print(f"  {strategy:8s} skipped: not applicable to {src.name.split('@')[0]}")
+                continue
             model = result.model.to(dev)
             bs = result.batch_size
             tb = premade(src, items, bs)
