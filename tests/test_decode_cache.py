@@ -267,3 +267,12 @@ def test_cli_precision_is_validated_in_one_line(cli, photos, command):
               *(["--source", "efficientnet-lite0"] if command == "train" else []))
     assert bad.code != 0 and bad.err_lines == [("error: precision 'fp64' is not one of auto, bf16, fp16, fp32; "
                                                "use --precision auto to pick the fastest the device supports")]
+
+
+def test_cli_train_records_precision_and_uses_the_cache(cli, photos, sources, tmp_path):
+    res = cli("train", "--data", str(photos), "--source", sources[1].spec, "--strategy", "full", "--epochs", "1",
+              "--device", "cpu", "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "model"))
+    assert res.code == 0, res.err[-2000:]
+    assert "(precision fp32," in res.out and (tmp_path / "model" / "config.json").is_file()
+    assert '"precision": "fp32"' in (tmp_path / "model" / "result.json").read_text()
+    assert len(list((tmp_path / "c" / "images").glob("*.npy"))) == 3
