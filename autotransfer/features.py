@@ -1,12 +1,14 @@
 """Batched feature extraction with an on-disk cache, and the device helper the trainer shares.
 
 ``extract(source, dataset, split)`` runs the pretrained backbone once over a split (eval
-transforms, ``torch.inference_mode``, bf16 autocast and channels-last on CUDA only) and
-returns pooled features, labels, and the source head's class probabilities when the source
-has one (for LEEP / NCE).
+transforms, ``torch.inference_mode``, autocast at the run's precision and channels-last on
+CUDA only) and returns pooled features, labels, and the source head's class probabilities when
+the source has one (for LEEP / NCE). Images are read from the decoded-image cache
+(``autotransfer.decode_cache``: decoded once, shared by every source of the same input
+geometry) when the source supports it, else decoded from the files in loader workers.
 
 Cache: one ``.npz`` file per (source identity, dataset fingerprint, split, eval input
-pipeline), under ``cache_dir``, else ``$AUTOTRANSFER_CACHE_DIR/features``, else
+pipeline, precision), under ``cache_dir``, else ``$AUTOTRANSFER_CACHE_DIR/features``, else
 ``~/.cache/autotransfer/features``. Files are written to a temporary name and renamed, so
 a crash never leaves half a file; a file that fails to load, has the wrong shape or the
 wrong checksum is deleted and recomputed with one warning line.
@@ -35,9 +37,10 @@ if TYPE_CHECKING:
     import torch
 
     from .data.dataset import Dataset
+    from .decode_cache import DecodedImages
     from .sources import Source
 
-CACHE_VERSION = 1  # bump when the file layout changes: old files then miss instead of misloading
+CACHE_VERSION = 2  # bump when the file layout changes: old files then miss instead of misloading
 
 
 @dataclass
@@ -99,9 +102,10 @@ def default_cache_dir() -> Path:
     return (Path(root).expanduser() if root else Path.home() / ".cache" / "autotransfer") / "features"
 
 
-def cache_key(source: "Source", dataset: "Dataset", split: str) -> str:
-    """sha256 of (source identity, dataset fingerprint, split, eval input pipeline)."""
-    parts = [f"v{CACHE_VERSION}", source.identity(), dataset.fingerprint, split, source.transform_key(False)]
+def cache_key(source: "Source", dataset: "Dataset", split: str, precision: str = "fp32") -> str:
+    """sha256 of (source identity, dataset fingerprint, split, eval input pipeline, resolved precision)."""
+    parts = [f"v{CACHE_VERSION}", source.identity(), dataset.fingerprint, split, source.transform_key(False),
+             f"precision={precision}"]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -155,18 +159,23 @@ def _save_cached(path: Path, key: str, source: "Source", split: str, feats: np.n
 
 
 class _Items:
-    """Map-style dataset: item i -> ``source.load_item(items[i])`` (runs in loader workers)."""
+    """Map-style dataset: item i -> ``source.load_item(items[i])``, or ``source.load_decoded(images[i])``
+    when the split's decoded images are cached (runs in loader workers)."""
 
-    def __init__(self, source: "Source", items: list[Any], order: np.ndarray):
+    def __init__(self, source: "Source", items: list[Any], order: np.ndarray, images: "DecodedImages | None" = None):
         self.source = source
         self.items = items
         self.order = order
+        self.images = images
 
     def __len__(self) -> int:
         return len(self.order)
 
     def __getitem__(self, i: int) -> Any:
-        return self.source.load_item(self.items[int(self.order[i])], train=False)
+        j = int(self.order[i])
+        if self.images is not None:
+            return self.source.load_decoded(self.images[j], train=False)
+        return self.source.load_item(self.items[j], train=False)
 
 
 def _default_batch_size(modality: str, cuda: bool) -> int:
@@ -185,6 +194,7 @@ def extract(
     cache_dir: str | os.PathLike | None | bool = None,
     num_workers: int | None = None,
     progress: bool = True,
+    precision: str = "auto",
 ) -> Features:
     """Pooled features of ``source``'s pretrained backbone over ``dataset.splits[split]``.
 
@@ -196,8 +206,11 @@ def extract(
         batch_size: items per forward pass (default 64 images / 32 texts on CPU, 256 / 128 on CUDA).
         cache_dir: folder of cache files; default ``$AUTOTRANSFER_CACHE_DIR/features`` or
             ``~/.cache/autotransfer/features``; ``False`` turns the cache off.
-        num_workers: loader processes decoding items (default min(4, CPUs) for images, 0 for text).
+        num_workers: loader processes preparing items (default: one per core for images decoded from
+            files or on CUDA; 0 for text, and for cached decoded images on CPU, where the forward
+            pass needs the cores and a crop + normalise per image is cheap).
         progress: show a progress bar on stderr.
+        precision: auto, bf16, fp16 or fp32 (``autotransfer.precision``); part of the cache key.
 
     Returns:
         ``Features``; ``cached`` says whether it came from the cache without a forward pass.
@@ -209,15 +222,19 @@ def extract(
     if source.modality != dataset.modality:
         raise AutotransferError(f"source {source.name!r} takes {source.modality} input but dataset "
                                 f"{dataset.name!r} is {dataset.modality}; pick a {dataset.modality} source")
+    from .precision import resolve_precision
+
     items = dataset.split_items(split)
     labels = np.asarray(dataset.split_labels(split), dtype=np.int64)
     n = len(items)
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
 
     path: Path | None = None
     key = ""
     if cache_dir is not False:
         folder = Path(cache_dir).expanduser() if cache_dir not in (None, True) else default_cache_dir()
-        key = cache_key(source, dataset, split)
+        key = cache_key(source, dataset, split, prec)
         path = folder / f"{_slug(source.name)}__{_slug(split)}__{key[:24]}.npz"
         if path.exists():
             try:
@@ -230,8 +247,12 @@ def extract(
             else:
                 return Features(feats, labels, probs, True, time.perf_counter() - start, str(path))
 
-    feats, probs = _compute(source, items, device=device, batch_size=batch_size,
-                            num_workers=num_workers, progress=progress, desc=f"{source.name} [{split}]")
+    from .decode_cache import decoded
+
+    images = decoded(dataset, split, source.decode_spec() if source.modality == "image" else None,
+                     cache_dir=cache_dir, progress=progress)
+    feats, probs = _compute(source, items, device=dev, batch_size=batch_size, num_workers=num_workers,
+                            progress=progress, desc=f"{source.name} [{split}]", images=images, precision=prec)
     if path is not None:
         try:
             _save_cached(path, key, source, split, feats, probs)
@@ -242,10 +263,14 @@ def extract(
 
 
 def _compute(source: "Source", items: list[Any], *, device: Any, batch_size: int | None,
-             num_workers: int | None, progress: bool, desc: str) -> tuple[np.ndarray, np.ndarray | None]:
+             num_workers: int | None, progress: bool, desc: str, images: "DecodedImages | None" = None,
+             precision: str = "fp32") -> tuple[np.ndarray, np.ndarray | None]:
     import torch
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
+
+    from .decode_cache import default_workers
+    from .precision import autocast
 
     dev = resolve_device(device)
     cuda = dev.type == "cuda"
@@ -256,7 +281,7 @@ def _compute(source: "Source", items: list[Any], *, device: Any, batch_size: int
     if batch_size < 1:
         raise AutotransferError(f"batch_size must be at least 1, got {batch_size=}")
     if num_workers is None:
-        num_workers = min(4, os.cpu_count() or 1) if image else 0
+        num_workers = default_workers() if image and (cuda or images is None) else 0
     num_workers = max(0, min(int(num_workers), max(1, n // batch_size)))  # no idle workers on tiny splits
     # Texts run longest first so each batch pads to similar lengths (and an OOM shows up at once).
     order = np.argsort([-len(t) for t in items], kind="stable") if not image else np.arange(n)
@@ -270,7 +295,7 @@ def _compute(source: "Source", items: list[Any], *, device: Any, batch_size: int
         head.eval().to(dev)
 
     loader = DataLoader(
-        _Items(source, items, order), batch_size=batch_size, shuffle=False, num_workers=num_workers,
+        _Items(source, items, order, images), batch_size=batch_size, shuffle=False, num_workers=num_workers,
         collate_fn=source.collate, pin_memory=cuda,
         **({"prefetch_factor": 4, "persistent_workers": False} if num_workers else {}),
     )
@@ -278,8 +303,7 @@ def _compute(source: "Source", items: list[Any], *, device: Any, batch_size: int
     probs: list[torch.Tensor] = []
     bar = tqdm(total=n, desc=desc, unit="img" if image else "text", file=sys.stderr,
                disable=not progress, leave=False)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
-    with torch.inference_mode(), autocast, bar:
+    with torch.inference_mode(), autocast(precision, dev), bar:
         for batch in loader:
             batch = move_to(batch, dev, non_blocking=cuda)
             if cuda and image and isinstance(batch, torch.Tensor):

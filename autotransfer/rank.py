@@ -62,8 +62,12 @@ def rank_sources(
     cache_dir: str | None = None,
     seed: int = 0,
     progress: bool = True,
+    precision: str = "auto",
 ) -> list[dict[str, Any]]:
-    """One row per source (best first by ``primary``) with every estimator's score and rank."""
+    """One row per source (best first by ``primary``) with every estimator's score and rank.
+
+    ``precision`` (auto / bf16 / fp16 / fp32) is the extraction's; features are cached per precision.
+    """
     from .estimators import estimate, get_estimator
     from .features import extract
 
@@ -74,7 +78,7 @@ def rank_sources(
     tasks = dataset.tasks
     rows: list[dict[str, Any]] = []
     for src in sources:
-        feats = extract(src, ds, "train", device=device, cache_dir=cache_dir, progress=progress)
+        feats = extract(src, ds, "train", device=device, cache_dir=cache_dir, progress=progress, precision=precision)
         row: dict[str, Any] = {
             "source": src.name, "provider": str(getattr(src, "provider", "")), "modality": src.modality,
             "feature_dim": int(feats.features.shape[1]), "n_samples": int(feats.features.shape[0]),

@@ -23,6 +23,8 @@ from .registry import BUILTIN, Provider
 if TYPE_CHECKING:  # torch is imported only where used
     import torch
 
+    from .decode_cache import DecodeSpec
+
 
 @dataclass
 class SourceOptions:
@@ -74,6 +76,20 @@ class Source(ABC):
     @abstractmethod
     def collate(self, inputs: list[Any]) -> Any:
         """Batch per-item inputs (stack images; tokenize + pad texts dynamically)."""
+
+    def decode_spec(self) -> "DecodeSpec | None":
+        """How this source's images can be decoded once and shared (``autotransfer.decode_cache``).
+
+        None (the default, and for text) means items always stream through ``load_item``.
+        A source returning a spec must implement ``load_decoded``.
+        """
+        return None
+
+    def load_decoded(self, image: Any, train: bool = False) -> Any:
+        """Model input from a cached uint8 ``(side, side, channels)`` array (eval crop, or training augmentation)."""
+        from PIL import Image
+
+        return self.load_item(Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image), train)
 
     def transform_key(self, train: bool = False) -> str:
         """A string that changes whenever the input pipeline changes (part of the feature-cache key)."""

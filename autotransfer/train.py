@@ -3,14 +3,18 @@
 ``train(dataset, source, strategy, ...)`` builds a ``TransferModel`` (shared backbone, one
 linear head per task), asks the strategy for its stages, and runs ``fit`` once per stage:
 AdamW, linear warm-up then cosine decay (driven by training progress, so a batch-size change
-does not bend it), gradient clipping at 1.0, bf16 autocast on CUDA only, an evaluation on the
+does not bend it), gradient clipping at 1.0, autocast at the run's precision on CUDA only
+(``autotransfer.precision``; fp16 with a gradient scaler), an evaluation on the
 validation split after every epoch followed by ``report(epoch, val_score)`` (return True or
 raise ``StopTraining`` to stop: the pruner's hook), and the best epoch's weights restored at the
 end. Cached-feature stages run the same loop over a feature matrix instead of items.
 
 Reproducible on CPU: the seed fixes the backbone's random init, the heads, every epoch's
 shuffle (a generator seeded from seed, stage name and epoch, so an OOM retry replays the same
-order) and augmentation; loading runs in the main process on CPU (``num_workers=0``).
+order) and augmentation; loading runs in the main process on CPU (``num_workers=0``), in one
+loader process per core on CUDA. Images come from the decoded-image cache
+(``autotransfer.decode_cache``) when the source supports it: decoded once, then every epoch
+crops (and, with augmentation, random-resized-crops and flips) the cached arrays.
 
 Out of memory on CUDA: the epoch is retried with half the batch size, up to 3 times per stage,
 then an ``AutotransferError`` says what to change. Any exception that ``is_oom`` recognises
@@ -194,13 +198,15 @@ def auto_augment(dataset: "Dataset", augment: bool | None) -> bool:
 
 
 class _Items(torch.utils.data.Dataset):
-    def __init__(self, source: "Source", items: Sequence[Any], train: bool):
-        self.source, self.items, self.train = source, items, train
+    def __init__(self, source: "Source", items: Sequence[Any], train: bool, images: Any = None):
+        self.source, self.items, self.train, self.images = source, items, train, images
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, i: int) -> Any:
+        if self.images is not None:  # the split's decoded-image cache
+            return self.source.load_decoded(self.images[i], train=self.train)
         return self.source.load_item(self.items[i], train=self.train)
 
 
@@ -211,6 +217,7 @@ class _Split:
     labels: torch.Tensor  # (n, n_tasks) int64
     items: Sequence[Any] | None = None
     features: torch.Tensor | None = None  # (n, D) float32
+    images: Any = None  # the split's ``DecodedImages`` (decode cache), or None to read the items
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -220,12 +227,15 @@ class _Loop:
     """Batches and OOM back-off for one stage."""
 
     def __init__(self, model: TransferModel, source: "Source", device: torch.device, batch_size: int,
-                 num_workers: int, augment: bool, seed: int, stage: str):
+                 num_workers: int, augment: bool, seed: int, stage: str, precision: str = "fp32"):
+        from .precision import grad_scaler
+
         self.model, self.source, self.device = model, source, device
         self.batch_size, self.num_workers, self.augment = batch_size, num_workers, augment
         self.seed, self.stage = seed, stage
         self.retries = 0
-        self.amp = device.type == "cuda"
+        self.precision = precision  # resolved: bf16, fp16 or fp32
+        self.scaler = grad_scaler(precision, device)  # fp16 only
 
     def batches(self, data: _Split, order: torch.Tensor, batch_size: int, train: bool, epoch: int = 0):
         """(inputs on device, labels on device) for ``order`` in chunks of ``batch_size``."""
@@ -236,7 +246,7 @@ class _Loop:
             for idx in chunks:
                 yield data.features[idx].to(self.device), data.labels[idx].to(self.device)
             return
-        ds = _Items(self.source, data.items, train and self.augment)
+        ds = _Items(self.source, data.items, train and self.augment, data.images)
         g = torch.Generator().manual_seed(_stage_seed(self.seed, self.stage + "/workers", epoch))  # worker seeds
         loader = torch.utils.data.DataLoader(
             ds, batch_sampler=[c.tolist() for c in chunks], num_workers=self.num_workers,
@@ -250,7 +260,9 @@ class _Loop:
         return self.source.collate(inputs)
 
     def logits(self, inputs: Any, cached: bool) -> list[torch.Tensor]:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+        from .precision import autocast
+
+        with autocast(self.precision, self.device):
             out = self.model.forward_features(inputs) if cached else self.model(inputs)
         return [o.float() for o in out]
 
@@ -387,9 +399,16 @@ def _train_epoch(model: TransferModel, loop: _Loop, opt: torch.optim.Optimizer, 
         logits = loop.logits(inputs, cached)
         loss = sum(torch.nn.functional.cross_entropy(lg, y[:, t]) for t, lg in enumerate(logits))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, GRAD_CLIP)
-        opt.step()
+        if loop.scaler is None:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, GRAD_CLIP)
+            opt.step()
+        else:  # fp16: scaled loss; unscale before clipping so the threshold means the same
+            loop.scaler.scale(loss).backward()
+            loop.scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(trainable, GRAD_CLIP)
+            loop.scaler.step(opt)
+            loop.scaler.update()
         monitor.batch(loop.stage, epoch, i, n_batches, epochs)
 
 
@@ -531,10 +550,11 @@ class _Features:
     """Cached backbone features per split, fetched once per ``train`` call."""
 
     def __init__(self, model: TransferModel, source: "Source", dataset: "Dataset", device: torch.device,
-                 cache_dir: Any, pretrained: bool, batch_size: int | None, progress: bool = False):
+                 cache_dir: Any, pretrained: bool, batch_size: int | None, progress: bool = False,
+                 precision: str = "fp32"):
         self.model, self.source, self.dataset, self.device = model, source, dataset, device
         self.cache_dir, self.pretrained, self.batch_size = cache_dir, pretrained, batch_size
-        self.progress = progress
+        self.progress, self.precision = progress, precision
         self.splits: dict[str, _Split] = {}
         self.seconds = 0.0
         self.from_cache: bool | None = None
@@ -546,11 +566,12 @@ class _Features:
                 from .features import extract
 
                 f = extract(self.source, self.dataset, split, device=str(self.device),
-                            batch_size=self.batch_size, cache_dir=self.cache_dir, progress=self.progress)
+                            batch_size=self.batch_size, cache_dir=self.cache_dir, progress=self.progress,
+                            precision=self.precision)
                 feats = torch.as_tensor(np.asarray(f.features, dtype=np.float32))
                 self.from_cache = bool(f.cached) and self.from_cache is not False
             else:  # random-init backbone: nothing to share through the cache; one pass of our own
-                feats = self._forward(base.items)
+                feats = self._forward(base)
             if feats.shape != (len(base), self.model.feature_dim):
                 raise AutotransferError(
                     f"cached features of {split!r} have shape {tuple(feats.shape)}, expected "
@@ -561,13 +582,17 @@ class _Features:
         return self.splits[split]
 
     @torch.no_grad()
-    def _forward(self, items: Sequence[Any]) -> torch.Tensor:
+    def _forward(self, base: _Split) -> torch.Tensor:
+        from .precision import autocast
+
         self.model.eval()
         out = []
         bs = self.batch_size or 64
+        items = _Items(self.source, base.items, False, base.images)
         for s in range(0, len(items), bs):
-            batch = self.source.collate([self.source.load_item(it, train=False) for it in items[s:s + bs]])
-            out.append(self.model.backbone(to_device(batch, self.device)).float().cpu())
+            batch = self.source.collate([items[i] for i in range(s, min(s + bs, len(items)))])
+            with autocast(self.precision, self.device):
+                out.append(self.model.backbone(to_device(batch, self.device)).float().cpu())
         return torch.cat(out)
 
 
@@ -593,6 +618,7 @@ def train(
     verbose: bool = False,
     progress: bool = False,
     monitor: TrainMonitor | None = None,
+    precision: str = "auto",
     **strategy_params: Any,
 ) -> TrainResult:
     """Fine-tune ``source`` on ``dataset`` with ``strategy``; the one training loop.
@@ -605,12 +631,14 @@ def train(
         lr: peak learning rate (None: the strategy's ``default_lr``).
         epochs: reported epochs; ``report`` is called after each.
         batch_size: None picks ``auto_batch_size``; halved on CUDA out-of-memory.
-        cache_dir: feature cache folder for cached-feature stages (see ``autotransfer.features``).
+        cache_dir: cache folder of features (cached-feature stages, ``autotransfer.features``) and
+            decoded images (``autotransfer.decode_cache``); False turns both off.
         pretrained: False trains the same architecture from random init (the scratch baseline).
         augment: None applies ``auto_augment``'s rule; True/False forces it.
         evaluate_test: compute ``test_score`` on the test split once, at the end.
         verbose: a note per epoch on stderr; progress: feature-extraction progress bars.
         monitor: a ``TrainMonitor`` that may shorten the run or stop it mid-epoch (the search's budget).
+        precision: auto, bf16, fp16 or fp32 (``autotransfer.precision``); recorded in ``params``.
         report: ``report(epoch, val_score)`` after each epoch; return True or raise
             ``StopTraining`` to stop (the run still returns its best epoch so far).
         **strategy_params: the strategy's own parameters (``lr_decay``, ``lora_rank`` ...).
@@ -619,7 +647,9 @@ def train(
         A ``TrainResult``; ``val_score`` is the best epoch's, whose weights the model keeps.
     """
     from .data import load
+    from .decode_cache import decoded, default_workers
     from .features import resolve_device
+    from .precision import resolve_precision
     from .strategies import SourceInfo, get_strategy
 
     start = time.perf_counter()
@@ -636,7 +666,8 @@ def train(
             f"pick a{'n' if ds.modality == 'image' else ''} {ds.modality} source"
         )
     dev = resolve_device(device)
-    workers = (0 if dev.type == "cpu" else 4) if num_workers is None else int(num_workers)
+    prec = resolve_precision(precision, dev)
+    workers = (0 if dev.type == "cpu" else default_workers()) if num_workers is None else int(num_workers)
 
     seed_everything(seed)
     backbone = src.build(pretrained=pretrained)
@@ -654,9 +685,13 @@ def train(
     if evaluate_test:
         splits["test"] = _split(ds, "test")
     do_augment = auto_augment(ds, augment)
-    feats = _Features(model, src, ds, dev, cache_dir, pretrained, batch_size, progress)
+    feats = _Features(model, src, ds, dev, cache_dir, pretrained, batch_size, progress, prec)
 
     stages = strat.stages(params)
+    if not pretrained or not all(st.cached_features for st in stages):  # items will be read: decode them once
+        spec = src.decode_spec() if ds.modality == "image" else None
+        for name, data in splits.items():
+            data.images = decoded(ds, name, spec, cache_dir=cache_dir, progress=progress)
     val_curve: list[float] = []
     task_curve: list[list[float]] = []
     stage_curves: dict[str, list[float]] = {}
@@ -674,7 +709,7 @@ def train(
             train_data, val_data = (_Split(d.labels, features=(d.features - mean) / std)
                                     for d in (train_data, val_data))
         bs = int(batch_size) if batch_size else auto_batch_size(len(train_data), cached)
-        loop = _Loop(model, src, dev, min(bs, len(train_data)), workers, do_augment, seed, stage.name)
+        loop = _Loop(model, src, dev, min(bs, len(train_data)), workers, do_augment, seed, stage.name, prec)
         stage_lr = stage.lr if stage.lr is not None else (lr if lr is not None else stage.strategy.default_lr)
         groups = stage.strategy.param_groups(model, lr=stage_lr, weight_decay=weight_decay, **stage.params)
         stage_report = report if stage.reported else None
@@ -721,7 +756,7 @@ def train(
         source=getattr(src, "spec", "") or src.name,
         params={"lr": lr if lr is not None else strat.default_lr, "epochs": int(epochs),
                 "weight_decay": weight_decay, "seed": seed, "batch_size": batch_size, "pretrained": pretrained,
-                "augment": do_augment, **params, **{f"{k}_l2": v for k, v in solved.items()}},
+                "augment": do_augment, "precision": prec, **params, **{f"{k}_l2": v for k, v in solved.items()}},
         batch_size=final_bs,
         oom_retries=retries,
         stopped_early=stopped,

@@ -229,8 +229,8 @@ def test_kill_mid_trial_then_resume(zoo, target_dir, tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "autotransfer", "search", "--data", str(target_dir), "--out", str(out),
             "--sources", zoo["digits-test_resnet"].spec, "--strategies", "full", "--trials", "3",
-            "--epochs", "4", "--estimators", "logme", "--no-progress", "--cache-dir", str(tmp_path / "cache"),
-            "--efficiency-pruner", "none"]
+            "--epochs", "30", "--estimators", "logme", "--no-progress", "--cache-dir", str(tmp_path / "cache"),
+            "--efficiency-pruner", "none"]  # 30 epochs: trials on decoded-image caches take ~0.3 s an epoch
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # wait until the baseline is done and a later trial is running, then SIGKILL
     import optuna
@@ -238,7 +238,7 @@ def test_kill_mid_trial_then_resume(zoo, target_dir, tmp_path):
     deadline = time.time() + 400
     killed = False
     while time.time() < deadline and proc.poll() is None:
-        time.sleep(1)
+        time.sleep(0.25)
         db = out / "study.db"
         if not db.exists():
             continue

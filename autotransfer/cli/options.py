@@ -16,6 +16,21 @@ def data_options(f):
     return f
 
 
+def precision_option(f):
+    """--precision auto|bf16|fp16|fp32 (checked by ``autotransfer.precision`` when the run starts)."""
+    return click.option("--precision", default="auto", show_default=True,
+                        help="auto (bf16 on CUDA cards >= 8.0, fp16 with a gradient scaler on older "
+                             "cards, fp32 on CPU), bf16, fp16 or fp32.")(f)
+
+
+def checked_precision(precision: str, device: str) -> str:
+    """The resolved precision, or a one-line error before any data or model is loaded."""
+    from ..features import resolve_device
+    from ..precision import resolve_precision
+
+    return resolve_precision(precision, resolve_device(device))
+
+
 def json_option(f):
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import data_options, positive
+from .options import checked_precision, data_options, positive, precision_option
 
 
 def _split_list(value):
@@ -19,8 +19,10 @@ def _split_list(value):
 def source_options(f):
     f = click.option("--trust-remote-code", is_flag=True, help="Allow Hugging Face models with custom code.")(f)
     f = click.option("--offline", is_flag=True, help="Never touch the network; use local weights only.")(f)
+    f = precision_option(f)
     f = click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")(f)
-    f = click.option("--cache-dir", default=None, help="Feature cache [default: ~/.cache/autotransfer].")(f)
+    f = click.option("--cache-dir", default=None, help="Cache of features and decoded images "
+                     "[default: ~/.cache/autotransfer].")(f)
     f = click.option("--max-samples", type=int, default=None, help="Score on a stratified subsample of this size.")(f)
     f = click.option("--primary", default="logme", show_default=True, help="Estimator that orders the ranking.")(f)
     f = click.option("--estimators", multiple=True, help="Estimators to run (comma-separated or repeated).")(f)
@@ -35,7 +37,7 @@ def source_options(f):
 @data_options
 @source_options
 def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, primary, max_samples, cache_dir,
-             device, offline, trust_remote_code):
+             device, precision, offline, trust_remote_code):
     """Score source models for a dataset with transferability estimators."""
     from pathlib import Path
 
@@ -46,6 +48,7 @@ def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, p
     from ..sources import SourceOptions, default_source_specs, resolve_sources
     from ..textable import format_table
 
+    precision = checked_precision(precision, device)
     ds = load(data, text_col=text_col, label_col=label_col, split=split, seed=seed)
     run_dir = Path(out) if out else Path("autotransfer-runs") / ds.name
     refuse_other_data(run_dir, ds, data)  # a search folder of other data keeps its own ranking
@@ -54,7 +57,7 @@ def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, p
     srcs = resolve_sources(specs, opts, modality=ds.modality)
     est = _split_list(estimators) or [e for e in DEFAULT_ESTIMATORS if e in get_plugin_manager().registry("estimators")]
     rows = rank_sources(ds, srcs, est, primary=primary, max_samples=max_samples, device=device,
-                        cache_dir=cache_dir, seed=seed)
+                        cache_dir=cache_dir, seed=seed, precision=precision)
     warn_not_applicable(rows)
     path = write_transferability(rows, est, run_dir)
     cols = [c for c in rank_columns(rows, est) if c not in ("provider", "modality", "notes")
@@ -88,12 +91,13 @@ def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, p
               "at most this many [default: all].")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def search_cmd(data, text_col, label_col, split, seed, out, sources, estimators, primary, max_samples, cache_dir,
-               device, offline, trust_remote_code, trials, timeout, top_k, strategies, epochs, storage, study_name,
+               device, precision, offline, trust_remote_code, trials, timeout, top_k, strategies, epochs, storage, study_name,
                warmup_epochs, patience, margin, efficiency_pruner, scratch_baselines, no_progress):
     """Rank sources, search source × strategy × depth × lr, export the best model."""
     from ..search import search  # a full disk mid-search: one line, the study kept
     from .leaderboard_cmd import print_leaderboards
 
+    checked_precision(precision, device)
     result = search(
         data, out=out, trials=trials, timeout=timeout, sources=_split_list(sources), top_k=top_k,
         strategies=_split_list(strategies), estimators=_split_list(estimators), primary=primary, epochs=epochs,
@@ -101,7 +105,7 @@ def search_cmd(data, text_col, label_col, split, seed, out, sources, estimators,
         trust_remote_code=trust_remote_code, label_col=label_col, text_col=text_col, split=split,
         max_samples=max_samples, cache_dir=cache_dir, warmup_epochs=warmup_epochs, patience=patience,
         margin=margin, efficiency_pruner=efficiency_pruner, scratch_baselines=scratch_baselines,
-        progress=not no_progress,
+        progress=not no_progress, precision=precision,
     )
     print_leaderboards(result.out_dir, "table")
     if result.best_dir:

@@ -19,11 +19,11 @@ from .rundir import replace_file
 
 TRIAL_COLUMNS = ["trial", "state", "role", "source", "provider", "strategy", "depth", "lr", "weight_decay",
                  "epochs_run", "val_score", "best_epoch", "baseline_val_same_epoch", "delta_vs_scratch",
-                 "prune_reason", "fail_reason", "seconds", "trainable_params"]
+                 "prune_reason", "fail_reason", "seconds", "trainable_params", "precision"]
 SUMMARY_COLUMNS = ["data", "modality", "tasks", "n_train", "n_val", "n_test", "best_source", "strategy", "depth",
                    "lr", "val_score", "test_score", "scratch_val_score", "scratch_test_score", "delta_vs_scratch",
                    "negative_transfer", "negative_transfer_pruned", "n_trials", "n_pruned", "n_failed",
-                   "total_seconds", "note"]
+                   "total_seconds", "precision", "note"]
 
 
 def _config(t: FrozenTrial) -> dict[str, Any]:
@@ -84,6 +84,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "fail_reason": t.user_attrs.get("fail_reason", "") if t.state == TrialState.FAIL else "",
             "seconds": t.user_attrs.get("seconds"),
             "trainable_params": t.user_attrs.get("trainable_params"),
+            "precision": t.user_attrs.get("precision"),  # resolved: bf16, fp16 or fp32
         }
         if role != SCRATCH:
             for k, v in scores.get(cfg["source"], {}).items():
@@ -139,6 +140,7 @@ def summary_row(study: optuna.Study, rows: list[dict[str, Any]], extra: dict[str
         "n_pruned": sum(r["state"] == "PRUNED" for r in rows),
         "n_failed": sum(r["state"] == "FAIL" for r in rows),
         "total_seconds": round(float(extra.get("seconds", 0.0)), 1),
+        "precision": ans.get("precision"),
         "note": note,
     }
 

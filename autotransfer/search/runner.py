@@ -74,6 +74,7 @@ class _Context:
     scratch_baselines: int | None = None
     progress: bool = False  # a progress bar inside each trial
     space: SearchSpace | None = None  # the top-k sources, sampled; None until the probes have chosen them
+    precision: str = "fp32"  # resolved (bf16 / fp16 / fp32): every trial trains at it
     models_dir: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -168,6 +169,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, ctx: _Context) -> None:
         return
     source = ctx.screen.sources[cfg.source]
     trial.set_user_attr("provider", str(getattr(source, "provider", "")))
+    trial.set_user_attr("precision", ctx.precision)
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(study, trial, stop), daemon=True)
     beat.start()
@@ -198,7 +200,7 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial, ctx: _Context) -> None:
         result = train(ctx.dataset, source, cfg.strategy, depth=depth, lr=cfg.lr, epochs=ctx.epochs,
                        weight_decay=cfg.weight_decay, seed=ctx.seed, device=ctx.device, report=report,
                        pretrained=role != SCRATCH, evaluate_test=False, cache_dir=ctx.cache_dir,
-                       progress=False, monitor=monitor, **params)
+                       progress=False, monitor=monitor, precision=ctx.precision, **params)
     except StopTraining:  # the budget ended before its first epoch did
         stop.set()
         monitor.close()
@@ -300,13 +302,16 @@ def search(
     efficiency_pruner: str = "median",
     scratch_baselines: int | None = None,
     progress: bool = True,
+    precision: str = "auto",
 ) -> SearchResult:
     """Rank the sources, search source × strategy × hyper-parameters, export the winner.
 
     See ``autotransfer search --help`` for every option. A rerun with the same ``out`` (or the
     same ``storage`` and ``study_name``) resumes the study and tops it up to ``trials``.
     """
+    from ..features import resolve_device
     from ..plugins import get_plugin_manager
+    from ..precision import resolve_precision
     from ..rank import DEFAULT_ESTIMATORS, rank_sources, warn_not_applicable, write_transferability
     from ..sources import SourceOptions, default_source_specs, resolve_sources
     from .report import write_reports
@@ -326,13 +331,14 @@ def search(
         raise AutotransferError(f"--scratch-baselines must be at least 1, got {scratch_baselines}; "
                                 "leave it out for one baseline per architecture among the top-k sources")
 
+    precision = resolve_precision(precision, resolve_device(device))  # once: trials.csv and summary say it
     opts = SourceOptions(offline=offline, trust_remote_code=trust_remote_code)
     specs = list(sources) if sources else default_source_specs(ds.modality, opts)
     srcs = resolve_sources(specs, opts, modality=ds.modality)
     est_names = list(estimators) if estimators else [e for e in DEFAULT_ESTIMATORS
                                                       if e in get_plugin_manager().registry("estimators")]
     rows = rank_sources(ds, srcs, est_names, primary=primary, max_samples=max_samples, device=device,
-                        cache_dir=cache_dir, seed=seed, progress=progress)
+                        cache_dir=cache_dir, seed=seed, progress=progress, precision=precision)
     warn_not_applicable(rows)
     write_transferability(rows, est_names, out_dir)
     scores = {r["source"]: r for r in rows}
@@ -397,7 +403,8 @@ def search(
             if r["source"] in screen.sources and r.get("n_samples"):
                 budget.measured(int(r["n_samples"]), float(r.get("extract_seconds") or 0.0))
         ctx = _Context(ds, out_dir, screen, epochs, seed, device, cache_dir, budget=budget, pruner=pruner,
-                       scores=scores, top_k=top_k, scratch_baselines=scratch_baselines, progress=progress)
+                       scores=scores, top_k=top_k, scratch_baselines=scratch_baselines, progress=progress,
+                       precision=precision)
         interrupted = False
         bar = _progress(progress, trials)
         try:
