@@ -38,6 +38,10 @@ def slow_source(zoo, monkeypatch):
             clock.offset += SECONDS_PER_ITEM
             return super().load_item(item, train)
 
+        def load_decoded(self, image, train=False):  # an item read from the decode cache costs the same
+            clock.offset += SECONDS_PER_ITEM
+            return super().load_decoded(image, train)
+
     slow = copy.copy(real)
     slow.__class__ = Slow
     original = sources_mod.resolve_source
