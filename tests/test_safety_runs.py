@@ -336,3 +336,22 @@ def test_without_a_completed_baseline_the_report_never_claims_to_beat_scratch():
     assert "beats scratch" not in summary["note"] and "no scratch baseline completed" in summary["note"]
     assert summary["scratch_val_score"] is None and summary["delta_vs_scratch"] is None
     assert summary["negative_transfer"] is False
+
+
+def test_a_failed_atomic_write_names_the_file_not_its_temporary_twin(tmp_path):
+    import errno
+
+    from autotransfer.search.rundir import replace_file, write_failure
+
+    target = tmp_path / "trials.csv"
+    target.write_text("old\n")
+
+    def full_disk(tmp):
+        tmp.write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+
+    with pytest.raises(OSError) as info:
+        replace_file(target, full_disk)
+    assert write_failure(info.value) == f"No space left on device writing {target}"
+    assert target.read_text() == "old\n"  # the previous file is whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trials.csv"]  # no temporary file left

@@ -71,6 +71,10 @@ def replace_file(path: Path, write: Callable[[Path], Any]) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as exc:  # name the file being written, not its temporary twin
+        if exc.filename is not None and Path(exc.filename).name == tmp.name:
+            exc.filename = str(path)
+        raise
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
