@@ -303,7 +303,10 @@ def test_worker_killed_in_its_first_seconds_is_retried_before_the_survivor_finis
 
 def test_a_second_search_on_the_same_out_says_it_waits(world, tmp_path):
     out = tmp_path / "run"
-    argv = [sys.executable, "-m", "autotransfer", *_search_args(world["a"], out, world["spec"], world["cache"], 3)]
+    # long enough trials (40 epochs) that the second search is ready before the first ends: with
+    # the decode cache, 2-epoch trials of the tiny source finish in about a second
+    argv = [sys.executable, "-m", "autotransfer",
+            *_search_args(world["a"], out, world["spec"], world["cache"], 3, "--epochs", "40")]
     first = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 300
