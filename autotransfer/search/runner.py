@@ -412,7 +412,7 @@ def search(
                 with st.study_lock(url, name, out_dir):
                     st.fail_stale(study)
                     done = counted(study, ctx)
-                    chosen = _choose_top(study, ctx)  # None of it until every probe has finished
+                    chosen = _choose_top(study, ctx)  # False until every probe has finished
                     waiting = bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
                     end = chosen and ctx.space is not None and ctx.space.exhausted and not waiting
                     if ((done >= trials or end or not (chosen or waiting)) and budget.remaining() > 0
