@@ -791,6 +791,14 @@ def _main(args) -> int:
     if unknown:
         print(f"error: unknown task(s) {', '.join(unknown)}; choose from {', '.join(tasks)}", file=sys.stderr)
         return 2
+    if args.grid_csv and not Path(args.grid_csv).is_file():
+        print(f"error: --grid-csv {args.grid_csv} is not a file; pass a raw grid CSV such as "
+              "leaderboards/benchmark_imagenet_grid.csv", file=sys.stderr)
+        return 2
+    if args.grid_csv and Path(args.out).resolve() == (ROOT / "leaderboards").resolve():
+        print("error: --grid-csv reuses another run's grid, so its cost ratio is not one run's; pass --out "
+              "to a folder other than leaderboards/ and copy rows over with a note", file=sys.stderr)
+        return 2
     seeds = list(range(args.seeds or (1 if args.quick else 3)))
     if args.epochs:
         for t in tasks.values():
