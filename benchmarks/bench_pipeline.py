@@ -42,7 +42,7 @@ STRATEGIES = ("partial", "full", "lp_ft", "lora")
 OFF = "AUTOTRANSFER_DECODE_CACHE_MAX_GB"
 
 
-def write_jpegs(folder: Path, n: int, seed: int = 0) -> Path:
+def write_jpegs(folder: Path, n: int, seed: int = 0, prefix: str = "") -> Path:
     """``n`` JPEGs of about 500×375 px: random crops of the sample photos, jittered, quality 90."""
     import numpy as np
     from PIL import Image, ImageEnhance
@@ -58,7 +58,7 @@ def write_jpegs(folder: Path, n: int, seed: int = 0) -> Path:
             img = Image.fromarray(photo[y:y + h, x:x + w])
             for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
                 img = enhance(img).enhance(float(rng.uniform(0.7, 1.3)))
-            img.save(folder / name.split(".")[0] / f"{i:04d}.jpg", quality=90)
+            img.save(folder / name.split(".")[0] / f"{prefix}{i:04d}.jpg", quality=90)
     return folder
 
 
