@@ -115,6 +115,24 @@ def test_one_baseline_per_distinct_architecture_best_ranked_first():
     assert baseline_sources({}, ["x", "y"], None) == ["x", "y"]  # unknown architecture: the source's own name
 
 
+def test_one_baseline_per_architecture_family_its_cheapest_member():
+    from autotransfer.search.runner import architecture_family, baseline_sources
+
+    assert {architecture_family(a) for a in ("tf_efficientnet_lite0", "tf_efficientnet_lite2")} == {
+        "tf_efficientnet_lite"}
+    assert architecture_family("resnet50") == architecture_family("resnet18") == "resnet"
+    assert architecture_family("convnext_tiny") == architecture_family("convnext_small") == "convnext"
+    assert architecture_family("efficientnet_b3") == "efficientnet"
+    assert architecture_family("test_resnet") == "test_resnet" != architecture_family("test_vit")
+    assert architecture_family("vit_small_patch16_224") != architecture_family("vit_base_patch16_224")
+    arch = {"l2": "tf_efficientnet_lite2", "l0": "tf_efficientnet_lite0", "l1": "tf_efficientnet_lite1",
+            "r": "test_resnet"}
+    cost = {"l0": 1.0, "l1": 2.0, "l2": 3.0, "r": 0.1}.__getitem__
+    # lite2 ranks first, but lite0 is its family's cheapest member; test_resnet is another family
+    assert baseline_sources(arch, ["l2", "l1", "r", "l0"], None, cost) == ["l0", "r"]
+    assert baseline_sources(arch, ["l2", "l1", "r", "l0"], None) == ["l2", "r"]  # no cost: best-ranked
+
+
 def test_trial_that_cannot_catch_up_with_the_best_finished_one_is_pruned():
     s = optuna.create_study(direction="maximize", pruner=ScratchBaselinePruner(warmup_epochs=1, patience=2,
                                                                                margin=0.02))

@@ -87,7 +87,8 @@ def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, p
 @click.option("--efficiency-pruner", type=click.Choice(["median", "halving", "none"]), default="median",
               show_default=True, help="Pruner chained after the scratch check.")
 @click.option("--scratch-baselines", type=int, default=None,
-              help="Scratch baselines: one per distinct architecture among the top-k sources, best first, "
+              help="Scratch baselines: one per architecture family among the top-k sources (its cheapest member), "
+              "best-ranked family first, "
               "at most this many [default: all].")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def search_cmd(data, text_col, label_col, split, seed, out, sources, estimators, primary, max_samples, cache_dir,
