@@ -1,11 +1,14 @@
 """autotransfer: which pretrained model to start from, and how to transfer it.
 
 ``import autotransfer`` is light: torch, timm and transformers load only where used.
+The public functions (``search``, ``train``, ``evaluate``, ``load_model``, ...) are plain functions
+re-exported from the private modules that hold them.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .errors import AutotransferError, DataError, EstimatorError, NotApplicable, PluginError, SourceError
 from .hookspecs import hookimpl, hookspec
@@ -18,9 +21,12 @@ __all__ = [
     "EstimatorError",
     "NotApplicable",
     "PluginError",
+    "SearchResult",
     "SourceError",
+    "TrainResult",
     "__version__",
     "estimate",
+    "evaluate",
     "get_estimator",
     "hookimpl",
     "hookspec",
@@ -31,49 +37,33 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    # `autotransfer.search` is a callable subpackage: autotransfer.search(data, **options)
-    if name == "search":
-        import importlib
+# Public functions live in private modules (optuna-style) and load on first use, so that
+# ``import autotransfer`` stays light: torch, timm, optuna and transformers load only where used.
+_LAZY = {  # public name -> (module, its name there)
+    "estimate": (".estimators", "estimate"),
+    "evaluate": ("._evaluate", "evaluate"),
+    "get_estimator": (".estimators", "get_estimator"),
+    "load_dataset": (".data", "load"),
+    "load_model": (".model", "load_model"),
+    "search": ("._search.runner", "search"),
+    "SearchResult": ("._search.runner", "SearchResult"),
+    "train": ("._train", "train"),
+    "TrainResult": ("._train", "TrainResult"),
+}
 
-        return importlib.import_module(".search", __name__)
+if TYPE_CHECKING:
+    from ._evaluate import evaluate
+    from ._search.runner import SearchResult, search
+    from ._train import TrainResult, train
+    from .data import load as load_dataset
+    from .estimators import estimate, get_estimator
+    from .model import load_model
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module, __name__), attr)
+        globals()[name] = value  # later lookups skip this hook
+        return value
     raise AttributeError(f"module 'autotransfer' has no attribute {name!r}")
-
-
-def estimate(name: str, features: Any, labels: Any, *, source_probs: Any = None, device: str = "cpu") -> float:
-    """Transferability score of ``features`` for ``labels`` by estimator ``name`` (see ``autotransfer.estimators``)."""
-    from .estimators import estimate as _estimate
-
-    return _estimate(name, features, labels, source_probs=source_probs, device=device)
-
-
-def get_estimator(name: str):
-    """The registered estimator ``name``; ``.higher_is_better`` says its direction."""
-    from .estimators import get_estimator as _get
-
-    return _get(name)
-
-
-def load_dataset(path: Any, **options: Any):
-    """Load and validate a dataset folder or table (see ``autotransfer.data.load``)."""
-    from .data import load
-
-    return load(path, **options)
-
-
-def train(dataset: Any, source: Any, strategy: Any, **options: Any):
-    """Fine-tune ``source`` on ``dataset`` with ``strategy``; returns a ``TrainResult`` (see ``autotransfer.train``).
-
-    ``autotransfer.train`` is also the module holding the loop; importing it keeps this call
-    working (the module is callable), so ``autotransfer.train(...)`` is always this function.
-    """
-    from .train import train as _train
-
-    return _train(dataset, source, strategy, **options)
-
-
-def load_model(path: Any, **options: Any):
-    """Load a model saved by ``TrainResult.save``; ``.predict(items)`` and ``.tasks`` (see ``autotransfer.model``)."""
-    from .model import load_model as _load
-
-    return _load(path, **options)

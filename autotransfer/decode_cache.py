@@ -82,7 +82,7 @@ def images_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     return (Path(root).expanduser() if root else Path.home() / ".cache" / "autotransfer") / "images"
 
 
-def cache_key(dataset: "Dataset", split: str, spec: DecodeSpec) -> str:
+def cache_key(dataset: Dataset, split: str, spec: DecodeSpec) -> str:
     """sha256 of (layout version, dataset fingerprint, split, resize geometry)."""
     parts = [f"v{CACHE_VERSION}", dataset.fingerprint, split, spec.key()]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
@@ -250,7 +250,7 @@ def _write(npy: Path, meta_path: Path, key: str, items: list[Any], spec: DecodeS
         raise
 
 
-def decoded(dataset: "Dataset", split: str, spec: DecodeSpec | None, *,
+def decoded(dataset: Dataset, split: str, spec: DecodeSpec | None, *,
             cache_dir: str | os.PathLike | None | bool = None, num_workers: int | None = None,
             progress: bool = False) -> DecodedImages | None:
     """The decoded images of ``dataset.splits[split]`` under ``spec``, decoding them on the first call.

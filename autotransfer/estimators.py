@@ -6,8 +6,9 @@ and register through ``register_estimators`` like any third-party plugin.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

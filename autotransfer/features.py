@@ -55,7 +55,7 @@ class Features:
     cache_path: str | None = None  # the cache file read or written; None when caching is off
 
 
-def resolve_device(device: "str | torch.device" = "auto") -> "torch.device":
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` -> cuda when available, else cpu; ``cpu``; ``cuda`` / ``cuda:N`` (checked to exist)."""
     import torch
 
@@ -83,7 +83,7 @@ def resolve_device(device: "str | torch.device" = "auto") -> "torch.device":
     raise AutotransferError(f"device {device!r} is not one of auto, cpu, cuda, cuda:N")
 
 
-def move_to(batch: Any, device: "torch.device", non_blocking: bool = False) -> Any:
+def move_to(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:
     """``batch`` (a tensor, or a dict / list / tuple of tensors) on ``device``."""
     import torch
 
@@ -102,7 +102,7 @@ def default_cache_dir() -> Path:
     return (Path(root).expanduser() if root else Path.home() / ".cache" / "autotransfer") / "features"
 
 
-def cache_key(source: "Source", dataset: "Dataset", split: str, precision: str = "fp32") -> str:
+def cache_key(source: Source, dataset: Dataset, split: str, precision: str = "fp32") -> str:
     """sha256 of (source identity, dataset fingerprint, split, eval input pipeline, resolved precision)."""
     parts = [f"v{CACHE_VERSION}", source.identity(), dataset.fingerprint, split, source.transform_key(False),
              f"precision={precision}"]
@@ -139,7 +139,7 @@ def _load_cached(path: Path, key: str, n: int) -> tuple[np.ndarray, np.ndarray |
     return feats.astype(np.float32, copy=False), probs
 
 
-def _save_cached(path: Path, key: str, source: "Source", split: str, feats: np.ndarray,
+def _save_cached(path: Path, key: str, source: Source, split: str, feats: np.ndarray,
                  probs: np.ndarray | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"key": key, "source": source.name, "split": split, "features_shape": list(feats.shape),
@@ -162,7 +162,7 @@ class _Items:
     """Map-style dataset: item i -> ``source.load_item(items[i])``, or ``source.load_decoded(images[i])``
     when the split's decoded images are cached (runs in loader workers)."""
 
-    def __init__(self, source: "Source", items: list[Any], order: np.ndarray, images: "DecodedImages | None" = None):
+    def __init__(self, source: Source, items: list[Any], order: np.ndarray, images: DecodedImages | None = None):
         self.source = source
         self.items = items
         self.order = order
@@ -185,11 +185,11 @@ def _default_batch_size(modality: str, cuda: bool) -> int:
 
 
 def extract(
-    source: "Source",
-    dataset: "Dataset",
+    source: Source,
+    dataset: Dataset,
     split: str,
     *,
-    device: "str | torch.device" = "auto",
+    device: str | torch.device = "auto",
     batch_size: int | None = None,
     cache_dir: str | os.PathLike | None | bool = None,
     num_workers: int | None = None,
@@ -262,8 +262,8 @@ def extract(
     return Features(feats, labels, probs, False, time.perf_counter() - start, str(path) if path else None)
 
 
-def _compute(source: "Source", items: list[Any], *, device: Any, batch_size: int | None,
-             num_workers: int | None, progress: bool, desc: str, images: "DecodedImages | None" = None,
+def _compute(source: Source, items: list[Any], *, device: Any, batch_size: int | None,
+             num_workers: int | None, progress: bool, desc: str, images: DecodedImages | None = None,
              precision: str = "fp32") -> tuple[np.ndarray, np.ndarray | None]:
     import torch
     from torch.utils.data import DataLoader

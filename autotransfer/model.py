@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -62,8 +63,8 @@ def batch_len(batch: Any) -> int:
 class TransferModel(nn.Module):
     """A backbone (``forward(batch) -> (B, D)``) and one ``nn.Linear(D, n_classes)`` head per task."""
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, tasks: Sequence["Task"],
-                 source: "Source | None" = None, config: dict[str, Any] | None = None):
+    def __init__(self, backbone: nn.Module, feature_dim: int, tasks: Sequence[Task],
+                 source: Source | None = None, config: dict[str, Any] | None = None):
         super().__init__()
         self.backbone = backbone
         self.heads = nn.ModuleList(nn.Linear(feature_dim, t.num_classes) for t in tasks)
@@ -84,7 +85,7 @@ class TransferModel(nn.Module):
         """Per-task logits from pooled backbone features."""
         return [head(features) for head in self.heads]
 
-    def train(self, mode: bool = True) -> "TransferModel":
+    def train(self, mode: bool = True) -> TransferModel:
         """Like ``nn.Module.train``, but norm layers whose parameters are all frozen stay in eval mode
         (every norm layer, when ``freeze_norm_stats``).
 
@@ -227,7 +228,7 @@ def frozen_norms(module: nn.Module) -> list[nn.Module]:
     return out
 
 
-def load_model(path: str | Path, *, source: "Source | None" = None, device: str = "cpu") -> TransferModel:
+def load_model(path: str | Path, *, source: Source | None = None, device: str = "cpu") -> TransferModel:
     """Load a model saved by ``TrainResult.save``/``TransferModel.save``; ready for ``.predict(items)``.
 
     ``source`` overrides the saved source spec (e.g. a Source object that has no spec).

@@ -29,7 +29,7 @@ def check_precision(precision: str) -> str:
     return value
 
 
-def resolve_precision(precision: str, device: "torch.device") -> str:
+def resolve_precision(precision: str, device: torch.device) -> str:
     """The concrete precision (bf16 / fp16 / fp32) for ``precision`` on ``device``."""
     import torch
 
@@ -47,7 +47,7 @@ def resolve_precision(precision: str, device: "torch.device") -> str:
     return value
 
 
-def autocast(precision: str, device: "torch.device") -> Any:
+def autocast(precision: str, device: torch.device) -> Any:
     """The autocast context for a resolved ``precision`` (a no-op for fp32)."""
     import torch
 
@@ -56,7 +56,7 @@ def autocast(precision: str, device: "torch.device") -> Any:
     return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
-def grad_scaler(precision: str, device: "torch.device") -> "torch.amp.GradScaler | None":
+def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
     """A gradient scaler for fp16 training, None otherwise."""
     import torch
 

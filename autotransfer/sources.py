@@ -14,9 +14,10 @@ Data flow, the same for feature extraction and training::
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from .registry import BUILTIN, Provider
 
@@ -60,7 +61,7 @@ class Source(ABC):
         """(whether the pretrained weights can be loaded now, how to provide them if not)."""
 
     @abstractmethod
-    def build(self, pretrained: bool = True) -> "torch.nn.Module":
+    def build(self, pretrained: bool = True) -> torch.nn.Module:
         """The backbone: ``forward(batch) -> (B, feature_dim)`` pooled features.
 
         ``pretrained=False`` is the scratch baseline: same architecture, random init.
@@ -77,7 +78,7 @@ class Source(ABC):
     def collate(self, inputs: list[Any]) -> Any:
         """Batch per-item inputs (stack images; tokenize + pad texts dynamically)."""
 
-    def decode_spec(self) -> "DecodeSpec | None":
+    def decode_spec(self) -> DecodeSpec | None:
         """How this source's images can be decoded once and shared (``autotransfer.decode_cache``).
 
         None (the default, and for text) means items always stream through ``load_item``.

@@ -14,8 +14,9 @@ code. Built-ins live in ``plugins/strategies`` and register like third-party plu
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from .errors import AutotransferError
 from .registry import BUILTIN, Provider
@@ -91,7 +92,7 @@ class SourceInfo:
     lora_targets: tuple[str, ...]  # nn.Linear modules inside attention blocks (empty: LoRA cannot wrap it)
 
     @classmethod
-    def from_backbone(cls, source: "Source", backbone: "torch.nn.Module") -> "SourceInfo":
+    def from_backbone(cls, source: Source, backbone: torch.nn.Module) -> SourceInfo:
         groups = backbone.layer_groups()
         params = dict(backbone.named_parameters())
         return cls(
@@ -107,7 +108,7 @@ class SourceInfo:
 _INFO_CACHE: dict[str, SourceInfo] = {}
 
 
-def source_info(source: "Source") -> SourceInfo:
+def source_info(source: Source) -> SourceInfo:
     """``SourceInfo`` of ``source``, from a randomly initialised backbone (no weights read); cached."""
     try:
         key = source.identity()
@@ -118,7 +119,7 @@ def source_info(source: "Source") -> SourceInfo:
     return _INFO_CACHE[key]
 
 
-def attention_linears(module: "torch.nn.Module") -> list[str]:
+def attention_linears(module: torch.nn.Module) -> list[str]:
     """Names of ``nn.Linear`` modules inside attention blocks (timm ``Attention``, HF ``*Attention``).
 
     The rule is structural, not a list of model names: any module whose class name contains
@@ -143,7 +144,7 @@ class Stage:
     """One pass of the training loop within a strategy's run."""
 
     name: str  # "probe" or "fine-tune"; also seeds the stage, so equal names give equal shuffles
-    strategy: "Strategy"  # whose ``param_groups`` configures this stage
+    strategy: Strategy  # whose ``param_groups`` configures this stage
     cached_features: bool = False  # train the heads on cached backbone features (no backbone forward)
     lr: float | None = None  # None: the run's lr
     epochs: int | None = None  # None: the run's epochs
@@ -215,10 +216,10 @@ class Strategy:
                       cached_features=self.can_use_cached_features, params=params,
                       solver=self.converges and self.can_use_cached_features)]
 
-    def prepare_model(self, model: "TransferModel", params: dict[str, Any]) -> None:
+    def prepare_model(self, model: TransferModel, params: dict[str, Any]) -> None:
         """Change the model's structure once before training (and again on load); default: nothing."""
 
-    def param_groups(self, model: "TransferModel", *, lr: float, weight_decay: float,
+    def param_groups(self, model: TransferModel, *, lr: float, weight_decay: float,
                      **params: Any) -> list[dict[str, Any]]:
         """Set ``requires_grad`` on every parameter of ``model`` and return AdamW parameter groups."""
         raise NotImplementedError
@@ -227,7 +228,7 @@ class Strategy:
         return f"<strategy {self.name}>"
 
 
-def get_strategy(name: "str | Strategy") -> Strategy:
+def get_strategy(name: str | Strategy) -> Strategy:
     """The registered strategy ``name`` (an error lists close matches); a Strategy passes through."""
     if isinstance(name, Strategy):
         return name
@@ -239,12 +240,12 @@ def get_strategy(name: "str | Strategy") -> Strategy:
 # --- helpers for param_groups implementations ---
 
 
-def freeze(params: Iterable["torch.nn.Parameter"]) -> None:
+def freeze(params: Iterable[torch.nn.Parameter]) -> None:
     for p in params:
         p.requires_grad_(False)
 
 
-def decay_split(named: Iterable[tuple[str, "torch.nn.Parameter"]], lr: float, weight_decay: float,
+def decay_split(named: Iterable[tuple[str, torch.nn.Parameter]], lr: float, weight_decay: float,
                 label: str) -> list[dict[str, Any]]:
     """Unfreeze ``named`` and split it into a decayed group and an undecayed one (biases, norms: 1-D)."""
     decay, no_decay = [], []
@@ -259,7 +260,7 @@ def decay_split(named: Iterable[tuple[str, "torch.nn.Parameter"]], lr: float, we
     return groups
 
 
-def group_params(model: "TransferModel", indices: Iterable[int]) -> Iterator[tuple[str, "torch.nn.Parameter"]]:
+def group_params(model: TransferModel, indices: Iterable[int]) -> Iterator[tuple[str, torch.nn.Parameter]]:
     """(name, parameter) of the backbone layer groups ``indices`` (0 = input side)."""
     params = dict(model.backbone.named_parameters())
     for i in indices:
@@ -268,7 +269,7 @@ def group_params(model: "TransferModel", indices: Iterable[int]) -> Iterator[tup
                 yield n, params[n]
 
 
-def layerwise_groups(model: "TransferModel", lr: float, weight_decay: float, lr_decay: float,
+def layerwise_groups(model: TransferModel, lr: float, weight_decay: float, lr_decay: float,
                      head_lr: float) -> list[dict[str, Any]]:
     """Every parameter trainable; backbone group i (of n) at ``lr * lr_decay**(n-1-i)``, heads at ``head_lr``."""
     n = len(model.backbone_groups)

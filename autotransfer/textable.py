@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 def _fmt(v: Any) -> str:
@@ -24,7 +25,7 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
     cols = list(columns or rows[0].keys())
     cells = [[_fmt(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
+    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths, strict=False)).rstrip()  # noqa: E731
     out = [line(cols), line(["-" * w for w in widths])]
     out += [line(r) for r in cells]
     return "\n".join(out)

@@ -173,18 +173,18 @@ def main(argv=None) -> int:
         floor(f[: min(n, 256)], device)
         ests = {name: autotransfer.get_estimator(name) for name in names}
 
-        def run(name):
+        def run(name, f=f, y=y, probs=probs, ests=ests):
             sp = probs if "source_probs" in ests[name].requires else None
             return ests[name].score(f, y, source_probs=sp, device=str(device))
 
         # The floor and LogME alternate, so both see the same load on a shared machine.
         floor_times, logme_times, logme_value = [], [], None
         for _ in range(args.repeats if "logme" in ests else 0):
-            floor_times.append(timed(lambda: floor(f, device), sync, 1, 0)[0])
+            floor_times.append(timed(lambda f=f: floor(f, device), sync, 1, 0)[0])
             best, _, _, logme_value = timed(lambda: run("logme"), sync, 1, 0)
             logme_times.append(best)
         if not floor_times:
-            floor_times = [timed(lambda: floor(f, device), sync, 1, 0)[0] for _ in range(args.repeats)]
+            floor_times = [timed(lambda f=f: floor(f, device), sync, 1, 0)[0] for _ in range(args.repeats)]
         base, base_med = min(floor_times), statistics.median(floor_times)
         shape_rows = [("floor", base, base_med, len(floor_times), "", "cast + Gram + eigh of the smaller side")]
         logme_s = min(logme_times) if logme_times else None
@@ -193,7 +193,7 @@ def main(argv=None) -> int:
         for name in names:
             if name == "logme":
                 continue
-            best, med, runs, value = timed(lambda: run(name), sync, args.repeats, args.budget)
+            best, med, runs, value = timed(lambda name=name: run(name), sync, args.repeats, args.budget)
             shape_rows.append((name, best, med, runs, value, ""))
         if logme_s is not None:
             ref_budget = args.budget / 2
@@ -203,7 +203,7 @@ def main(argv=None) -> int:
             elapsed = time.perf_counter() - start
             note = "per-class fixed point, exact logdet"
             if done < 1:
-                setup, _, _, _ = timed(lambda: floor(f, device), sync, 1, 0)
+                setup, _, _, _ = timed(lambda f=f: floor(f, device), sync, 1, 0)
                 elapsed = setup + (elapsed - setup) / done
                 note += f"; {done:.0%} of classes timed, extrapolated; value over those classes"
             else:

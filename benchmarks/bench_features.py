@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 FULL = {"images": 64, "texts": 60, "repeats": 2, "models": [("resnet18", 224), ("vit_small_patch16_224", 224),
                                                 ("efficientnet_b0", 224)]}
-JPEG_MODELS = [("resnet50", 224), ("vit_small_patch16_224", 224), ("convnext_tiny", 224)]
+JPEG_MODELS = ["resnet50", "vit_small_patch16_224", "convnext_tiny"]  # each at its own 224-px eval geometry
 QUICK = {"images": 32, "texts": 30, "repeats": 1, "models": [("resnet18", 224), ("test_vit", 160)]}
 
 
@@ -165,7 +165,7 @@ def bench_jpegs(args) -> list[dict]:
         data.splits["test"] = np.arange(len(data.items))
         print(f"wrote {args.jpegs} JPEGs in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
         cache = tmp / "cache"
-        for arch, size in JPEG_MODELS:
+        for arch in JPEG_MODELS:
             torch.manual_seed(0)
             weights = tmp / f"{arch}.safetensors"
             save_file({k: v.contiguous() for k, v in timm.create_model(arch).state_dict().items()}, str(weights))

@@ -158,7 +158,7 @@ def bare_epoch(model, train_batches, labels, val_batches, dev, precision: str) -
     _sync(dev)
     t0 = time.perf_counter()
     model.train()
-    for x, y in zip(train_batches, labels):
+    for x, y in zip(train_batches, labels, strict=False):
         step(x, y)
     model.eval()
     with torch.no_grad(), autocast(precision, dev):
@@ -198,14 +198,14 @@ def main() -> None:
 
     import torch
 
+    from autotransfer._rank import rank_sources
+    from autotransfer._train import train
     from autotransfer.data import load
     from autotransfer.decode_cache import default_workers
     from autotransfer.features import resolve_device
     from autotransfer.precision import resolve_precision
-    from autotransfer.rank import rank_sources
     from autotransfer.sources import resolve_source
     from autotransfer.strategies import StrategyNotApplicable
-    from autotransfer.train import train
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -236,7 +236,7 @@ def main() -> None:
         decode = float("inf")
         timing: dict[str, float] = {}
         for r in range(args.repeats):
-            fwd = [min(f, bare_forward(s, batches, dev, precision)) for f, s in zip(fwd, srcs)]
+            fwd = [min(f, bare_forward(s, batches, dev, precision)) for f, s in zip(fwd, srcs, strict=False)]
             decode = min(decode, decode_pass(items, spec, default_workers()))
             for label, off in (("today (no decode cache)", True), ("decode cache", False)):
                 with decode_cache_off(off):  # empty caches each round: the decode and the features are paid

@@ -36,8 +36,9 @@ STRATEGIES = ("linear_probe", "partial", "full", "lp_ft", "lora")
 
 def _frozen_loop_strategy():
     """``linear_probe`` without the cache: the backbone runs on every batch of every epoch."""
-    from autotransfer.strategies import Stage
     from autotransfer_plugins.strategies.linear_probe import LinearProbe
+
+    from autotransfer.strategies import Stage
 
     class FrozenBackboneLoop(LinearProbe):
         name = "frozen_backbone_loop"

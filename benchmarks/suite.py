@@ -676,8 +676,8 @@ def write_readme(path: Path, text: str) -> None:
 
 def run_task(task: Task, work: Path, args, seeds: list[int], epochs: int, log) -> tuple[list, dict]:
     import autotransfer
+    from autotransfer._rank import DEFAULT_ESTIMATORS, rank_sources
     from autotransfer.data import load
-    from autotransfer.rank import DEFAULT_ESTIMATORS, rank_sources
     from autotransfer.plugins import get_plugin_manager
     from autotransfer.sources import resolve_source
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from helpers_training import timm_spec, write_digits
+
 import autotransfer
 from autotransfer.data import load
-from helpers_training import timm_spec, write_digits
 
 
 def tiny_image_model(work: Path, per_class: int, epochs: int) -> tuple[Path, Path]:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import autotransfer
-import autotransfer.search.budget as budget_mod
+import autotransfer._search.budget as budget_mod
 import autotransfer.sources as sources_mod
 
 SECONDS_PER_ITEM = 1.0  # what reading one image costs on the fake clock
@@ -71,7 +71,7 @@ def test_timeout_bounds_ranking_baselines_trials_and_export(slow_source, target_
 def test_probe_is_never_pruned_by_the_matched_epoch_rule():
     import optuna
 
-    from autotransfer.search.pruner import EPOCH_SECONDS, PLANNED_EPOCHS, ROLE, SCRATCH, ScratchBaselinePruner
+    from autotransfer._search.pruner import EPOCH_SECONDS, PLANNED_EPOCHS, ROLE, SCRATCH, ScratchBaselinePruner
 
     study = optuna.create_study(direction="maximize")
     pruner = ScratchBaselinePruner(warmup_epochs=0, patience=1, margin=0.0)
@@ -94,8 +94,8 @@ def test_probe_is_never_pruned_by_the_matched_epoch_rule():
 
 
 def test_plans_follow_measured_epoch_costs(monkeypatch):
-    from autotransfer.search.budget import BASELINE_SHARE, RESERVE_FLOOR, Budget, TrialMonitor
-    from autotransfer.train import StopTraining
+    from autotransfer._search.budget import BASELINE_SHARE, RESERVE_FLOOR, Budget, TrialMonitor
+    from autotransfer._train import StopTraining
 
     clock = [0.0]
     monkeypatch.setattr(budget_mod, "_clock", lambda: clock[0])

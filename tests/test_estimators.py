@@ -64,9 +64,9 @@ def brute_force_logme(f, targets):
     grid = np.linspace(-6, 10, 5)
     best = []
     for y in targets.T:
-        start = max(((a, b) for a in grid for b in grid), key=lambda p: log_evidence(*p, f, y))
+        start = max(((a, b) for a in grid for b in grid), key=lambda p, y=y: log_evidence(*p, f, y))
         res = minimize(
-            lambda p: -log_evidence(p[0], p[1], f, y),
+            lambda p, y=y: -log_evidence(p[0], p[1], f, y),
             start,
             method="Nelder-Mead",
             options={"xatol": 1e-9, "fatol": 1e-13, "maxiter": 4000},

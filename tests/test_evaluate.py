@@ -8,12 +8,12 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from helpers_models import tiny_image_model
+from helpers_training import make_tiny_bert, write_digits
 
 import autotransfer
 from autotransfer.data import load
 from autotransfer.data.offline import write_bbc_folder
-from helpers_models import tiny_image_model
-from helpers_training import make_tiny_bert, write_digits
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -93,7 +93,7 @@ def test_evaluate_unknown_classes_is_one_line_listing_both_sets(cli, trained, tm
 
 def test_evaluate_text_model_on_a_table(cli, tmp_path):
     bbc = load(write_bbc_folder(tmp_path / "bbc", per_class=10))
-    rows = [{"body": t, "topic": bbc.tasks[0].classes[y]} for t, y in zip(bbc.items, bbc.labels[:, 0])]
+    rows = [{"body": t, "topic": bbc.tasks[0].classes[y]} for t, y in zip(bbc.items, bbc.labels[:, 0], strict=False)]
     pd.DataFrame(rows).to_csv(tmp_path / "news.csv", index=False)
     ds = load(tmp_path / "news.csv", label_col="topic")
     r = autotransfer.train(ds, make_tiny_bert(tmp_path / "bert", ds.items, vocab_size=500), "linear_probe",

@@ -36,8 +36,8 @@ def test_example_plugins_register_through_plugins_dir(cli, local_zoo):
 def test_bitfit_trains_only_biases_and_learns(local_zoo, target_dir, monkeypatch, tmp_path):
     import numpy as np
 
+    from autotransfer._train import train
     from autotransfer.plugins import configure
-    from autotransfer.train import train
 
     monkeypatch.setenv("AUTOTRANSFER_LOCAL_ZOO", str(local_zoo))
     configure(plugins_dirs=[str(EXAMPLES)])

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers_training import make_tiny_bert, timm_spec, write_digits
 
 import autotransfer
 from autotransfer.data import load
 from autotransfer.data.offline import write_bbc_folder
-from helpers_training import make_tiny_bert, timm_spec, write_digits
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,12 +8,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers_sources import save_timm, save_tiny_bert
 
 from autotransfer.errors import AutotransferError
 from autotransfer.features import Features, cache_key, extract, resolve_device
 from autotransfer.sources import resolve_source
-
-from helpers_sources import save_timm, save_tiny_bert
 
 ARCH = "test_efficientnet"  # the fastest tiny timm model on CPU
 

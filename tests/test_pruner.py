@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from autotransfer.search.pruner import (
+from autotransfer._search.pruner import (
     BEHIND_SCRATCH,
     CANNOT_CATCH_UP,
     PLANNED_EPOCHS,
@@ -106,7 +106,7 @@ def test_running_baseline_short_curve_counts_with_its_last_value():
 
 
 def test_one_baseline_per_distinct_architecture_best_ranked_first():
-    from autotransfer.search.runner import baseline_sources
+    from autotransfer._search.runner import baseline_sources
 
     arch = {"a": "resnet", "b": "vit", "c": "resnet", "d": "convnext"}
     assert baseline_sources(arch, ["c", "a", "b", "d"], None) == ["c", "b", "d"]
@@ -116,7 +116,7 @@ def test_one_baseline_per_distinct_architecture_best_ranked_first():
 
 
 def test_one_baseline_per_architecture_family_its_cheapest_member():
-    from autotransfer.search.runner import architecture_family, baseline_sources
+    from autotransfer._search.runner import architecture_family, baseline_sources
 
     assert {architecture_family(a) for a in ("tf_efficientnet_lite0", "tf_efficientnet_lite2")} == {
         "tf_efficientnet_lite"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from autotransfer.rank import subsample
+from autotransfer._rank import subsample
 
 
 def test_rank_cli_writes_transferability_csv(cli, zoo, target_dir, tmp_path):

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-import autotransfer
 from helpers_models import tiny_image_model
 from helpers_training import timm_spec, write_digits
+
+import autotransfer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-
-from autotransfer.search import storage as st
-from autotransfer.search.pruner import ROLE, SCRATCH
 from helpers_training import timm_spec, write_digits
+
+from autotransfer._search import storage as st
+from autotransfer._search.pruner import ROLE, SCRATCH
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -327,7 +327,7 @@ def test_a_second_search_on_the_same_out_says_it_waits(world, tmp_path):
 
 
 def test_without_a_completed_baseline_the_report_never_claims_to_beat_scratch():
-    from autotransfer.search.report import summary_row
+    from autotransfer._search.report import summary_row
 
     study = optuna.create_study(direction="maximize")
     study.set_user_attr("epochs", 2)
@@ -344,7 +344,7 @@ def test_without_a_completed_baseline_the_report_never_claims_to_beat_scratch():
 def test_a_failed_atomic_write_names_the_file_not_its_temporary_twin(tmp_path):
     import errno
 
-    from autotransfer.search.rundir import replace_file, write_failure
+    from autotransfer._search.rundir import replace_file, write_failure
 
     target = tmp_path / "trials.csv"
     target.write_text("old\n")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from autotransfer.search.report import SUMMARY_COLUMNS, TRIAL_COLUMNS
+from autotransfer._search.report import SUMMARY_COLUMNS, TRIAL_COLUMNS
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -94,9 +94,9 @@ def test_all_sources_harmful_answer_is_scratch(zoo, target_dir, tmp_path):
 
 def test_one_scratch_baseline_per_architecture_and_the_best_is_the_reference(zoo, target_dir, tmp_path):
     import optuna
+    from helpers_sources import save_timm
 
     import autotransfer
-    from helpers_sources import save_timm
 
     vit = tmp_path / "vit.safetensors"  # an untrained ViT at 16 px: a second architecture among the sources
     save_timm("test_vit", vit, img_size=16)
@@ -112,7 +112,7 @@ def test_one_scratch_baseline_per_architecture_and_the_best_is_the_reference(zoo
     assert sorted(scratch["source"]) == ["scratch:test_resnet", "scratch:test_vit"]
     assert list(rows["trial"][rows["role"] == "default"]) == [0, 1]  # the solved probes first: seconds each
     assert list(rows["trial"][rows["role"] == "scratch"]) == [2, 3]  # then the baselines, cheapest first
-    from autotransfer.search.runner import cost_proxy
+    from autotransfer._search.runner import cost_proxy
     from autotransfer.sources import resolve_source
 
     proxies = {f"scratch:{s.architecture}": cost_proxy(s) for s in
@@ -173,7 +173,7 @@ def test_probes_choose_the_top_k_when_the_estimator_misranks(cli, zoo, target_di
     probes = trials[trials["strategy"] == "linear_probe"]
     assert probes["source"].tolist() == ["harmful", "helpful"]  # every source's probe, in the estimator's order
     assert (probes["state"] == "COMPLETE").all() and list(probes["trial"]) == [0, 1]
-    probe_val = dict(zip(probes["source"], probes["val_score"]))
+    probe_val = dict(zip(probes["source"], probes["val_score"], strict=False))
     assert probe_val["helpful"] > probe_val["harmful"] + 0.3
     rest = trials[trials["trial"] >= 2]
     assert rest["role"].tolist()[0] == "scratch"
@@ -274,7 +274,7 @@ def test_kill_mid_trial_then_resume(zoo, target_dir, tmp_path):
 
 
 def _pg_ok() -> bool:
-    from autotransfer.search.storage import pg_available
+    from autotransfer._search.storage import pg_available
 
     return pg_available(PG_URL)
 
@@ -292,11 +292,11 @@ def test_distributed_workers_share_one_study(zoo, target_dir, tmp_path):
     procs = [subprocess.Popen(cmd + ["--out", str(tmp_path / f"w{i}")], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(3)]
     outs = [p.communicate(timeout=900) for p in procs]
-    for p, (_, err) in zip(procs, outs):
+    for p, (_, err) in zip(procs, outs, strict=False):
         assert p.returncode == 0, err[-3000:]
     import optuna
 
-    from autotransfer.search.storage import open_storage
+    from autotransfer._search.storage import open_storage
 
     study = optuna.load_study(study_name=name, storage=open_storage(PG_URL))
     trials = [t for t in study.get_trials() if t.state.name != "WAITING"]

@@ -9,12 +9,11 @@ import sys
 
 import pytest
 import torch
-
-from autotransfer.errors import SourceError
-import autotransfer.sources as sources_mod
-from autotransfer.sources import SourceOptions, default_source_specs, resolve_source, resolve_sources
-
 from helpers_sources import Payload, block_network, check_groups, save_timm, save_tiny_bert
+
+import autotransfer.sources as sources_mod
+from autotransfer.errors import SourceError
+from autotransfer.sources import SourceOptions, default_source_specs, resolve_source, resolve_sources
 
 TIMM_TINY = ("test_resnet", "test_vit", "test_efficientnet")
 
@@ -315,8 +314,9 @@ def test_sources_listing(cli):
 
 def _png(folder):
     """One real 8x8 grayscale digit as a PNG."""
-    from autotransfer.data.offline import digits_arrays
     from PIL import Image
+
+    from autotransfer.data.offline import digits_arrays
 
     path = folder / "digit.png"
     if not path.exists():

@@ -9,15 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers_training import Wrapped, make_tiny_bert, timm_spec, write_digits
 
 import autotransfer
 from autotransfer import AutotransferError
+from autotransfer._train import StopTraining, auto_augment, auto_batch_size, lr_factor
 from autotransfer.data import load
 from autotransfer.data.offline import digits_arrays, write_bbc_folder, write_images
 from autotransfer.sources import resolve_source
-from autotransfer.train import StopTraining, auto_augment, auto_batch_size, lr_factor
-from helpers_training import Wrapped, make_tiny_bert, timm_spec, write_digits
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,7 +38,7 @@ def news(work):
     classes = bbc.tasks[0].classes
     hard = {"business", "politics", "tech"}
     rows = [{"text": t, "topic": classes[y], "kind": "hard" if classes[y] in hard else "soft"}
-            for t, y in zip(bbc.items, bbc.labels[:, 0])]
+            for t, y in zip(bbc.items, bbc.labels[:, 0], strict=False)]
     pd.DataFrame(rows).to_csv(work / "news.csv", index=False)
     ds = load(work / "news.csv", label_col="topic,kind")
     return ds, make_tiny_bert(work / "bert128", ds.items, hidden=128)
@@ -94,7 +93,7 @@ def test_lp_ft_probe_stage_is_exactly_linear_probe(resnet, digits5, work):
     frozen_ft = autotransfer.train(digits5, resnet, "lp_ft", lr=0.0, epochs=1, seed=3,
                                    cache_dir=work / "cache")
     assert frozen_ft.stage_curves["probe"] == probe.val_curve
-    for a, b in zip(probe.model.heads, frozen_ft.model.heads):
+    for a, b in zip(probe.model.heads, frozen_ft.model.heads, strict=False):
         assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
 
     lpft = autotransfer.train(digits5, resnet, "lp_ft", epochs=2, seed=3, cache_dir=work / "cache")
@@ -271,11 +270,17 @@ def test_bad_inputs_are_one_line_errors(resnet, digits5, news):
         autotransfer.train(digits5, resnet, "fulll", epochs=1)
 
 
-def test_train_is_callable_after_the_module_is_imported():
-    import autotransfer.train as module
+def test_public_functions_are_plain_functions_after_their_modules_are_imported():
+    import types
 
-    assert callable(autotransfer.train) and callable(module)
-    assert "train" in autotransfer.__all__ and "load_model" in autotransfer.__all__
+    import autotransfer._search.runner
+    import autotransfer._train  # noqa: F401
+
+    for name in ("train", "search", "load_model"):
+        assert isinstance(getattr(autotransfer, name), types.FunctionType), name
+        assert name in autotransfer.__all__
+    assert autotransfer.train is autotransfer._train.train
+    assert autotransfer.search is autotransfer._search.runner.search
 
 
 # --- the probe solver ---
@@ -284,7 +289,7 @@ def test_train_is_callable_after_the_module_is_imported():
 def test_solve_probe_matches_sklearn_and_picks_l2_on_validation():
     from sklearn.linear_model import LogisticRegression
 
-    from autotransfer.train import _Split, solve_probe
+    from autotransfer._train import _Split, solve_probe
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(4, 300))

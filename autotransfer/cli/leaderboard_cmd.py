@@ -27,7 +27,7 @@ def print_leaderboards(out_dir: Path, fmt: str) -> None:
             click.echo(df.to_csv(index=False).rstrip())
         elif fmt == "markdown":
             click.echo(f"## {name}\n")
-            from ..search.report import _md_table
+            from .._search.report import _md_table
 
             click.echo(_md_table(df.to_dict("records"), list(df.columns)) + "\n")
         else:
@@ -58,8 +58,8 @@ def leaderboard_cmd(out_dir, fmt, storage, study_name):
     if storage:
         import optuna
 
-        from ..search.report import write_reports
-        from ..search.storage import open_storage
+        from .._search.report import write_reports
+        from .._search.storage import open_storage
 
         if not study_name:
             raise AutotransferError("--storage needs --study-name; pass the name the workers used")

@@ -41,7 +41,7 @@ def predict_cmd(model_dir, data, out, text_col, device):
         row["error"] = errors[i] or ""
         rows.append(row)
     pd.DataFrame(rows).to_csv(out, index=False)
-    failed = [n for n, e in zip(names, errors) if e]
+    failed = [n for n, e in zip(names, errors, strict=False) if e]
     if failed:
         warn(f"{len(failed)} item(s) could not be read and have no prediction (see the 'error' column of {out}): "
              + ", ".join(failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else ""))

@@ -41,10 +41,10 @@ def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, p
     """Score source models for a dataset with transferability estimators."""
     from pathlib import Path
 
+    from .._rank import DEFAULT_ESTIMATORS, rank_columns, rank_sources, warn_not_applicable, write_transferability
+    from .._search.rundir import refuse_other_data
     from ..data import load
     from ..plugins import get_plugin_manager
-    from ..rank import DEFAULT_ESTIMATORS, rank_columns, rank_sources, warn_not_applicable, write_transferability
-    from ..search.rundir import refuse_other_data
     from ..sources import SourceOptions, default_source_specs, resolve_sources
     from ..textable import format_table
 
@@ -95,7 +95,7 @@ def search_cmd(data, text_col, label_col, split, seed, out, sources, estimators,
                device, precision, offline, trust_remote_code, trials, timeout, top_k, strategies, epochs, storage, study_name,
                warmup_epochs, patience, margin, efficiency_pruner, scratch_baselines, no_progress):
     """Rank sources, search source × strategy × depth × lr, export the best model."""
-    from ..search import search  # a full disk mid-search: one line, the study kept
+    from .._search import search  # a full disk mid-search: one line, the study kept
     from .leaderboard_cmd import print_leaderboards
 
     checked_precision(precision, device)

@@ -26,9 +26,9 @@ def train_cmd(data, text_col, label_col, split, seed, source_spec, strategy, epo
     """Fine-tune one source with one strategy and save the model."""
     from pathlib import Path
 
+    from .._train import train
     from ..data import load
     from ..sources import SourceOptions, resolve_source
-    from ..train import train
 
     precision = checked_precision(precision, device)
     ds = load(data, text_col=text_col, label_col=label_col, split=split, seed=seed)

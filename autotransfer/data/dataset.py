@@ -69,7 +69,7 @@ class Dataset:
             out[split] = {}
             for t, task in enumerate(self.tasks):
                 counts = np.bincount(self.labels[idx, t], minlength=task.num_classes)
-                out[split][task.name] = {c: int(n) for c, n in zip(task.classes, counts)}
+                out[split][task.name] = {c: int(n) for c, n in zip(task.classes, counts, strict=False)}
         return out
 
     def summary(self) -> dict[str, Any]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -27,7 +27,7 @@ def write_images(root: Path, images: np.ndarray, labels: Iterable, names: Sequen
     from PIL import Image
 
     root = Path(root)
-    for i, (img, lab) in enumerate(zip(images, labels)):
+    for i, (img, lab) in enumerate(zip(images, labels, strict=False)):
         d = root / str(lab)
         d.mkdir(parents=True, exist_ok=True)
         im = Image.fromarray(img)

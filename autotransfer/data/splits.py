@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -94,7 +95,7 @@ def assemble(
 
     if not records:
         raise DataError(f"{path!r} holds no usable examples; expected one of the supported layouts with data in it")
-    labels_by_task = list(zip(*[r.labels for r in records]))
+    labels_by_task = list(zip(*[r.labels for r in records], strict=False))
     tasks, cols = [], []
     for t, tname in enumerate(task_names):
         classes, codes = _encode([str(v) for v in labels_by_task[t]])

@@ -102,7 +102,6 @@ def _label_str(v: Any) -> str:
 
 
 def load_table(path: Path, options: dict) -> Dataset:
-    import pandas as pd
 
     files = table_files(path) if path.is_dir() else None
     if path.is_dir() and not files:
@@ -140,7 +139,7 @@ def load_table(path: Path, options: dict) -> Dataset:
         if no_text.any():
             warnings.append(f"{int(no_text.sum())} row(s) of {w} with empty text dropped")
         keep = df[~missing & ~df[text_col].isna()]
-        for row_no, text, *labels in zip(keep.index, keep[text_col].astype(str), *[keep[c] for c in label_cols]):
+        for row_no, text, *labels in zip(keep.index, keep[text_col].astype(str), *[keep[c] for c in label_cols], strict=False):
             records.append(Record(
                 text, tuple(_label_str(v) for v in labels),
                 hashlib.sha256(text.encode("utf-8", "replace")).hexdigest(), split, f"row {row_no}",

@@ -34,7 +34,7 @@ def score(features: Any, labels: Any, *, source_probs: Any = None, device: str =
     order = torch.argsort(codes, stable=True)
     counts = torch.bincount(codes, minlength=num_classes).tolist()
     class_rate = 0.0
-    for rows, n_c in zip(torch.split(order, counts), counts):
+    for rows, n_c in zip(torch.split(order, counts), counts, strict=False):
         class_rate += n_c / n * coding_rate(z[rows], eps)
     return rate - class_rate
 

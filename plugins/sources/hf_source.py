@@ -48,8 +48,7 @@ from typing import Any
 
 from autotransfer import hookimpl
 from autotransfer.errors import SourceError
-from autotransfer.sources import (Source, SourceOptions, SpecResolver, is_offline,
-                                  split_spec_options)
+from autotransfer.sources import Source, SourceOptions, SpecResolver, is_offline, split_spec_options
 
 DEFAULT_ZOO = (
     "sentence-transformers/all-MiniLM-L6-v2",
@@ -122,7 +121,7 @@ class HFSource(Source):
         try:
             self._max_length_asked = int(query["max_length"]) if "max_length" in query else None
         except ValueError:
-            raise SourceError(f"max_length={query['max_length']!r} in source {name!r} is not an integer")
+            raise SourceError(f"max_length={query['max_length']!r} in source {name!r} is not an integer") from None
         q = "&".join(f"{k}={v}" for k, v in query.items())
         self.spec = spec or (f"hf:{self.location}" + (f"?{q}" if q else ""))
         self._config: dict[str, Any] | None = None

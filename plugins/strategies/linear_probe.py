@@ -3,7 +3,7 @@
 The backbone runs once per item (``autotransfer.features.extract``, cached on disk and shared
 with ranking). The heads are then a multinomial logistic regression on the standardised
 features, solved to convergence by full-batch L-BFGS along an L2 path whose strength is chosen
-on validation (``autotransfer.train.solve_probe``): a second or two, and no lr or epochs to get
+on validation (``autotransfer._train.solve_probe``): a second or two, and no lr or epochs to get
 wrong. A few dozen SGD steps on 100 images, what an epoch budget gives, stop far short of it.
 """
 

@@ -6,8 +6,9 @@ import dataclasses
 import hashlib
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,7 @@ def subsample(dataset: Dataset, max_samples: int | None, seed: int = 0, split: s
     keep: list[int] = []
     classes, counts = np.unique(y, return_counts=True)
     quota = np.maximum(2, np.floor(counts * max_samples / len(idx)).astype(int))
-    for c, q in zip(classes, quota):
+    for c, q in zip(classes, quota, strict=False):
         members = idx[y == c]
         keep += rng.choice(members, size=min(q, len(members)), replace=False).tolist()
     keep_arr = np.array(sorted(keep), dtype=np.int64)
@@ -85,7 +86,7 @@ def rank_sources(
         }
         notes: list[str] = []
         start = time.perf_counter()
-        for name, est in ests.items():
+        for name in ests:
             per_task = []
             for t, task in enumerate(tasks):
                 try:
@@ -104,7 +105,7 @@ def rank_sources(
         row["notes"] = "; ".join(dict.fromkeys(n.split(" (")[0] for n in notes))
         rows.append(row)
     for name, est in ests.items():
-        for row, r in zip(rows, _ranks([row[name] for row in rows], est.higher_is_better)):
+        for row, r in zip(rows, _ranks([row[name] for row in rows], est.higher_is_better), strict=False):
             row[f"rank_{name}"] = r
     for row in rows:
         row["rank"] = row[f"rank_{primary}"]

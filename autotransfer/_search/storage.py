@@ -10,9 +10,9 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
 
 import optuna
 from optuna.storages import RDBStorage
@@ -173,7 +173,7 @@ class RunOwner:
         self._fh = None
         self.sole = False  # True when no other live process is searching in this directory
 
-    def __enter__(self) -> "RunOwner":
+    def __enter__(self) -> RunOwner:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "a+")
         try:

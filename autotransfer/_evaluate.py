@@ -103,10 +103,9 @@ def evaluate(model_dir: str | Path, data: Any, *, text_col: str | None = None, l
 
 
 def _scores(name: str, classes: list[str], y_true: np.ndarray, y_pred: np.ndarray) -> TaskScores:
-    from sklearn.metrics import (balanced_accuracy_score, confusion_matrix, f1_score,
-                                 precision_recall_fscore_support)
-
     import warnings
+
+    from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
     warnings.filterwarnings("ignore", message=".*y_pred contains classes not in y_true.*")
     every = list(range(len(classes)))

@@ -1,4 +1,4 @@
-"""``autotransfer.search``: rank, then an Optuna study with the scratch baseline as the reference."""
+"""``autotransfer.search`` (``search`` here): rank, then an Optuna study with the scratch baseline as the reference."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import optuna
@@ -179,7 +180,7 @@ def _monitor(study: optuna.Study, trial: optuna.Trial, role: str, cfg: TrialConf
 
 
 def _run_trial(study: optuna.Study, trial: optuna.Trial, ctx: _Context) -> None:
-    from ..train import train
+    from .._train import train
 
     role = trial.user_attrs.get(ROLE) or "search"
     if ROLE not in trial.user_attrs:
@@ -299,7 +300,18 @@ def _keep_if_best(study: optuna.Study, number: int, role: str, result: Any, ctx:
             shutil.rmtree(other, ignore_errors=True)
 
 
-def search(
+def search(data: Any, **options: Any) -> SearchResult:
+    """Rank the sources, search source × strategy × hyper-parameters, export the winner.
+
+    See ``autotransfer search --help`` for every option (``_run_search`` lists them). A rerun with
+    the same ``out`` (or the same ``storage`` and ``study_name``) resumes the study and tops it up
+    to ``trials``. A full disk mid-search is one line; the study is kept.
+    """
+    with rundir.write_errors(options.get("out"), options.get("storage")):
+        return _run_search(data, **options)
+
+
+def _run_search(
     data: Any,
     *,
     out: str | Path | None = None,
@@ -335,10 +347,10 @@ def search(
     See ``autotransfer search --help`` for every option. A rerun with the same ``out`` (or the
     same ``storage`` and ``study_name``) resumes the study and tops it up to ``trials``.
     """
+    from .._rank import DEFAULT_ESTIMATORS, rank_sources, warn_not_applicable, write_transferability
     from ..features import resolve_device
     from ..plugins import get_plugin_manager
     from ..precision import resolve_precision
-    from ..rank import DEFAULT_ESTIMATORS, rank_sources, warn_not_applicable, write_transferability
     from ..sources import SourceOptions, default_source_specs, resolve_sources
     from .report import write_reports
 

@@ -30,12 +30,11 @@ import math
 import os
 import random
 import shutil
-import sys
 import time
-import types
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -178,7 +177,7 @@ def lr_factor(progress: float, warmup: float = WARMUP) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (progress - warmup) / (1.0 - warmup))))
 
 
-def auto_augment(dataset: "Dataset", augment: bool | None) -> bool:
+def auto_augment(dataset: Dataset, augment: bool | None) -> bool:
     """The augmentation rule: images whose smaller side is >= 64 px get the source's train transforms.
 
     Random crops of tiny images (8x8 digits, 32x32 icons) destroy what little there is, so
@@ -198,7 +197,7 @@ def auto_augment(dataset: "Dataset", augment: bool | None) -> bool:
 
 
 class _Items(torch.utils.data.Dataset):
-    def __init__(self, source: "Source", items: Sequence[Any], train: bool, images: Any = None):
+    def __init__(self, source: Source, items: Sequence[Any], train: bool, images: Any = None):
         self.source, self.items, self.train, self.images = source, items, train, images
 
     def __len__(self) -> int:
@@ -226,7 +225,7 @@ class _Split:
 class _Loop:
     """Batches and OOM back-off for one stage."""
 
-    def __init__(self, model: TransferModel, source: "Source", device: torch.device, batch_size: int,
+    def __init__(self, model: TransferModel, source: Source, device: torch.device, batch_size: int,
                  num_workers: int, augment: bool, seed: int, stage: str, precision: str = "fp32"):
         from .precision import grad_scaler
 
@@ -253,7 +252,7 @@ class _Loop:
             collate_fn=self._collate, worker_init_fn=_worker_init if self.num_workers else None, generator=g,
             pin_memory=self.device.type == "cuda",
         )
-        for inputs, idx in zip(loader, chunks):
+        for inputs, idx in zip(loader, chunks, strict=False):
             yield to_device(inputs, self.device), data.labels[idx].to(self.device)
 
     def _collate(self, inputs: list[Any]) -> Any:
@@ -394,7 +393,7 @@ def _train_epoch(model: TransferModel, loop: _Loop, opt: torch.optim.Optimizer, 
     n_batches = max(1, math.ceil(len(data) / bs))
     for i, (inputs, y) in enumerate(loop.batches(data, order, bs, True, epoch)):
         factor = lr_factor((epoch + (i + 0.5) / n_batches) / epochs)
-        for group, base in zip(opt.param_groups, base_lrs):
+        for group, base in zip(opt.param_groups, base_lrs, strict=False):
             group["lr"] = base * factor
         logits = loop.logits(inputs, cached)
         loss = sum(torch.nn.functional.cross_entropy(lg, y[:, t]) for t, lg in enumerate(logits))
@@ -473,7 +472,7 @@ def solve_probe(heads: torch.nn.ModuleList, train: _Split, val: _Split,
                 break
     assert best is not None
     with torch.no_grad():
-        for head, (w, b) in zip(heads, best[3]):
+        for head, (w, b) in zip(heads, best[3], strict=False):
             head.weight.copy_(torch.from_numpy(w if basis is None else w @ basis.T))
             head.bias.copy_(torch.from_numpy(b))
     return best[1], best[2]
@@ -498,7 +497,7 @@ def _solve_stage(model: TransferModel, train: _Split, val: _Split, epochs: int,
 # --- the public entry point ---
 
 
-def _resolve_source(source: Any, source_options: Any) -> "Source":
+def _resolve_source(source: Any, source_options: Any) -> Source:
     from .sources import Source, SourceOptions, resolve_source
 
     if isinstance(source, Source):
@@ -508,7 +507,7 @@ def _resolve_source(source: Any, source_options: Any) -> "Source":
     return resolve_source(source, source_options or SourceOptions())
 
 
-def _split(dataset: "Dataset", name: str) -> _Split:
+def _split(dataset: Dataset, name: str) -> _Split:
     idx = dataset.splits.get(name)
     if idx is None or len(idx) == 0:
         raise DataError(
@@ -549,7 +548,7 @@ def fold_standardizer(heads: torch.nn.ModuleList, mean: torch.Tensor, std: torch
 class _Features:
     """Cached backbone features per split, fetched once per ``train`` call."""
 
-    def __init__(self, model: TransferModel, source: "Source", dataset: "Dataset", device: torch.device,
+    def __init__(self, model: TransferModel, source: Source, dataset: Dataset, device: torch.device,
                  cache_dir: Any, pretrained: bool, batch_size: int | None, progress: bool = False,
                  precision: str = "fp32"):
         self.model, self.source, self.dataset, self.device = model, source, dataset, device
@@ -599,7 +598,7 @@ class _Features:
 def train(
     dataset: Any,
     source: Any,
-    strategy: "str | Strategy",
+    strategy: str | Strategy,
     *,
     depth: int | None = None,
     lr: float | None = None,
@@ -738,13 +737,13 @@ def train(
         test_data = feats.get("test", splits["test"]) if last_cached else splits["test"]
         accs = _accuracies(loop, test_data, last_cached)
         test_score = float(np.mean(accs))
-        test_tasks = {t.name: a for t, a in zip(ds.tasks, accs)}
+        test_tasks = {t.name: a for t, a in zip(ds.tasks, accs, strict=False)}
     names = [t.name for t in ds.tasks]
     return TrainResult(
         val_curve=val_curve,
         val_score=val_curve[best_epoch],
         test_score=test_score,
-        task_scores=dict(zip(names, task_curve[best_epoch])),
+        task_scores=dict(zip(names, task_curve[best_epoch], strict=False)),
         test_task_scores=test_tasks,
         seconds=time.perf_counter() - start,
         trainable_params=trainable,
@@ -767,12 +766,3 @@ def train(
         stage_curves=stage_curves,
     )
 
-
-class _CallableModule(types.ModuleType):
-    # Importing this submodule rebinds the attribute ``autotransfer.train`` to the module;
-    # making the module callable keeps ``autotransfer.train(dataset, source, strategy, ...)`` working.
-    def __call__(self, dataset: Any, source: Any, strategy: Any, **options: Any) -> TrainResult:
-        return train(dataset, source, strategy, **options)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -128,7 +128,7 @@ class ScratchBaselinePruner(BasePruner):
         recent = [curve.get(e) for e in range(step - self.patience, step + 1)]
         if any(v is None or math.isnan(v) for v in recent):
             return False
-        slope = max(0.0, max(b - a for a, b in zip(recent, recent[1:])))
+        slope = max(0.0, max(b - a for a, b in zip(recent, recent[1:], strict=False)))
         reachable = max(v for v in curve.values() if not math.isnan(v)) + slope * max(0, int(planned) - 1 - step)
         return reachable < best - self.margin
 

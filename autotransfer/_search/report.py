@@ -218,7 +218,7 @@ def _plots(study: optuna.Study, rows: list[dict[str, Any]], out: Path) -> None:
     for state, marker, colour in (("COMPLETE", "o", "tab:blue"), ("PRUNED", "x", "tab:red"), ("FAIL", "s", "black")):
         pts = [(r["trial"], r["val_score"] if r["val_score"] is not None else 0.0) for r in rows if r["state"] == state]
         if pts:
-            ax.scatter(*zip(*pts), marker=marker, c=colour, label=state.lower())
+            ax.scatter(*zip(*pts, strict=False), marker=marker, c=colour, label=state.lower())
     run_best, xs, ys = -math.inf, [], []
     for r in rows:
         if r["state"] == "COMPLETE" and r["val_score"] is not None:
