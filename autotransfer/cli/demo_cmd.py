@@ -24,7 +24,7 @@ DEMO_TIMEOUT = 120  # seconds for the digits demo's search, ranking and export i
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def demo_cmd(out, text, trials, timeout, no_progress):
     """Run a complete search offline: digits 0–4 → 5–9 with a local zoo (or BBC news with MiniLM)."""
-    from .._search import search  # a full disk mid-search: one line, the study kept
+    from .._search.runner import search  # a full disk mid-search: one line, the study kept
     from .leaderboard_cmd import print_leaderboards
 
     start = time.monotonic()

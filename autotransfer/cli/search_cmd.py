@@ -95,7 +95,7 @@ def search_cmd(data, text_col, label_col, split, seed, out, sources, estimators,
                device, precision, offline, trust_remote_code, trials, timeout, top_k, strategies, epochs, storage, study_name,
                warmup_epochs, patience, margin, efficiency_pruner, scratch_baselines, no_progress):
     """Rank sources, search source × strategy × depth × lr, export the best model."""
-    from .._search import search  # a full disk mid-search: one line, the study kept
+    from .._search.runner import search  # a full disk mid-search: one line, the study kept
     from .leaderboard_cmd import print_leaderboards
 
     checked_precision(precision, device)
