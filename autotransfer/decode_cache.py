@@ -112,6 +112,11 @@ def decode(item: Any, spec: DecodeSpec) -> np.ndarray:
     return arr[..., None] if arr.ndim == 2 else arr
 
 
+def centre_offsets(spec: DecodeSpec) -> tuple[int, int]:
+    """(top, left) of the eval centre crop in a stored ``side × side`` square."""
+    return _centre(spec.side, spec.crop[0]), _centre(spec.side, spec.crop[1])
+
+
 def centre_crop(image: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
     """The eval centre crop of a stored square (torchvision's offsets)."""
     top, left = _centre(image.shape[0], crop[0]), _centre(image.shape[1], crop[1])
@@ -132,9 +137,13 @@ class DecodedImages:
         return self.shape[0]
 
     def __getitem__(self, i: int) -> np.ndarray:
+        return self.array()[int(i)]
+
+    def array(self) -> np.ndarray:
+        """The whole split, memory-mapped: ``(n, side, side, channels)`` uint8."""
         if self._array is None:
             self._array = np.load(self.path, mmap_mode="r")
-        return self._array[int(i)]
+        return self._array
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "shape": self.shape, "_array": None}

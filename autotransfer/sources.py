@@ -86,6 +86,13 @@ class Source(ABC):
         """
         return None
 
+    def eval_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """(mean, std) per channel when the eval input from a cached image is exactly its centre crop
+        (``decode_spec().crop``) scaled to [0, 1] and normalised; then extraction may batch the
+        cached uint8 crops onto the device and normalise there. None (default): ``load_decoded``
+        per image."""
+        return None
+
     def load_decoded(self, image: Any, train: bool = False) -> Any:
         """Model input from a cached uint8 ``(side, side, channels)`` array (eval crop, or training augmentation)."""
         from PIL import Image

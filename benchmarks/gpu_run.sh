@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The issue-13 GPU benchmarks in one prepared run (random weights; nothing is downloaded).
-# On the device machine: bash benchmarks/gpu_run.sh <out-folder>. Wheels of this package and of
+# On the device machine: bash benchmarks/gpu_run.sh <out-folder> [steps, default features,estimators,pipeline,train]. Wheels of this package and of
 # what the image lacks (optuna and its needs) travel in .whl/. Each benchmark has its own time
 # limit so one slow step cannot cost the others; logs and CSVs go to the out folder.
 set -u
 OUTDIR=${1:-/tmp/gpu_out}
+STEPS=,${2:-features,estimators,pipeline,train},
 mkdir -p "$OUTDIR"
 export PYTHONUNBUFFERED=1 AUTOTRANSFER_CACHE_DIR=/tmp/atcache
 if [ -d .whl ]; then
@@ -18,6 +19,7 @@ fi
 cat "$OUTDIR/env.txt"
 run() {  # name limit_s command...
   local name=$1 limit=$2; shift 2
+  [[ $STEPS == *,$name,* ]] || return 0
   local t0=$SECONDS
   timeout "$limit" "$@" > "$OUTDIR/$name.log" 2>&1
   echo "== $name rc=$? $((SECONDS - t0)) s"; tail -n 12 "$OUTDIR/$name.log"

@@ -513,6 +513,12 @@ class TimmSource(Source):
                                  "L" if self.in_chans == 1 else "RGB")
         return self._dspec
 
+    def eval_normalization(self):
+        if self.decode_spec() is None:
+            return None
+        norm = self._transform(False).transforms[-1]
+        return tuple(float(m) for m in norm.mean), tuple(float(s) for s in norm.std)
+
     def load_decoded(self, image, train: bool = False):
         """Eval: the centre crop of the cached square; train: the augmentation (random-resized crop, flip ...)
         of the cached square. Both end in ``_normalised``, the same numbers as ToTensor + Normalize."""
