@@ -8,13 +8,16 @@ wrong.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .data import load
 from .errors import DataError
+from .model import load_model
 
 
 @dataclass
@@ -65,8 +68,6 @@ class Evaluation:
 def evaluate(model_dir: str | Path, data: Any, *, text_col: str | None = None, label_col: str | None = None,
              device: str = "cpu", batch_size: int = 64) -> Evaluation:
     """Score the model saved in ``model_dir`` on the labelled data at ``data`` (any supported layout)."""
-    from .data import load
-    from .model import load_model
 
     model = load_model(model_dir, device=device)
     labels = label_col or ",".join(t.name for t in model.tasks)
@@ -103,8 +104,6 @@ def evaluate(model_dir: str | Path, data: Any, *, text_col: str | None = None, l
 
 
 def _scores(name: str, classes: list[str], y_true: np.ndarray, y_pred: np.ndarray) -> TaskScores:
-    import warnings
-
     from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
     warnings.filterwarnings("ignore", message=".*y_pred contains classes not in y_true.*")

@@ -24,14 +24,18 @@ import re
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import decode_cache
 from .console import warn
+from .decode_cache import centre_offsets, decoded
 from .errors import AutotransferError
+from .precision import autocast, resolve_precision
 
 if TYPE_CHECKING:
     import torch
@@ -222,7 +226,6 @@ def extract(
     if source.modality != dataset.modality:
         raise AutotransferError(f"source {source.name!r} takes {source.modality} input but dataset "
                                 f"{dataset.name!r} is {dataset.modality}; pick a {dataset.modality} source")
-    from .precision import resolve_precision
 
     items = dataset.split_items(split)
     labels = np.asarray(dataset.split_labels(split), dtype=np.int64)
@@ -247,7 +250,6 @@ def extract(
             else:
                 return Features(feats, labels, probs, True, time.perf_counter() - start, str(path))
 
-    from .decode_cache import decoded
 
     images = decoded(dataset, split, source.decode_spec() if source.modality == "image" else None,
                      cache_dir=cache_dir, progress=progress)
@@ -266,11 +268,9 @@ def _device_batches(source: Source, images: DecodedImages, batch_size: int, dev:
     """Eval batches straight from the decoded-image cache: each batch's uint8 centre crops are one
     slice of the memory map, copied pinned and normalised on the device (4× fewer bytes than
     float32, no per-image work, no loader processes). A thread reads the next batch meanwhile."""
-    from concurrent.futures import ThreadPoolExecutor
 
     import torch
 
-    from .decode_cache import centre_offsets
 
     spec, (mean, std) = source.decode_spec(), source.eval_normalization()
     arr = images.array()
@@ -309,8 +309,6 @@ def _compute(source: Source, items: list[Any], *, device: Any, batch_size: int |
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from .decode_cache import default_workers
-    from .precision import autocast
 
     dev = resolve_device(device)
     cuda = dev.type == "cuda"
@@ -321,7 +319,7 @@ def _compute(source: Source, items: list[Any], *, device: Any, batch_size: int |
     if batch_size < 1:
         raise AutotransferError(f"batch_size must be at least 1, got {batch_size=}")
     if num_workers is None:
-        num_workers = default_workers() if image and (cuda or images is None) else 0
+        num_workers = decode_cache.default_workers() if image and (cuda or images is None) else 0
     num_workers = max(0, min(int(num_workers), max(1, n // batch_size)))  # no idle workers on tiny splits
     # Texts run longest first so each batch pads to similar lengths (and an OOM shows up at once).
     order = np.argsort([-len(t) for t in items], kind="stable") if not image else np.arange(n)

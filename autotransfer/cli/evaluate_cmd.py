@@ -7,6 +7,9 @@ import math
 
 import click
 
+from .._evaluate import evaluate
+from ..console import warn
+from ..textable import format_table
 from .options import json_option
 
 
@@ -20,9 +23,6 @@ from .options import json_option
 @json_option
 def evaluate_cmd(model_dir, data, out, text_col, label_col, device, as_json):
     """Score an exported model on labelled data: accuracy, balanced accuracy, macro-F1, per class."""
-    from .._evaluate import evaluate
-    from ..console import warn
-    from ..textable import format_table
 
     result = evaluate(model_dir, data, text_col=text_col, label_col=label_col, device=device)
     result.confusion_frame().to_csv(out, index=False)

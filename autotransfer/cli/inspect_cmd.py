@@ -6,6 +6,8 @@ import json
 
 import click
 
+from ..data import load
+from ..textable import format_table
 from .options import data_options, json_option
 
 
@@ -14,8 +16,6 @@ from .options import data_options, json_option
 @json_option
 def inspect_cmd(data, text_col, label_col, split, seed, as_json):
     """Check a dataset: modality, tasks, classes, counts per split, warnings."""
-    from ..data import load
-    from ..textable import format_table
 
     ds = load(data, text_col=text_col, label_col=label_col, split=split, seed=seed)
     info = ds.summary()

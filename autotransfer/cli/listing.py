@@ -6,12 +6,13 @@ import json
 
 import click
 
+from ..plugins import get_plugin_manager
+from ..registry import describe
+from ..textable import format_table
 from .options import json_option
 
 
 def _emit(rows, as_json, columns=None):
-    from ..textable import format_table
-
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
     else:
@@ -22,7 +23,6 @@ def _emit(rows, as_json, columns=None):
 @json_option
 def plugins_cmd(as_json):
     """List loaded plugins and what each registered."""
-    from ..plugins import get_plugin_manager
 
     pm = get_plugin_manager()
     pm.load_all()
@@ -46,9 +46,6 @@ def plugins_cmd(as_json):
 
 
 def _registry_rows(kind):
-    from ..plugins import get_plugin_manager
-    from ..registry import describe
-
     pm = get_plugin_manager()
     reg = pm.registry(kind)
     rows = []

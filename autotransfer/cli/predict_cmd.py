@@ -8,6 +8,8 @@ import click
 
 from ..console import warn
 from ..errors import AutotransferError
+from ..model import load_model
+from ..predict_io import read_items
 
 
 @click.command("predict")
@@ -20,8 +22,6 @@ def predict_cmd(model_dir, data, out, text_col, device):
     """Predict labels (and probabilities) for new items with an exported model."""
     import pandas as pd
 
-    from ..model import load_model
-    from ..predict_io import read_items
 
     if not (Path(model_dir) / "config.json").exists():
         raise AutotransferError(

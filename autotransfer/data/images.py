@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 from .dataset import Dataset
@@ -12,7 +13,6 @@ from .splits import assemble
 
 def _read_image(path: Path):
     """(path, sha256) after a full decode, so a truncated file is caught here and not mid-training."""
-    import io
 
     from PIL import Image, UnidentifiedImageError
 

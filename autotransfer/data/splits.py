@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ..console import warn
 from ..errors import DataError
 from .dataset import SPLITS, Dataset, Task
 
@@ -91,7 +92,6 @@ def assemble(
     meta: dict | None = None,
 ) -> Dataset:
     """Encode labels, split (or keep the given splits), validate, fingerprint."""
-    from ..console import warn
 
     if not records:
         raise DataError(f"{path!r} holds no usable examples; expected one of the supported layouts with data in it")
