@@ -24,20 +24,37 @@ hookimpl = pluggy.HookimplMarker("autotransfer")
 
 @hookspec
 def register_sources(register: Callable[[Any], None]) -> None:
-    """Register source models (pretrained backbones that can be ranked and fine-tuned).
+    """Register source models (pretrained backbones that can be ranked and fine-tuned) by name.
 
     Args:
-        register: call ``register(source)`` once per source, where ``source`` is an
-            ``autotransfer.sources.Source`` instance, or ``register(resolver)`` with an
-            ``autotransfer.sources.SpecResolver`` to claim a spec prefix (its ``name``,
-            such as ``"timm"``) so that strings like ``timm:<model>`` are resolved by
-            ``resolver.resolve(rest_of_spec, options)``.
+        register: call ``register(item)`` once per name, where ``item`` is an
+            ``autotransfer.sources.Source`` instance, or an ``autotransfer.sources.Alias``
+            giving a name to a spec string handled by a resolver, e.g.
+            ``register(Alias("my-net", "timm:resnet18@/path/w.safetensors", options={"size": 64}))``.
+            An alias reads nothing when registered; its spec is resolved on first use.
 
     Returns:
         Nothing; the return value is ignored.
 
     Called: the first time the source registry is needed (``autotransfer sources``,
     ``rank``, ``search``, ``train``).
+    """
+
+
+@hookspec
+def register_source_resolvers(register: Callable[[Any], None]) -> None:
+    """Register spec resolvers, which build sources from spec strings ``<prefix>:<rest>``.
+
+    Args:
+        register: call ``register(resolver)`` once per prefix, with an
+            ``autotransfer.sources.SpecResolver`` instance; its ``name`` (such as ``"timm"``)
+            claims the prefix, so ``timm:<model>`` is built by ``resolver.resolve("<model>", options)``.
+
+    Returns:
+        Nothing; the return value is ignored.
+
+    Called: the first time a spec string is resolved or sources are listed (together with
+    ``register_sources``).
     """
 
 

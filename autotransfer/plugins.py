@@ -26,8 +26,9 @@ from .errors import AutotransferError, PluginError
 from .registry import Provider, Registry
 
 GROUP = "autotransfer"
-KINDS = ("sources", "strategies", "estimators")
-_SINGULAR = {"sources": "source", "strategies": "strategy", "estimators": "estimator"}
+KINDS = ("sources", "source_resolvers", "strategies", "estimators")  # register_<kind> hooks
+_SINGULAR = {"sources": "source", "source_resolvers": "source prefix", "strategies": "strategy",
+             "estimators": "estimator"}
 
 
 @dataclass
@@ -160,27 +161,23 @@ class PluginManager:
         return out
 
     def registry(self, kind: str) -> Registry:
-        """The registry of ``kind`` ('sources', 'strategies', 'estimators'), built on first use."""
+        """The registry of ``kind`` (one of ``KINDS``), built from its ``register_<kind>`` hook on first use."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         if kind in self._registries:
             return self._registries[kind]
         reg: Registry = Registry(_SINGULAR[kind])
         self._registries[kind] = reg
-        if kind == "sources":
-            self._registries["source_resolvers"] = Registry("source prefix")
         # registration order (built-ins first), so on a name clash the later plugin is the renamed one
         for impl in getattr(self._pm.hook, f"register_{kind}").get_hookimpls():
             info = self.infos[impl.plugin_name]
             added: list[str] = []
 
             def register(*args: Any, _info: PluginInfo = info, _added: list = added) -> None:
-                target = reg
-                if kind == "sources" and len(args) == 1 and hasattr(args[0], "resolve"):
-                    target = self._registries["source_resolvers"]
-                elif len(args) != 1:
+                if len(args) != 1:
                     raise TypeError(f"register() takes one {_SINGULAR[kind]}, got {len(args)} arguments")
-                _added.append(target.add(args[0], _info.provider))
+                _check_item(kind, args[0])
+                _added.append(reg.add(args[0], _info.provider))
 
             try:
                 self._call(impl, f"register_{kind}", register=register)
@@ -193,9 +190,8 @@ class PluginManager:
         return reg
 
     def source_resolvers(self) -> Registry:
-        """Spec-prefix resolvers (``timm``, ``hf`` ...) registered through ``register_sources``."""
-        self.registry("sources")
-        return self._registries["source_resolvers"]
+        """Spec-prefix resolvers (``timm``, ``hf`` ...) registered through ``register_source_resolvers``."""
+        return self.registry("source_resolvers")
 
     def load_dataset(self, path: str, options: Mapping[str, Any]) -> Any | None:
         """Ask ``load_dataset`` implementations in order; the first non-None answer wins."""
@@ -223,6 +219,18 @@ class PluginManager:
         """Build every registry (so failures show up, e.g. for ``autotransfer plugins``)."""
         for kind in KINDS:
             self.registry(kind)
+
+
+def _check_item(kind: str, item: Any) -> None:
+    """Resolvers and sources have a hook each: an item registered through the other one is a clear error."""
+    from .sources import SpecResolver
+
+    if kind == "source_resolvers" and not isinstance(item, SpecResolver):
+        raise TypeError(f"register_source_resolvers: register() takes an autotransfer.sources.SpecResolver, "
+                        f"got {item!r}; register sources and aliases in register_sources")
+    if kind == "sources" and isinstance(item, SpecResolver):
+        raise TypeError(f"register_sources got the spec resolver {item.name!r}; register it in "
+                        "register_source_resolvers(register) instead")
 
 
 _manager: PluginManager | None = None

@@ -1,9 +1,10 @@
 """The source-model interface (implemented by plugins such as ``plugins/sources/timm_source.py``).
 
 A *source* is a pretrained backbone that can be ranked and fine-tuned. The core never
-knows a concrete model: it asks the registry for a ``Source`` by name, or asks a
-``SpecResolver`` registered for a prefix (``timm``, ``hf``) to build one from a spec
-string such as ``timm:resnet18@/path/weights.safetensors``.
+knows a concrete model: it asks the registry for a ``Source`` (or an ``Alias``) by name, or
+asks a ``SpecResolver`` registered for a prefix (``timm``, ``hf``) to build one from a spec
+string such as ``timm:resnet18@/path/weights.safetensors``. ``Source.build`` returns a
+``Backbone``. ``autotransfer.testing.check_source`` runs the whole contract on one source.
 
 Data flow, the same for feature extraction and training::
 
@@ -13,12 +14,14 @@ Data flow, the same for feature extraction and training::
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from ._lazy import lazy_class as lazy_class  # re-exported for source plugins
 from .registry import BUILTIN, Provider
 
 if TYPE_CHECKING:  # torch is imported only where used
@@ -38,6 +41,25 @@ class SourceOptions:
     extra: dict[str, Any] = field(default_factory=dict)  # resolver-specific options
 
 
+@runtime_checkable
+class Backbone(Protocol):
+    """What ``Source.build`` returns: an ``nn.Module`` with these members (the core uses no others).
+
+    Calling it on a collated batch gives ``(B, feature_dim)`` pooled features.
+    """
+
+    # the pretrained classifier, an nn.Module mapping pooled features to source-class logits (LEEP
+    # and NCE need it), or None; not a submodule: never trained, not in parameters()/state_dict()
+    source_head: Any
+
+    def __call__(self, batch: Any) -> torch.Tensor: ...
+
+    def layer_groups(self) -> list[list[str]]:
+        """Parameter names grouped input -> output (what "unfreeze depth k" counts): disjoint, covering
+        every parameter, each group after the previous one in forward order."""
+        ...
+
+
 class Source(ABC):
     """A candidate source model. Subclasses set the class attributes or properties below."""
 
@@ -46,6 +68,9 @@ class Source(ABC):
     provider: Provider = BUILTIN  # set by the plugin manager at registration
     spec: str = ""  # the spec string that rebuilds this source (saved with exported models)
     architecture: str = ""  # architecture name, used for the scratch baseline's label
+    description: str = ""  # one line for ``autotransfer sources``
+    default: bool = True  # a registered source of the data's modality joins the default zoo (no --sources)
+    offline_zoo: bool = False  # the default zoo when the hub cannot be reached (weights ship in a package)
 
     @property
     @abstractmethod
@@ -61,13 +86,10 @@ class Source(ABC):
         """(whether the pretrained weights can be loaded now, how to provide them if not)."""
 
     @abstractmethod
-    def build(self, pretrained: bool = True) -> torch.nn.Module:
-        """The backbone: ``forward(batch) -> (B, feature_dim)`` pooled features.
+    def build(self, pretrained: bool = True) -> Backbone:
+        """The backbone (see ``Backbone``): ``forward(batch) -> (B, feature_dim)`` pooled features.
 
         ``pretrained=False`` is the scratch baseline: same architecture, random init.
-        The module must expose ``layer_groups() -> list[list[str]]`` (parameter names,
-        ordered input -> output, disjoint, covering every parameter) and
-        ``source_head`` (an ``nn.Module`` mapping features to source-class logits, or None).
         """
 
     @abstractmethod
@@ -115,11 +137,16 @@ class Source(ABC):
         """
         return None
 
+    def with_options(self, query: dict[str, str]) -> Source:
+        """This source with spec options, for ``<registered name>?size=64``; by default it takes none."""
+        from .errors import SourceError
+
+        raise SourceError(f"source {self.name!r} takes no options (got {query}); pass {self.name!r} alone")
+
     def describe(self) -> dict[str, Any]:
         ok, _ = self.available()
         return {"name": self.name, "modality": self.modality, "provider": str(self.provider),
-                "feature_dim": self._maybe_dim(), "offline_weights": ok,
-                "description": getattr(self, "description", "")}
+                "feature_dim": self._maybe_dim(), "offline_weights": ok, "description": self.description}
 
     def _maybe_dim(self) -> int | None:
         try:
@@ -129,7 +156,7 @@ class Source(ABC):
 
 
 class SpecResolver(ABC):
-    """Builds sources from spec strings ``<name>:<rest>``; registered via ``register_sources``."""
+    """Builds sources from spec strings ``<name>:<rest>``; registered via ``register_source_resolvers``."""
 
     name: str  # the prefix, e.g. "timm" or "hf"
     provider: Provider = BUILTIN
@@ -161,6 +188,95 @@ class SpecResolver(ABC):
 
 
 Builder = Callable[[bool], Any]
+
+
+class Alias:
+    """A name for a spec string, registered like a source: ``register(Alias("my-net", "timm:resnet18@/w.pth"))``.
+
+    Nothing is read when it is registered. Asking for the name resolves ``spec`` (with ``options``
+    added to its query) through the registered resolvers on first use, so a zoo plugin imports
+    nothing from the plugin that owns the prefix. The source it gives is the resolver's own, with
+    the alias's name, description and provider; its ``spec`` (what rebuilds it anywhere) is unchanged.
+    """
+
+    provider: Provider = BUILTIN  # set by the plugin manager at registration
+
+    def __init__(self, name: str, spec: str, *, options: Mapping[str, Any] | None = None, description: str = "",
+                 modality: str = "", default: bool = True, offline_zoo: bool = False):
+        self.name = name  # the registered name, e.g. "digits-test_resnet"
+        self.spec = spec  # what it stands for: "<prefix>:<rest>", or another registered name
+        self.options = dict(options or {})  # spec options, added to spec's query, e.g. {"size": 16}
+        self.description = description  # one line for ``autotransfer sources``
+        self._modality = modality  # "image"/"text"; "" asks the spec's resolver, then the source
+        self.default = default  # joins the default zoo of its modality (see ``Source.default``)
+        self.offline_zoo = offline_zoo  # see ``Source.offline_zoo``
+        self._sources: dict[str, Source] = {}
+
+    @property
+    def modality(self) -> str:
+        if not self._modality:
+            _, resolvers = _registries()
+            prefix, sep, _ = self.spec.partition(":")
+            declared = resolvers.get(prefix).modality if sep and prefix in resolvers else ""
+            self._modality = declared or self.source().modality
+        return self._modality
+
+    def source(self, options: SourceOptions | None = None, query: Mapping[str, str] | None = None) -> Source:
+        """The source this name stands for (one object per options and query), named like the alias."""
+        import copy
+
+        from .errors import SourceError
+
+        options = options or SourceOptions()
+        head, own = parse_query(self.spec)
+        merged = {**own, **{k: _query_value(v) for k, v in self.options.items()}, **(query or {})}
+        key = repr((options, sorted(merged.items())))
+        if key not in self._sources:
+            if head == self.name:
+                raise SourceError(f"source alias {self.name!r} stands for itself; give it a spec such as "
+                                  f"'timm:<model>@/path/weights.safetensors'")
+            spec = head + ("?" + "&".join(f"{k}={v}" for k, v in merged.items()) if merged else "")
+            src = copy.copy(resolve_source(spec, options))  # a copy: the spec may name a registered source
+            src.name, src.provider = self.name, self.provider
+            src.description = self.description or src.description
+            self._sources[key] = src
+        return self._sources[key]
+
+    def describe(self) -> dict[str, Any]:
+        from .errors import AutotransferError
+
+        try:
+            return self.source().describe()
+        except AutotransferError as exc:  # one broken alias must not break the listing
+            return {"name": self.name, "modality": self._modality, "provider": str(self.provider),
+                    "feature_dim": None, "offline_weights": False, "description": f"{self.spec}: {exc}"}
+
+    def __repr__(self) -> str:
+        return f"Alias({self.name!r}, {self.spec!r})"
+
+
+def _query_value(value: Any) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+
+
+# --- helpers for source plugins ------------------------------------------------------------
+
+_file_hashes: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's content, memoised on (path, size, mtime) so a big weights file is hashed once."""
+    import hashlib
+
+    st = os.stat(path)
+    memo = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if memo not in _file_hashes:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        _file_hashes[memo] = h.hexdigest()
+    return _file_hashes[memo]
 
 
 # --- resolving spec strings (helpers used by rank/search/train) -------------------------
@@ -223,14 +339,14 @@ def resolve_source(spec: str, options: SourceOptions | None = None) -> Source:
     options = options or SourceOptions()
     spec = spec.strip()
     sources, resolvers = _registries()
-    if spec in sources:
-        return sources.get(spec)
     head, query = parse_query(spec)
-    if query and head in sources:  # a registered source with options: "efficientnet-lite0?size=64"
-        with_options = getattr(sources.get(head), "with_options", None)
-        if with_options is None:
-            raise SourceError(f"source {head!r} takes no options (got {spec!r}); pass {head!r} alone")
-        return with_options(query)
+    if spec in sources:
+        head, query = spec, {}
+    if head in sources:  # a registered name, maybe with options: "efficientnet-lite0?size=64"
+        item = sources.get(head)
+        if isinstance(item, Alias):
+            return item.source(options, query)
+        return item.with_options(query) if query else item
     prefix, sep, rest = spec.partition(":")
     if sep and prefix in resolvers:
         if not rest:
@@ -356,16 +472,16 @@ def default_source_specs(modality: str, options: SourceOptions | None = None) ->
     sources, resolvers = _registries()
     out: list[str] = []
     for _, resolver in resolvers.items():
-        if getattr(resolver, "modality", None) in (None, "", modality):
+        if resolver.modality in ("", modality):
             out += [s for s in resolver.defaults() if s not in out]
     for key, src in sources.items():
-        if src.modality == modality and key not in out and getattr(src, "default", True):
+        if src.default and key not in out and src.modality == modality:
             out.append(key)
     if not out or (not is_offline(options) and hub_reachable()):
         return out
     local = SourceOptions(offline=True, trust_remote_code=bool(options and options.trust_remote_code))
     cached = [s for s in out if _available_offline(s, local)]
-    shipped = [key for key, src in sources.items() if src.modality == modality and getattr(src, "offline_zoo", False)]
+    shipped = [key for key, src in sources.items() if src.offline_zoo and src.modality == modality]
     if cached or not shipped:
         return cached or out
     note(f"the model hub cannot be reached and no {modality} model of the default zoo is cached: "

@@ -43,8 +43,8 @@ def _dist_info(site: Path, dist: str, version: str, module: str, code: str) -> P
 
 
 def test_hooks_are_the_fixed_contract():
-    assert set(HOOKS) == {"register_sources", "register_strategies", "register_estimators",
-                          "load_dataset", "trial_finished", "search_finished"}
+    assert set(HOOKS) == {"register_sources", "register_source_resolvers", "register_strategies",
+                          "register_estimators", "load_dataset", "trial_finished", "search_finished"}
     assert hookspecs.load_dataset.autotransfer_spec["firstresult"] is True
     for name in HOOKS:
         fn = getattr(hookspecs, name)
@@ -65,12 +65,24 @@ def test_every_hook_is_in_the_readme_plugin_guide():
 ALL_HOOKS_PLUGIN = """
 from types import SimpleNamespace
 from autotransfer import hookimpl
+from autotransfer.sources import SpecResolver
 CALLED = []
+
+class FakeResolver(SpecResolver):
+    name = "fake"
+
+    def resolve(self, rest, options):
+        raise NotImplementedError
 
 @hookimpl
 def register_sources(register):
     CALLED.append("register_sources")
     register(SimpleNamespace(name="fake_source", describe=lambda: {"name": "fake_source", "modality": "image"}))
+
+@hookimpl
+def register_source_resolvers(register):
+    CALLED.append("register_source_resolvers")
+    register(FakeResolver())
 
 @hookimpl
 def register_strategies(register):
@@ -106,6 +118,7 @@ def test_every_hook_is_called_by_the_manager(tmp_path):
     (d / "allhooks.py").write_text(ALL_HOOKS_PLUGIN)
     pm = PluginManager([d])
     assert pm.registry("sources").provider_of("fake_source").plugin == "allhooks"
+    assert pm.source_resolvers().provider_of("fake").plugin == "allhooks"
     assert "fake_strategy" in pm.registry("strategies")
     assert "fake_estimator" in pm.registry("estimators")
     assert pm.load_dataset("x.fake", {"seed": 5}) == {"path": "x.fake", "seed": 5}
@@ -115,7 +128,44 @@ def test_every_hook_is_called_by_the_manager(tmp_path):
     assert set(called) == set(HOOKS)
     assert pm.infos["allhooks"].hooks == sorted(HOOKS)
     assert pm.infos["allhooks"].registered == {
-        "sources": ["fake_source"], "strategies": ["fake_strategy"], "estimators": ["fake_estimator"]}
+        "sources": ["fake_source"], "source_resolvers": ["fake"], "strategies": ["fake_strategy"],
+        "estimators": ["fake_estimator"]}
+
+
+WRONG_HOOK_PLUGIN = """
+from autotransfer import hookimpl
+from autotransfer.sources import Alias, SpecResolver
+
+class Prefix(SpecResolver):
+    name = "pfx"
+
+    def resolve(self, rest, options):
+        raise NotImplementedError
+
+@hookimpl
+def register_sources(register):
+    register(Prefix())
+
+@hookimpl
+def register_source_resolvers(register):
+    register(Alias("not-a-resolver", "timm:test_resnet"))
+"""
+
+
+def test_sources_and_resolvers_register_through_their_own_hooks(tmp_path, capsys):
+    """No duck typing: a resolver given to register_sources (or an alias to register_source_resolvers)
+    is an error naming the right hook, and nothing of it is registered."""
+    from autotransfer.plugins import PluginManager
+
+    d = tmp_path / "plug"
+    d.mkdir()
+    (d / "wrong.py").write_text(WRONG_HOOK_PLUGIN)
+    pm = PluginManager([d])
+    assert "pfx" not in pm.source_resolvers() and "pfx" not in pm.registry("sources")
+    assert "not-a-resolver" not in pm.source_resolvers() and "timm" in pm.source_resolvers()
+    err = capsys.readouterr().err
+    assert "register it in register_source_resolvers(register)" in err
+    assert "takes an autotransfer.sources.SpecResolver" in err and "register_sources" in err
 
 
 def test_builtins_come_through_entry_points(cli):

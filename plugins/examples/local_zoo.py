@@ -3,9 +3,9 @@
 Set ``AUTOTRANSFER_LOCAL_ZOO=/path/to/folder`` holding ``<name>.safetensors`` (or ``.pth``) files,
 each with a JSON sidecar ``<name>.json`` saying at least ``{"architecture": "<timm model>"}``
 (plus ``input_size``, ``mean``, ``std`` ... as the timm source documents). Each file is
-registered as source ``<name>``, built through the ordinary timm source path — the same code
-that loads ``timm:<architecture>@<file>`` — so it is ranked, searched and exported like any
-other source. Use it with ``autotransfer --plugins-dir plugins/examples sources``.
+registered as source ``<name>``, an ``Alias`` of ``timm:<architecture>@<file>``: built through the
+ordinary timm source path, so it is ranked, searched and exported like any other source. Use it
+with ``autotransfer --plugins-dir plugins/examples sources``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from autotransfer import hookimpl
 from autotransfer.console import warn
-from autotransfer.sources import SourceOptions
+from autotransfer.sources import Alias
 
 
 @hookimpl
@@ -24,8 +24,6 @@ def register_sources(register):
     folder = os.environ.get("AUTOTRANSFER_LOCAL_ZOO")
     if not folder:
         return
-    from autotransfer_plugins.sources.timm_source import TimmResolver
-
     for weights in sorted(Path(folder).glob("*.safetensors")) + sorted(Path(folder).glob("*.pth")):
         sidecar = weights.with_suffix(".json")
         try:
@@ -33,6 +31,4 @@ def register_sources(register):
         except (OSError, ValueError, KeyError):
             warn(f"local zoo: {weights.name} skipped: {sidecar.name} missing or without \"architecture\"")
             continue
-        source = TimmResolver().resolve(f"{arch}@{weights}", SourceOptions())
-        source.name = weights.stem
-        register(source)
+        register(Alias(weights.stem, f"timm:{arch}@{weights.resolve()}"))

@@ -37,7 +37,6 @@ local folder instead.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import inspect
 import json
@@ -48,7 +47,15 @@ from typing import Any
 
 from autotransfer import hookimpl
 from autotransfer.errors import SourceError
-from autotransfer.sources import Source, SourceOptions, SpecResolver, is_offline, split_spec_options
+from autotransfer.sources import (
+    Source,
+    SourceOptions,
+    SpecResolver,
+    file_sha256,
+    is_offline,
+    lazy_class,
+    split_spec_options,
+)
 
 DEFAULT_ZOO = (
     "sentence-transformers/all-MiniLM-L6-v2",
@@ -68,21 +75,6 @@ IDENTITY_FILES = ("config.json", "tokenizer.json", "vocab.txt", "merges.txt", "v
                   "sentencepiece.bpe.model", "tokenizer_config.json", "special_tokens_map.json")
 EXPORT_FOLDER = "source"  # inside an exported model folder: tokenizer + config.json
 _LAYER = re.compile(r"(?:^|\.)(?:layer|layers|block|blocks|h)\.(\d+)(?:\.|$)")
-
-_file_hashes: dict[tuple[str, int, int], str] = {}
-
-
-def _file_sha256(path: Path) -> str:
-    st = path.stat()
-    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if memo not in _file_hashes:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        _file_hashes[memo] = h.hexdigest()
-    return _file_hashes[memo]
-
 
 @contextlib.contextmanager
 def _quiet_transformers():
@@ -211,9 +203,9 @@ class HFSource(Source):
             folder = Path(self.location)
             for fname in (*IDENTITY_FILES, *WEIGHT_FILES):
                 if (folder / fname).is_file():
-                    parts.append(f"{fname}={_file_sha256(folder / fname)[:16]}")
+                    parts.append(f"{fname}={file_sha256(folder / fname)[:16]}")
             for shard in sorted(folder.glob("model-*.safetensors")) + sorted(folder.glob("pytorch_model-*.bin")):
-                parts.append(f"{shard.name}={_file_sha256(shard)[:16]}")
+                parts.append(f"{shard.name}={file_sha256(shard)[:16]}")
         else:
             hit = self._cached("config.json")
             if hit and "/snapshots/" in hit:  # cache path .../snapshots/<commit>/config.json
@@ -389,20 +381,12 @@ def _make_backbone_class():
             """Parameter names, input -> output, disjoint, covering every parameter."""
             return [list(g) for g in self._groups]
 
-    HFBackbone.__qualname__ = "HFBackbone"  # picklable as autotransfer_plugins.sources.hf_source.HFBackbone
     return HFBackbone
 
 
-def __getattr__(name: str):
-    # The nn.Module class is made on first use, so importing this plugin does not import torch.
-    if name == "HFBackbone":
-        globals()[name] = cls = _make_backbone_class()
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _backbone_cls():
-    return globals().get("HFBackbone") or __getattr__("HFBackbone")
+# made on first use, so importing this plugin does not import torch; picklable as
+# autotransfer_plugins.sources.hf_source.HFBackbone
+_backbone_cls = lazy_class(globals(), "HFBackbone", _make_backbone_class)
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -466,8 +450,12 @@ def _bundled_minilm() -> Path | None:
 
 
 @hookimpl
-def register_sources(register):
+def register_source_resolvers(register):
     register(HFResolver())
+
+
+@hookimpl
+def register_sources(register):
     folder = _bundled_minilm()
     if folder is not None:
         src = HFSource("minilm-l6", str(folder), SourceOptions(), spec="minilm-l6")

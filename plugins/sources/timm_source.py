@@ -57,7 +57,15 @@ from typing import Any
 
 from autotransfer import hookimpl
 from autotransfer.errors import SourceError
-from autotransfer.sources import Source, SourceOptions, SpecResolver, is_offline, split_spec_options
+from autotransfer.sources import (
+    Source,
+    SourceOptions,
+    SpecResolver,
+    file_sha256,
+    is_offline,
+    lazy_class,
+    split_spec_options,
+)
 
 DEFAULT_ZOO = (
     "mobilenetv3_large_100",
@@ -73,24 +81,6 @@ DEFAULT_ZOO = (
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 QUERY_KEYS = ("size", "crop_pct", "mean", "std", "interpolation", "hflip", "scale", "in_chans")
 TINY = 64  # at or below this input size, training augmentation is mild (see module docstring)
-
-_file_hashes: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file's content, memoised on (path, size, mtime) so a big file is hashed once."""
-    import hashlib
-
-    st = os.stat(path)
-    memo = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-    if memo not in _file_hashes:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        _file_hashes[memo] = h.hexdigest()
-    return _file_hashes[memo]
-
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     """A state dict from ``.safetensors`` or a torch file read with ``weights_only=True``."""
@@ -619,20 +609,12 @@ def _make_backbone_class():
                 self.source_head._apply(fn, recurse)
             return self
 
-    TimmBackbone.__qualname__ = "TimmBackbone"  # picklable as autotransfer_plugins.sources.timm_source.TimmBackbone
     return TimmBackbone
 
 
-def __getattr__(name: str):
-    # The nn.Module class is made on first use, so importing this plugin does not import torch.
-    if name == "TimmBackbone":
-        globals()[name] = cls = _make_backbone_class()
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _backbone_cls():
-    return globals().get("TimmBackbone") or __getattr__("TimmBackbone")
+# made on first use, so importing this plugin does not import torch; picklable as
+# autotransfer_plugins.sources.timm_source.TimmBackbone
+_backbone_cls = lazy_class(globals(), "TimmBackbone", _make_backbone_class)
 
 
 def _fmt(value: Any) -> str:
@@ -726,5 +708,5 @@ class TimmResolver(SpecResolver):
 
 
 @hookimpl
-def register_sources(register):
+def register_source_resolvers(register):
     register(TimmResolver())
