@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .errors import EstimatorError, NotApplicable
+from .plugins import get_registry
 from .registry import BUILTIN, Provider
 
 FEATURES = "features"
@@ -43,7 +44,6 @@ class Estimator:
 
 def get_estimator(name: str) -> Estimator:
     """The registered estimator called ``name`` (error lists close matches)."""
-    from .plugins import get_registry
 
     return get_registry("estimators").get(name)
 

@@ -223,7 +223,7 @@ class PluginManager:
 
 def _check_item(kind: str, item: Any) -> None:
     """Resolvers and sources have a hook each: an item registered through the other one is a clear error."""
-    from .sources import SpecResolver
+    from .sources import SpecResolver  # here, not at the top: sources.py imports this module
 
     if kind == "source_resolvers" and not isinstance(item, SpecResolver):
         raise TypeError(f"register_source_resolvers: register() takes an autotransfer.sources.SpecResolver, "

@@ -7,14 +7,17 @@ string such as ``timm:resnet18@/path/weights.safetensors``. ``Source.build`` ret
 ``Backbone``. ``autotransfer.testing.check_source`` runs the whole contract on one source.
 
 Data flow, the same for feature extraction and training::
-
     items (paths or texts) --load_item(item, train)--> per-item inputs (in DataLoader workers)
         --collate(list)--> batch inputs --Backbone.forward--> (B, feature_dim) pooled features
 """
 
 from __future__ import annotations
 
+import copy
+import difflib
+import hashlib
 import os
+import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ._lazy import lazy_class as lazy_class  # re-exported for source plugins
+from .console import note, warn
+from .errors import AutotransferError, SourceError
+from .plugins import get_plugin_manager
 from .registry import BUILTIN, Provider
 
 if TYPE_CHECKING:  # torch is imported only where used
@@ -139,7 +145,6 @@ class Source(ABC):
 
     def with_options(self, query: dict[str, str]) -> Source:
         """This source with spec options, for ``<registered name>?size=64``; by default it takes none."""
-        from .errors import SourceError
 
         raise SourceError(f"source {self.name!r} takes no options (got {query}); pass {self.name!r} alone")
 
@@ -178,7 +183,6 @@ class SpecResolver(ABC):
         It must build the same architecture (``build(pretrained=False)``) and the same input
         pipeline as the source that was exported, reading nothing outside ``folder``.
         """
-        from .errors import SourceError
 
         raise SourceError(f"source resolver {self.name!r} cannot rebuild an exported source; "
                           f"load the model with source= given explicitly")
@@ -223,9 +227,7 @@ class Alias:
 
     def source(self, options: SourceOptions | None = None, query: Mapping[str, str] | None = None) -> Source:
         """The source this name stands for (one object per options and query), named like the alias."""
-        import copy
 
-        from .errors import SourceError
 
         options = options or SourceOptions()
         head, own = parse_query(self.spec)
@@ -243,8 +245,6 @@ class Alias:
         return self._sources[key]
 
     def describe(self) -> dict[str, Any]:
-        from .errors import AutotransferError
-
         try:
             return self.source().describe()
         except AutotransferError as exc:  # one broken alias must not break the listing
@@ -266,7 +266,6 @@ _file_hashes: dict[tuple[str, int, int], str] = {}
 
 def file_sha256(path: str | os.PathLike) -> str:
     """sha256 of a file's content, memoised on (path, size, mtime) so a big weights file is hashed once."""
-    import hashlib
 
     st = os.stat(path)
     memo = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
@@ -284,7 +283,6 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def is_offline(options: SourceOptions | None = None) -> bool:
     """Whether the network must not be touched: ``options.offline`` or ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``."""
-    import os
 
     if options is not None and options.offline:
         return True
@@ -309,7 +307,6 @@ def parse_query(spec: str) -> tuple[str, dict[str, str]]:
 
 def split_spec_options(prefix: str, rest: str, allowed: tuple[str, ...]) -> tuple[str, dict[str, str]]:
     """``parse_query`` plus the check every resolver needs: only ``allowed`` option names."""
-    from .errors import SourceError
 
     body, query = parse_query(rest.strip())
     bad = sorted(set(query) - set(allowed))
@@ -320,8 +317,6 @@ def split_spec_options(prefix: str, rest: str, allowed: tuple[str, ...]) -> tupl
 
 
 def _registries():
-    from .plugins import get_plugin_manager
-
     pm = get_plugin_manager()
     return pm.registry("sources"), pm.source_resolvers()
 
@@ -332,9 +327,7 @@ def resolve_source(spec: str, options: SourceOptions | None = None) -> Source:
 
     Raises ``SourceError`` naming close matches when nothing matches.
     """
-    import difflib
 
-    from .errors import SourceError
 
     options = options or SourceOptions()
     spec = spec.strip()
@@ -370,7 +363,6 @@ def resolve_source(spec: str, options: SourceOptions | None = None) -> Source:
 def source_from_export(export: Mapping[str, Any], folder: Path, name: str, spec: str,
                        options: SourceOptions | None = None) -> Source:
     """Rebuild an exported source (see ``Source.export``) through the resolver it names."""
-    from .errors import SourceError
 
     _, resolvers = _registries()
     prefix = str(export.get("resolver", ""))
@@ -399,8 +391,6 @@ def resolve_sources(
     with one warning line each kind, naming every skipped source and how to provide its
     weights locally. Raises ``SourceError`` when nothing usable is left.
     """
-    from .console import warn
-    from .errors import SourceError
 
     options = options or SourceOptions()
     usable: list[Source] = []
@@ -446,7 +436,6 @@ _reachable: dict[tuple[str, int], bool] = {}
 
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the model hub answers a TCP connection now (False when offline mode is on); memoised."""
-    import socket
 
     if is_offline():
         return False
@@ -467,7 +456,6 @@ def default_source_specs(modality: str, options: SourceOptions | None = None) ->
     not in the local cache are dropped; if none is left, the registered sources marked
     ``offline_zoo`` (real weights that ship in a package, e.g. ``efficientnet-lite0``) are the zoo.
     """
-    from .console import note
 
     sources, resolvers = _registries()
     out: list[str] = []

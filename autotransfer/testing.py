@@ -1,5 +1,4 @@
 """The plugin contract as checks, for a plugin author's own tests (like scikit-learn's ``check_estimator``)::
-
     from autotransfer.testing import check_estimator, check_source, check_strategy
 
     def test_my_plugin():
@@ -22,6 +21,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+
+from .errors import AutotransferError
+from .estimators import FEATURES, SOURCE_PROBS
+from .model import TransferModel
+from .sources import Backbone, Source
+from .strategies import ParamSpec, SourceInfo, Stage, Strategy
 
 TEXTS = ("the cat sat on the mat", "shares in the bank rose after the election news")
 
@@ -65,8 +70,6 @@ def check_source(source: Any, items: Sequence[Any] | None = None) -> None:
 
 
 def _check_source_fields(source: Any, who: str) -> None:
-    from .sources import Source
-
     _expect(isinstance(source, Source), who, "must be an autotransfer.sources.Source", type(source).__name__)
     _expect(isinstance(source.name, str) and source.name.strip(), who, "name must be a non-empty str", source.name)
     _expect(source.modality in ("image", "text"), who, "modality must be 'image' or 'text'", source.modality)
@@ -107,7 +110,6 @@ def _check_pipeline(source: Any, items: list[Any], who: str) -> Any:
 def _check_backbone(source: Any, pretrained: bool, batch: Any, n: int, who: str) -> Any:
     import torch
 
-    from .sources import Backbone
 
     what = f"{who} build(pretrained={pretrained})"
     backbone = source.build(pretrained=pretrained)
@@ -187,7 +189,6 @@ def check_strategy(strategy: Any, backbone: Any = None) -> None:
     values), and for every stage that ``param_groups`` trains exactly the parameters it returns,
     heads included, at positive learning rates.
     """
-    from .strategies import SourceInfo
 
     who = _who("strategy", strategy)
     _check_strategy_fields(strategy, who)
@@ -198,8 +199,6 @@ def check_strategy(strategy: Any, backbone: Any = None) -> None:
 
 
 def _check_strategy_fields(strategy: Any, who: str) -> None:
-    from .strategies import ParamSpec, Strategy
-
     _expect(isinstance(strategy, Strategy), who, "must be an autotransfer.strategies.Strategy",
             type(strategy).__name__)
     _expect(isinstance(strategy.name, str) and strategy.name.strip(), who, "name must be a non-empty str",
@@ -220,9 +219,6 @@ def _check_strategy_fields(strategy: Any, who: str) -> None:
 
 
 def _check_resolve_params(strategy: Any, info: Any, who: str) -> dict[str, Any]:
-    from .errors import AutotransferError
-    from .strategies import ParamSpec
-
     strategy.check(info)
     space = strategy.search_space(info)
     _expect(isinstance(space, dict) and all(isinstance(s, ParamSpec) for s in space.values()), who,
@@ -256,9 +252,6 @@ def _raises(exc: type[BaseException], fn: Any, *args: Any) -> bool:
 
 
 def _check_stages(strategy: Any, backbone: Any, params: dict[str, Any], who: str) -> None:
-    from .model import TransferModel
-    from .strategies import Stage
-
     stages = strategy.stages(params)
     _expect(isinstance(stages, list) and stages and all(isinstance(s, Stage) for s in stages), who,
             "stages(params) must return a non-empty list of Stage", stages)
@@ -356,8 +349,6 @@ def check_estimator(estimator: Any) -> None:
 
 
 def _check_estimator_fields(estimator: Any, who: str) -> None:
-    from .estimators import FEATURES, SOURCE_PROBS
-
     _expect(isinstance(estimator.name, str) and estimator.name.strip(), who, "name must be a non-empty str",
             estimator.name)
     _expect(callable(estimator.score), who, "score must be callable", estimator.score)
@@ -383,8 +374,6 @@ def _tiny_problem(informative: bool, n_per_class: int = 20) -> dict[str, np.ndar
 
 
 def _score(estimator: Any, problem: dict[str, np.ndarray], who: str) -> float:
-    from .estimators import SOURCE_PROBS
-
     given = {k: v.copy() for k, v in problem.items()}
     probs = given["source_probs"] if SOURCE_PROBS in estimator.requires else None
     value = estimator.score(given["features"], given["labels"], source_probs=probs, device="cpu")

@@ -3,7 +3,6 @@
 Vision weights cannot be downloaded here, so transfer is shown the way Yosinski et al.
 (2014) did: split the classes. Sources are pretrained on digits 0–4 (task A); the target
 is digits 5–9 (task B) with few labels. The zoo has:
-
 * ``digits-<arch>``: pretrained on task A (helpful sources, two architectures);
 * ``shuffled-<arch>``: pretrained on task A with **shuffled labels** and a learning rate 100×
   too high — a planted harmful source, the kind of checkpoint a broken pretraining run leaves:
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.offline import digits_arrays, write_images
+from .features import default_cache_dir
 
 ZOO_VERSION = "v2"
 SIZE = 16  # input size the zoo is trained at (8x8 digits upscaled)
@@ -44,8 +44,6 @@ class ZooEntry:
 
 
 def default_zoo_dir() -> Path:
-    from .features import default_cache_dir
-
     return Path(default_cache_dir()).parent / "zoo" / f"digits-{ZOO_VERSION}"
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from ..plugins import get_plugin_manager
 from .dataset import LAYOUTS, SPLITS, Dataset, Task
 from .splits import parse_split
 
@@ -27,7 +28,6 @@ def load(
     """
     if isinstance(path, Dataset):
         return path
-    from ..plugins import get_plugin_manager
 
     p = Path(path).expanduser()
     if not p.exists():

@@ -3,12 +3,11 @@
 from pathlib import Path
 
 from autotransfer import hookimpl
+from autotransfer.data.tables import load_table, looks_like_table
 
 
 @hookimpl
 def load_dataset(path, options):
-    from autotransfer.data.tables import load_table, looks_like_table
-
     p = Path(path)
     if looks_like_table(p):
         return load_table(p, dict(options))

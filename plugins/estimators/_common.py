@@ -9,12 +9,13 @@ from typing import Any
 
 import numpy as np
 
+from autotransfer.errors import EstimatorError
+
 
 def torch_device(device: Any):
     """``device`` as a ``torch.device``; a clear error when CUDA is asked for but absent."""
     import torch
 
-    from autotransfer.errors import EstimatorError
 
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():

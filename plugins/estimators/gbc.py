@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from autotransfer import hookimpl
+from autotransfer.errors import EstimatorError
 from autotransfer.estimators import FEATURES, Estimator
 
 from ._common import as_labels, as_tensor, class_sums, gram_eigh
@@ -29,7 +30,6 @@ def score(
     """GBC of ``features`` for 1-D ``labels``; ``covariance`` is "spherical" or "diagonal". Higher is better."""
     import torch
 
-    from autotransfer.errors import EstimatorError
 
     if covariance not in ("spherical", "diagonal"):
         raise EstimatorError(f"GBC covariance must be 'spherical' or 'diagonal', but got {covariance=}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from autotransfer import hookimpl
+from autotransfer.errors import NotApplicable
 from autotransfer.estimators import SOURCE_PROBS, Estimator
 
 from ._common import as_labels, as_tensor, class_sums
@@ -22,7 +23,6 @@ def score(features: Any, labels: Any, *, source_probs: Any = None, device: str =
     """LEEP of the (N, Z) ``source_probs`` for 1-D ``labels``; ``features`` are unused. Higher is better."""
     import torch
 
-    from autotransfer.errors import NotApplicable
 
     if source_probs is None:
         raise NotApplicable("LEEP needs source-head probabilities (source_probs), and there are none")

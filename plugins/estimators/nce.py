@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from autotransfer import hookimpl
+from autotransfer.errors import NotApplicable
 from autotransfer.estimators import SOURCE_PROBS, Estimator
 
 from ._common import as_labels, as_tensor
@@ -20,7 +21,6 @@ def score(features: Any, labels: Any, *, source_probs: Any = None, device: str =
     """-H(Y | argmax source_probs) for 1-D ``labels``; ``features`` are unused. Higher is better."""
     import torch
 
-    from autotransfer.errors import NotApplicable
 
     if source_probs is None:
         raise NotApplicable("NCE needs source-head probabilities (source_probs), and there are none")

@@ -16,12 +16,12 @@ from pathlib import Path
 
 from autotransfer import hookimpl
 from autotransfer.sources import Alias
+from autotransfer.zoo import ZOO_VERSION
 
 
 def _zoo_dir() -> Path:
     root = os.environ.get("AUTOTRANSFER_CACHE_DIR")
     base = Path(root).expanduser() if root else Path.home() / ".cache" / "autotransfer"
-    from autotransfer.zoo import ZOO_VERSION
 
     return base / "zoo" / f"digits-{ZOO_VERSION}"
 

@@ -1,7 +1,6 @@
 """Built-in source plugin: Hugging Face transformers text encoders (``AutoModel`` + ``AutoTokenizer``).
 
 Spec forms (prefix ``hf``)::
-
     hf:<model-id>                    a hub model, e.g. hf:bert-base-uncased (hub cache / download)
     hf:/path/to/folder               a local save_pretrained() folder (config.json, weights, tokenizer)
     hf:<id-or-path>?pooling=cls      options after ``?``, joined with ``&``
@@ -19,7 +18,6 @@ pooler) joins the last layer's group, since mean/CLS pooling never uses the pool
 pooler-only group would make "unfreeze depth 1" useless.
 
 Default text zoo (English encoders, smallest to largest)::
-
     sentence-transformers/all-MiniLM-L6-v2   22.7M params   384-d   (``minilm-l6`` when bundled)
     distilbert-base-uncased                  66M            768-d
     microsoft/deberta-v3-small               141M           768-d
@@ -37,6 +35,7 @@ local folder instead.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib.util
 import inspect
 import json
@@ -401,8 +400,6 @@ class HFResolver(SpecResolver):
                    f"default zoo: {len(DEFAULT_ZOO)} English encoders")
 
     def resolve(self, rest: str, options: SourceOptions) -> HFSource:
-        import difflib
-
         body, query = split_spec_options("hf", rest, QUERY_KEYS)
         body = body.strip()
         path = Path(body).expanduser()

@@ -1,7 +1,6 @@
 """Built-in source plugin: any timm image model, with hub weights or a local weights file.
 
 Spec forms (prefix ``timm``)::
-
     timm:<model_name>                              timm's pretrained weights (hub cache / download)
     timm:<model_name>@/path/weights.safetensors    a state dict of the full timm model (or .pth/.pt/.bin,
                                                    read with torch.load(weights_only=True))
@@ -14,7 +13,6 @@ When the file has a classifier it becomes the source's ``source_head`` (for LEEP
 
 Options, from the spec query, then ``SourceOptions.extra``, then a JSON sidecar next to the
 weights file (``/path/weights.json``), then timm's pretrained config:
-
     size          input size, ``32`` or ``32x48`` (extra key: ``input_size``). Models with a
                   fixed input size (ViTs) are built with ``img_size=size``. A size override
                   also sets ``crop_pct=1`` (small images are usually tightly framed) and, at
@@ -33,7 +31,6 @@ Layer groups come from timm's own coarse grouping (``model.group_matcher(coarse=
 stem, then each stage / block, then the pre-logits head, in forward order.
 
 Default image zoo (ImageNet-1k classifiers, smallest to largest)::
-
     mobilenetv3_large_100   5.5M params   1280-d
     efficientnet_b0         5.3M          1280-d
     vit_tiny_patch16_224    5.7M           192-d
@@ -50,12 +47,17 @@ checkpoint folder); otherwise ``available()`` says how to pass a local file.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from autotransfer import hookimpl
+from autotransfer.decode_cache import DecodeSpec, centre_crop
 from autotransfer.errors import SourceError
 from autotransfer.sources import (
     Source,
@@ -134,7 +136,6 @@ def weights_problem(path: str | os.PathLike) -> str:
 
 def _check_safetensors(path: Path, size: int) -> None:
     """Header and length checks of a safetensors file without reading its tensors."""
-    import struct
 
     bad = (f"weights file {str(path)!r} is corrupt or truncated; expected a safetensors file "
            "written by safetensors.torch.save_file — write it again")
@@ -486,7 +487,6 @@ class TimmSource(Source):
             return self._dspec
         from torchvision import transforms as T
 
-        from autotransfer.decode_cache import DecodeSpec
 
         self._dspec = None
         steps = list(getattr(self._transform(False), "transforms", []))
@@ -512,9 +512,7 @@ class TimmSource(Source):
     def load_decoded(self, image, train: bool = False):
         """Eval: the centre crop of the cached square; train: the augmentation (random-resized crop, flip ...)
         of the cached square. Both end in ``_normalised``, the same numbers as ToTensor + Normalize."""
-        import numpy as np
 
-        from autotransfer.decode_cache import centre_crop
 
         if not train:
             return self._normalised(centre_crop(image, self.decode_spec().crop))
@@ -533,7 +531,6 @@ class TimmSource(Source):
         """uint8 HWC -> float CHW tensor: torchvision's ToTensor + Normalize arithmetic (float32 /255, -mean,
         /std, bit for bit), done in numpy: one pass per image instead of several small torch ops, whose
         dispatch and threading overhead dominated per-image time on a busy 2-core CPU."""
-        import numpy as np
         import torch
 
         norm = norm or self._transform(False).transforms[-1]
@@ -652,8 +649,6 @@ class TimmResolver(SpecResolver):
                    f"default zoo: {len(DEFAULT_ZOO)} ImageNet models")
 
     def resolve(self, rest: str, options: SourceOptions) -> TimmSource:
-        import difflib
-
         import timm
 
         body, query = split_spec_options("timm", rest, QUERY_KEYS)
