@@ -1,8 +1,8 @@
 """autotransfer: which pretrained model to start from, and how to transfer it.
 
 ``import autotransfer`` is light: torch, timm and transformers load only where used.
-The public functions (``search``, ``train``, ``evaluate``, ``load_model``, ...) are plain functions
-re-exported from the private modules that hold them.
+The public functions (``rank``, ``search``, ``leaderboard``, ``train``, ``evaluate``, ``load_model``,
+...) are plain functions re-exported from the private modules that hold them.
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ __all__ = [
     "get_estimator",
     "hookimpl",
     "hookspec",
+    "leaderboard",
     "load_dataset",
     "load_model",
+    "rank",
     "search",
     "train",
 ]
@@ -43,8 +45,10 @@ _LAZY = {  # public name -> (module, its name there)
     "estimate": (".estimators", "estimate"),
     "evaluate": ("._evaluate", "evaluate"),
     "get_estimator": (".estimators", "get_estimator"),
+    "leaderboard": ("._leaderboard", "leaderboard"),
     "load_dataset": (".data", "load"),
     "load_model": (".model", "load_model"),
+    "rank": ("._rank", "rank"),
     "search": ("._search.runner", "search"),
     "SearchResult": ("._search.runner", "SearchResult"),
     "train": ("._train", "train"),
@@ -53,6 +57,8 @@ _LAZY = {  # public name -> (module, its name there)
 
 if TYPE_CHECKING:
     from ._evaluate import evaluate
+    from ._leaderboard import leaderboard
+    from ._rank import rank
     from ._search.runner import SearchResult, search
     from ._train import TrainResult, train
     from .data import load as load_dataset

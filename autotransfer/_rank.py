@@ -136,3 +136,95 @@ def warn_not_applicable(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         if row.get("notes"):
             warn(f"source {row['source']!r}: {row['notes']} (cell left empty)")
+
+
+def _names(value: str | Sequence[str] | None) -> list[str] | None:
+    """A list from ``"a,b"`` or ``["a", "b"]``; None (the default) for nothing given."""
+    if isinstance(value, str):
+        value = value.split(",")
+    names = [v.strip() for v in value or () if v.strip()]
+    return names or None
+
+
+def resolve_and_rank(
+    dataset: Dataset,
+    sources: str | Sequence[str] | None = None,
+    estimators: str | Sequence[str] | None = None,
+    *,
+    offline: bool = False,
+    trust_remote_code: bool = False,
+    **options: Any,
+) -> tuple[list[Any], list[str], list[dict[str, Any]]]:
+    """Resolve the source specs (default: the modality's zoo) and the estimators (default: the
+    registered ones of ``DEFAULT_ESTIMATORS``), rank, and warn for every cell left empty.
+
+    ``options`` go to ``rank_sources``. Returns the sources, the estimator names and the rows.
+    """
+    from .plugins import get_plugin_manager
+    from .sources import SourceOptions, default_source_specs, resolve_sources
+
+    opts = SourceOptions(offline=offline, trust_remote_code=trust_remote_code)
+    specs = _names(sources) or default_source_specs(dataset.modality, opts)
+    srcs = resolve_sources(specs, opts, modality=dataset.modality)
+    registered = get_plugin_manager().registry("estimators")
+    est = _names(estimators) or [e for e in DEFAULT_ESTIMATORS if e in registered]
+    rows = rank_sources(dataset, srcs, est, **options)
+    warn_not_applicable(rows)
+    return srcs, est, rows
+
+
+def rank_into(out_dir: str | Path | None, dataset: Dataset, data: Any, sources: Any, estimators: Any,
+              **options: Any) -> tuple[list[dict[str, Any]], list[str], Path | None]:
+    """``resolve_and_rank``, and with ``out_dir`` write its ``leaderboards/transferability.csv``
+    (a folder holding the search of other data is refused first, before any work).
+
+    Returns the rows, the estimator names and the CSV's path (None without ``out_dir``).
+    """
+    from ._search.rundir import refuse_other_data
+
+    if out_dir is not None:
+        refuse_other_data(Path(out_dir), dataset, data)  # a search folder of other data keeps its own ranking
+    _, est, rows = resolve_and_rank(dataset, sources, estimators, **options)
+    path = write_transferability(rows, est, out_dir) if out_dir is not None else None
+    return rows, est, path
+
+
+def rank(
+    data: Any,
+    sources: str | Sequence[str] | None = None,
+    estimators: str | Sequence[str] | None = None,
+    *,
+    primary: str = "logme",
+    out: str | Path | None = None,
+    text_col: str | None = None,
+    label_col: str | None = None,
+    split: Any = None,
+    seed: int = 0,
+    max_samples: int | None = None,
+    device: str = "auto",
+    cache_dir: str | None = None,
+    precision: str = "auto",
+    offline: bool = False,
+    trust_remote_code: bool = False,
+    progress: bool = True,
+) -> Any:
+    """Score source models for ``data`` with transferability estimators (``autotransfer rank``).
+
+    ``data`` is a dataset folder, a table file or a loaded ``Dataset``; ``sources`` are specs
+    (registered names, ``timm:<model>[@weights]``, ``hf:<id-or-folder>``; default: the modality's
+    zoo) and ``estimators`` names (default: every registered default), as lists or ``"a,b"``.
+    Returns a pandas DataFrame, one row per source, best first by ``primary``, with the columns of
+    ``transferability.csv``. With ``out``, that file is also written in ``out/leaderboards/``.
+    """
+    import pandas as pd
+
+    from .data import load
+    from .features import resolve_device
+    from .precision import resolve_precision
+
+    precision = resolve_precision(precision, resolve_device(device))  # a bad value fails before any loading
+    ds = load(data, text_col=text_col, label_col=label_col, split=split, seed=seed)
+    rows, est, _ = rank_into(out, ds, data, sources, estimators, primary=primary, max_samples=max_samples,
+                             device=device, cache_dir=cache_dir, seed=seed, progress=progress, precision=precision,
+                             offline=offline, trust_remote_code=trust_remote_code)
+    return pd.DataFrame(rows, columns=rank_columns(rows, est))

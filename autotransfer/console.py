@@ -1,23 +1,68 @@
-"""Warnings and notes for people: one line each, on stderr, also kept for reports."""
+"""Warnings and notes for people: one line each, logged to ``logging.getLogger("autotransfer")``.
+
+Warnings are also kept for reports (``seen_warnings``). The ``autotransfer`` logger comes with its
+own stderr handler and does not propagate (optuna's and transformers' choice): a script or notebook
+with no logging set up still sees every message, and a ``logging.basicConfig`` elsewhere does not
+print them twice. Hide notes with ``logging.getLogger("autotransfer").setLevel(logging.WARNING)``;
+route both through your own logging with ``log.handlers.clear(); log.propagate = True``.
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
 
+logger = logging.getLogger("autotransfer")
 _seen: list[str] = []
 
 
+class ConsoleHandler(logging.Handler):
+    """``warning: message`` for warnings, the plain line for notes, on the current ``sys.stderr``.
+
+    Written through ``tqdm.write`` so that a progress bar is cleared and redrawn below the line.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            if record.levelno >= logging.WARNING:
+                text = f"{record.levelname.lower()}: {text}"
+            stream = sys.stderr  # looked up at each message: pytest's capsys and click's runner swap it
+            from tqdm.auto import tqdm
+
+            tqdm.write(text, file=stream)
+            stream.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def use_console() -> None:
+    """Show notes and warnings on stderr through exactly one ``ConsoleHandler`` (the CLI's set-up)."""
+    for handler in [h for h in logger.handlers if isinstance(h, ConsoleHandler)]:
+        logger.removeHandler(handler)
+    logger.addHandler(ConsoleHandler())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+if not logger.handlers:  # a logger configured before autotransfer was imported is left as it is
+    logger.addHandler(ConsoleHandler())
+    logger.propagate = False
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+
+
 def warn(message: str) -> None:
-    """Print ``warning: message`` on stderr and remember it."""
+    """Log ``message`` as a warning (shown as ``warning: message``) and remember it."""
     _seen.append(message)
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    logger.warning(message, stacklevel=2)
 
 
 def note(message: str) -> None:
-    """Print an informational line on stderr."""
-    print(message, file=sys.stderr, flush=True)
+    """Log an informational line (shown as is)."""
+    logger.info(message, stacklevel=2)
 
 
 def seen_warnings() -> list[str]:
-    """Every warning printed so far in this process (oldest first)."""
+    """Every warning given so far in this process (oldest first)."""
     return list(_seen)

@@ -184,19 +184,35 @@ def read_transferability(out_dir: Path) -> list[dict[str, Any]]:
     return pd.read_csv(path).to_dict("records") if path.exists() else []
 
 
+def _figure() -> tuple[Any, Any]:
+    """A figure and its axes on the Agg canvas, without pyplot: the caller's backend (a notebook's
+    inline one, say) is neither switched nor handed figures to show."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots()
+
+
+def _save(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    replace_file(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+
+
 def _plots(study: optuna.Study, rows: list[dict[str, Any]], out: Path) -> None:
-    import matplotlib
+    _transferability_plot(study, rows, out / "transferability_vs_val.png")
+    _history_plot(rows, out / "history.png")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def _transferability_plot(study: optuna.Study, rows: list[dict[str, Any]], path: Path) -> None:
     primary = study.user_attrs.get("primary", "logme")
     scores = {display_source(k): v for k, v in study.user_attrs.get("scores", {}).items()}  # rows show names
     best: dict[str, float] = {}
     for r in rows:
         if r["role"] != SCRATCH and r["val_score"] is not None:
             best[r["source"]] = max(best.get(r["source"], -1.0), r["val_score"])
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _figure()
     for s, v in best.items():
         x = scores.get(s, {}).get(primary)
         if x is not None:
@@ -210,11 +226,11 @@ def _plots(study: optuna.Study, rows: list[dict[str, Any]], out: Path) -> None:
     ax.set_xlabel(f"transferability ({primary})")
     ax.set_ylabel("best validation score")
     ax.set_title("Transferability vs best validation score")
-    fig.tight_layout()
-    replace_file(out / "transferability_vs_val.png", lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
+    _save(fig, path)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+
+def _history_plot(rows: list[dict[str, Any]], path: Path) -> None:
+    fig, ax = _figure()
     for state, marker, colour in (("COMPLETE", "o", "tab:blue"), ("PRUNED", "x", "tab:red"), ("FAIL", "s", "black")):
         pts = [(r["trial"], r["val_score"] if r["val_score"] is not None else 0.0) for r in rows if r["state"] == state]
         if pts:
@@ -231,9 +247,7 @@ def _plots(study: optuna.Study, rows: list[dict[str, Any]], out: Path) -> None:
     ax.set_ylabel("validation score")
     ax.set_title("Optimisation history (x = pruned)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    replace_file(out / "history.png", lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _md_table(rows: list[dict[str, Any]], cols: list[str]) -> str:

@@ -581,7 +581,7 @@ def cost_proxy(source: Any) -> float:
 def _progress(enabled: bool, total: int):
     if not enabled:
         return None
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="trials", unit="trial", leave=True, dynamic_ncols=True)
 

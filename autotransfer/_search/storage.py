@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import inspect
 import json
@@ -139,8 +138,8 @@ def redact(url: str) -> str:
 def study_lock(url: str, study_name: str, out_dir: Path) -> Iterator[None]:
     """Serialise study set-up and trial creation across workers.
 
-    PostgreSQL: a session advisory lock (works across machines). Anything else: an
-    exclusive ``flock`` on a file in the run directory (workers on one machine).
+    PostgreSQL: a session advisory lock (works across machines). Anything else: an exclusive
+    ``filelock.FileLock`` on a file in the run directory (workers on one machine; any OS).
     """
     if url.startswith(("postgresql", "postgres:")):
         import sqlalchemy
@@ -156,44 +155,52 @@ def study_lock(url: str, study_name: str, out_dir: Path) -> Iterator[None]:
                 conn.commit()
         engine.dispose()
         return
+    from filelock import FileLock
+
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    with open(Path(out_dir) / ".study.lock", "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with FileLock(Path(out_dir) / ".study.lock"):
+        yield
 
 
 class RunOwner:
-    """Holds ``DIR/.owner.lock`` while a search runs in ``DIR``; the kernel drops it if the process dies."""
+    """Holds ``DIR/.owner.lock`` while a search runs in ``DIR``; the OS drops it if the process dies.
+
+    A reader/writer lock: the first search takes it for writing and is ``sole`` (it may fail the
+    RUNNING trials a killed search left behind); a later one waits until that ends, then shares it
+    for reading with any other later workers, none of them sole (they rely on heartbeats instead).
+    ``filelock.ReadWriteLock`` gives these shared and exclusive holds on every OS through SQLite's
+    file locks, which the OS releases when a process dies, as ``flock`` did; ``FileLock`` alone is
+    exclusive only, and a shared hold cannot be built on it without state a killed process leaves.
+    """
 
     def __init__(self, out_dir: Path):
         self.path = Path(out_dir) / ".owner.lock"
-        self._fh = None
+        self._lock = None
         self.sole = False  # True when no other live process is searching in this directory
 
     def __enter__(self) -> RunOwner:
+        from filelock import ReadWriteLock, Timeout
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a+")
+        self._lock = ReadWriteLock(self.path)
         try:
-            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._lock.acquire_write(blocking=False)
             self.sole = True
-        except OSError:
+        except Timeout:
             # another local worker shares this directory: hold a shared lock, rely on heartbeats
             try:
-                fcntl.flock(self._fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError:
+                self._lock.acquire_read(blocking=False)
+            except Timeout:
                 from ..console import note
 
                 note(f"waiting for another search using {self.path.parent} to finish (it holds {self.path.name}) …")
-                fcntl.flock(self._fh, fcntl.LOCK_SH)
+                self._lock.acquire_read()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._fh:
-            fcntl.flock(self._fh, fcntl.LOCK_UN)
-            self._fh.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
 
 def fail_orphans(study: optuna.Study) -> list[int]:

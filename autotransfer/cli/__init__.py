@@ -83,8 +83,10 @@ def cli(plugins_dir: tuple[str, ...], strict_plugins: bool, disable_plugin: tupl
     Start with:  autotransfer demo
     Your data:   autotransfer search --data ./mydata
     """
+    from ..console import use_console
     from ..plugins import configure
 
+    use_console()  # notes and warnings on stderr, as lines between progress bars
     configure(plugins_dirs=plugins_dir, strict=strict_plugins, disabled=disable_plugin)
 
 

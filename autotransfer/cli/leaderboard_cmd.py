@@ -12,16 +12,13 @@ from ..errors import AutotransferError
 def print_leaderboards(out_dir: Path, fmt: str) -> None:
     import pandas as pd
 
+    from .._leaderboard import read_leaderboards
     from ..textable import format_table
 
     lb = Path(out_dir) / "leaderboards"
-    shown = False
-    for name in ("summary", "transferability", "trials"):
-        path = lb / f"{name}.csv"
-        if not path.exists():
-            continue
-        shown = True
-        df = pd.read_csv(path)
+    tables = read_leaderboards(out_dir)
+    for name in [n for n in ("summary", "transferability", "trials") if n in tables]:
+        df = tables[name]
         if fmt == "csv":
             click.echo(f"# {name}.csv")
             click.echo(df.to_csv(index=False).rstrip())
@@ -41,7 +38,7 @@ def print_leaderboards(out_dir: Path, fmt: str) -> None:
                 click.echo(f"\n{name}")
                 click.echo(format_table(df.where(df.notna(), None).to_dict("records"), cols))
         click.echo("")
-    if not shown:
+    if not tables:
         raise AutotransferError(
             f"no leaderboards in {str(out_dir)!r}; expected DIR/leaderboards/*.csv from 'autotransfer search --out DIR'"
         )

@@ -41,25 +41,16 @@ def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, p
     """Score source models for a dataset with transferability estimators."""
     from pathlib import Path
 
-    from .._rank import DEFAULT_ESTIMATORS, rank_columns, rank_sources, warn_not_applicable, write_transferability
-    from .._search.rundir import refuse_other_data
+    from .._rank import rank_columns, rank_into
     from ..data import load
-    from ..plugins import get_plugin_manager
-    from ..sources import SourceOptions, default_source_specs, resolve_sources
     from ..textable import format_table
 
     precision = checked_precision(precision, device)
     ds = load(data, text_col=text_col, label_col=label_col, split=split, seed=seed)
     run_dir = Path(out) if out else Path("autotransfer-runs") / ds.name
-    refuse_other_data(run_dir, ds, data)  # a search folder of other data keeps its own ranking
-    opts = SourceOptions(offline=offline, trust_remote_code=trust_remote_code)
-    specs = _split_list(sources) or default_source_specs(ds.modality, opts)
-    srcs = resolve_sources(specs, opts, modality=ds.modality)
-    est = _split_list(estimators) or [e for e in DEFAULT_ESTIMATORS if e in get_plugin_manager().registry("estimators")]
-    rows = rank_sources(ds, srcs, est, primary=primary, max_samples=max_samples, device=device,
-                        cache_dir=cache_dir, seed=seed, precision=precision)
-    warn_not_applicable(rows)
-    path = write_transferability(rows, est, run_dir)
+    rows, est, path = rank_into(run_dir, ds, data, _split_list(sources), _split_list(estimators), primary=primary,
+                                max_samples=max_samples, device=device, cache_dir=cache_dir, seed=seed,
+                                precision=precision, offline=offline, trust_remote_code=trust_remote_code)
     cols = [c for c in rank_columns(rows, est) if c not in ("provider", "modality", "notes")
             and not c.startswith("rank_")]
     click.echo(format_table(rows, cols))
