@@ -21,6 +21,7 @@ __all__ = [
     "EstimatorError",
     "NotApplicable",
     "PluginError",
+    "SearchConfig",
     "SearchResult",
     "SourceError",
     "TrainResult",
@@ -46,6 +47,7 @@ _LAZY = {  # public name -> (module, its name there)
     "load_dataset": (".data", "load"),
     "load_model": (".model", "load_model"),
     "search": ("._search.runner", "search"),
+    "SearchConfig": ("._search.config", "SearchConfig"),
     "SearchResult": ("._search.runner", "SearchResult"),
     "train": ("._train", "train"),
     "TrainResult": ("._train", "TrainResult"),
@@ -53,6 +55,7 @@ _LAZY = {  # public name -> (module, its name there)
 
 if TYPE_CHECKING:
     from ._evaluate import evaluate
+    from ._search.config import SearchConfig
     from ._search.runner import SearchResult, search
     from ._train import TrainResult, train
     from .data import load as load_dataset

@@ -23,6 +23,7 @@ from ..monitor import StopTraining
 from . import rundir
 from . import storage as st
 from .budget import MIN_BASELINE_EPOCHS, Budget, TrialMonitor, now
+from .config import SearchConfig
 from .pruner import (
     CUT_REASON,
     EPOCH_SECONDS,
@@ -300,53 +301,27 @@ def _keep_if_best(study: optuna.Study, number: int, role: str, result: Any, ctx:
             shutil.rmtree(other, ignore_errors=True)
 
 
-def search(data: Any, **options: Any) -> SearchResult:
+def search(data: Any, config: SearchConfig | None = None, **overrides: Any) -> SearchResult:
     """Rank the sources, search source × strategy × hyper-parameters, export the winner.
 
-    See ``autotransfer search --help`` for every option (``_run_search`` lists them). A rerun with
-    the same ``out`` (or the same ``storage`` and ``study_name``) resumes the study and tops it up
-    to ``trials``. A full disk mid-search is one line; the study is kept.
+    ``config`` is a ``SearchConfig`` (every option and its default); keyword arguments override
+    its fields (``search(data, trials=20)``), and an unknown one is a one-line error naming the
+    valid ones. A rerun with the same ``out`` (or the same ``storage`` and ``study_name``) resumes
+    the study and tops it up to ``trials``. A full disk mid-search is one line; the study is kept.
     """
-    with rundir.write_errors(options.get("out"), options.get("storage")):
-        return _run_search(data, **options)
+    cfg = SearchConfig.from_options(config, **overrides)
+    with rundir.write_errors(cfg.out, cfg.storage):
+        return _run_search(data, cfg)
 
 
-def _run_search(
-    data: Any,
-    *,
-    out: str | Path | None = None,
-    trials: int | None = None,
-    timeout: float | None = None,
-    sources: Sequence[str] | None = None,
-    top_k: int = 3,
-    strategies: Sequence[str] | None = None,
-    estimators: Sequence[str] | None = None,
-    primary: str = "logme",
-    epochs: int | None = None,
-    storage: str | None = None,
-    study_name: str | None = None,
-    seed: int = 0,
-    device: str = "auto",
-    offline: bool = False,
-    trust_remote_code: bool = False,
-    label_col: str | None = None,
-    text_col: str | None = None,
-    split: Any = None,
-    max_samples: int | None = None,
-    cache_dir: str | None = None,
-    warmup_epochs: int = 1,
-    patience: int = 2,
-    margin: float = 0.02,
-    efficiency_pruner: str = "median",
-    scratch_baselines: int | None = None,
-    progress: bool = True,
-    precision: str = "auto",
-) -> SearchResult:
-    """Rank the sources, search source × strategy × hyper-parameters, export the winner.
-
-    See ``autotransfer search --help`` for every option. A rerun with the same ``out`` (or the
-    same ``storage`` and ``study_name``) resumes the study and tops it up to ``trials``.
-    """
+def _run_search(data: Any, cfg: SearchConfig) -> SearchResult:
+    (out, trials, timeout, sources, top_k, strategies, estimators, primary, epochs, storage, study_name, seed,
+     device, offline, trust_remote_code, label_col, text_col, split, max_samples, cache_dir, warmup_epochs,
+     patience, margin, efficiency_pruner, scratch_baselines, progress, precision) = (
+        cfg.out, cfg.trials, cfg.timeout, cfg.sources, cfg.top_k, cfg.strategies, cfg.estimators, cfg.primary,
+        cfg.epochs, cfg.storage, cfg.study_name, cfg.seed, cfg.device, cfg.offline, cfg.trust_remote_code,
+        cfg.label_col, cfg.text_col, cfg.split, cfg.max_samples, cfg.cache_dir, cfg.warmup_epochs, cfg.patience,
+        cfg.margin, cfg.efficiency_pruner, cfg.scratch_baselines, cfg.progress, cfg.precision)
     from .._rank import DEFAULT_ESTIMATORS, rank_sources, warn_not_applicable, write_transferability
     from ..features import resolve_device
     from ..plugins import get_plugin_manager
