@@ -178,6 +178,43 @@ class _Items:
         return self.source.load_item(self.items[j], train=False)
 
 
+def _backbone(source: Source, dev: Any) -> tuple[Any, Any]:
+    """The pretrained backbone in eval mode on ``dev`` (channels-last for images on CUDA), and its source head."""
+    import torch
+
+    model = source.build(pretrained=True)
+    model.eval().to(dev)
+    if dev.type == "cuda" and source.modality == "image":
+        model.to(memory_format=torch.channels_last)
+    head = getattr(model, "source_head", None)
+    if head is not None:
+        head.eval().to(dev)
+    return model, head
+
+
+def _forward_all(model: Any, head: Any, loader: Any, dev: Any, precision: str, image: bool,
+                 bar: Any) -> tuple[list[Any], list[Any]]:
+    """Pooled features (and source-head probabilities) of every batch, on the CPU."""
+    import torch
+
+    from .precision import autocast
+
+    cuda = dev.type == "cuda"
+    feats: list[torch.Tensor] = []
+    probs: list[torch.Tensor] = []
+    with torch.inference_mode(), autocast(precision, dev), bar:
+        for batch in loader:
+            batch = move_to(batch, dev, non_blocking=cuda)
+            if cuda and image and isinstance(batch, torch.Tensor):
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            out = model(batch)
+            if head is not None:
+                probs.append(head(out).float().softmax(dim=-1).cpu())
+            feats.append(out.float().cpu())
+            bar.update(len(out))
+    return feats, probs
+
+
 def _default_batch_size(modality: str, cuda: bool) -> int:
     if modality == "text":
         return 128 if cuda else 32
@@ -216,12 +253,7 @@ def extract(
         ``Features``; ``cached`` says whether it came from the cache without a forward pass.
     """
     start = time.perf_counter()
-    if split not in dataset.splits:
-        raise AutotransferError(f"split {split!r} is not in dataset {dataset.name!r}; it has "
-                                f"{', '.join(dataset.splits)}")
-    if source.modality != dataset.modality:
-        raise AutotransferError(f"source {source.name!r} takes {source.modality} input but dataset "
-                                f"{dataset.name!r} is {dataset.modality}; pick a {dataset.modality} source")
+    _check_inputs(source, dataset, split)
     from .precision import resolve_precision
 
     items = dataset.split_items(split)
@@ -230,22 +262,11 @@ def extract(
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
 
-    path: Path | None = None
-    key = ""
-    if cache_dir is not False:
-        folder = Path(cache_dir).expanduser() if cache_dir not in (None, True) else default_cache_dir()
-        key = cache_key(source, dataset, split, prec)
-        path = folder / f"{_slug(source.name)}__{_slug(split)}__{key[:24]}.npz"
-        if path.exists():
-            try:
-                feats, probs = _load_cached(path, key, n)
-            except Exception as exc:  # any unreadable / inconsistent file: drop it and recompute
-                warn(f"feature cache file {path} is corrupt ({type(exc).__name__}: {exc}); "
-                     "deleted it, recomputing")
-                with contextlib.suppress(OSError):
-                    path.unlink()
-            else:
-                return Features(feats, labels, probs, True, time.perf_counter() - start, str(path))
+    path, key = _cache_path(source, dataset, split, prec, cache_dir)
+    if path is not None and path.exists():
+        hit = _read_cache(path, key, n)
+        if hit is not None:
+            return Features(hit[0], labels, hit[1], True, time.perf_counter() - start, str(path))
 
     from .decode_cache import decoded
 
@@ -262,6 +283,36 @@ def extract(
     return Features(feats, labels, probs, False, time.perf_counter() - start, str(path) if path else None)
 
 
+def _check_inputs(source: Source, dataset: Dataset, split: str) -> None:
+    if split not in dataset.splits:
+        raise AutotransferError(f"split {split!r} is not in dataset {dataset.name!r}; it has "
+                                f"{', '.join(dataset.splits)}")
+    if source.modality != dataset.modality:
+        raise AutotransferError(f"source {source.name!r} takes {source.modality} input but dataset "
+                                f"{dataset.name!r} is {dataset.modality}; pick a {dataset.modality} source")
+
+
+def _cache_path(source: Source, dataset: Dataset, split: str, prec: str,
+                cache_dir: Any) -> tuple[Path | None, str]:
+    """The cache file of these features and its key ((None, "") when ``cache_dir`` is False)."""
+    if cache_dir is False:
+        return None, ""
+    folder = Path(cache_dir).expanduser() if cache_dir not in (None, True) else default_cache_dir()
+    key = cache_key(source, dataset, split, prec)
+    return folder / f"{_slug(source.name)}__{_slug(split)}__{key[:24]}.npz", key
+
+
+def _read_cache(path: Path, key: str, n: int) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """Cached (features, probabilities), or None: an unreadable or inconsistent file is deleted and recomputed."""
+    try:
+        return _load_cached(path, key, n)
+    except Exception as exc:
+        warn(f"feature cache file {path} is corrupt ({type(exc).__name__}: {exc}); deleted it, recomputing")
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+
+
 def _compute(source: Source, items: list[Any], *, device: Any, batch_size: int | None,
              num_workers: int | None, progress: bool, desc: str, images: DecodedImages | None = None,
              precision: str = "fp32") -> tuple[np.ndarray, np.ndarray | None]:
@@ -270,7 +321,6 @@ def _compute(source: Source, items: list[Any], *, device: Any, batch_size: int |
     from tqdm.auto import tqdm
 
     from .decode_cache import default_workers
-    from .precision import autocast
 
     dev = resolve_device(device)
     cuda = dev.type == "cuda"
@@ -286,33 +336,15 @@ def _compute(source: Source, items: list[Any], *, device: Any, batch_size: int |
     # Texts run longest first so each batch pads to similar lengths (and an OOM shows up at once).
     order = np.argsort([-len(t) for t in items], kind="stable") if not image else np.arange(n)
 
-    model = source.build(pretrained=True)
-    model.eval().to(dev)
-    if cuda and image:
-        model.to(memory_format=torch.channels_last)
-    head = getattr(model, "source_head", None)
-    if head is not None:
-        head.eval().to(dev)
-
+    model, head = _backbone(source, dev)
     loader = DataLoader(
         _Items(source, items, order, images), batch_size=batch_size, shuffle=False, num_workers=num_workers,
         collate_fn=source.collate, pin_memory=cuda,
         **({"prefetch_factor": 4, "persistent_workers": False} if num_workers else {}),
     )
-    feats: list[torch.Tensor] = []
-    probs: list[torch.Tensor] = []
     bar = tqdm(total=n, desc=desc, unit="img" if image else "text", file=sys.stderr,
                disable=not progress, leave=False)
-    with torch.inference_mode(), autocast(precision, dev), bar:
-        for batch in loader:
-            batch = move_to(batch, dev, non_blocking=cuda)
-            if cuda and image and isinstance(batch, torch.Tensor):
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            out = model(batch)
-            if head is not None:
-                probs.append(head(out).float().softmax(dim=-1).cpu())
-            feats.append(out.float().cpu())
-            bar.update(len(out))
+    feats, probs = _forward_all(model, head, loader, dev, precision, image, bar)
     if feats:
         f = torch.cat(feats).numpy()
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .._train_config import DEFAULTS
 from .options import checked_precision, data_options, positive, precision_option
 
 
@@ -12,11 +13,11 @@ from .options import checked_precision, data_options, positive, precision_option
 @click.option("--source", "source_spec", required=True,
               help="Source spec: a registered name, timm:<model>[@weights] or hf:<id-or-folder>.")
 @click.option("--strategy", default="linear_probe", show_default=True, help="A registered strategy.")
-@click.option("--epochs", type=int, default=10, show_default=True, callback=positive, help="Training epochs.")
+@click.option("--epochs", type=int, default=DEFAULTS.epochs, show_default=True, callback=positive, help="Training epochs.")
 @click.option("--lr", type=float, default=None, callback=positive, help="Peak learning rate [default: the strategy's].")
 @click.option("--depth", type=int, default=None, help="Layer groups to unfreeze (partial).")
 @click.option("--batch-size", type=int, default=None, callback=positive, help="Batch size [default: by data size].")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--device", default=DEFAULTS.device, show_default=True, help="auto, cpu or cuda.")
 @precision_option
 @click.option("--cache-dir", default=None, help="Cache of features and decoded images [default: ~/.cache/autotransfer].")
 @click.option("--offline", is_flag=True, help="Never touch the network; use local weights only.")
