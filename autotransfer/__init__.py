@@ -24,6 +24,7 @@ __all__ = [
     "SearchConfig",
     "SearchResult",
     "SourceError",
+    "TrainConfig",
     "TrainResult",
     "__version__",
     "estimate",
@@ -50,6 +51,7 @@ _LAZY = {  # public name -> (module, its name there)
     "SearchConfig": ("._search.config", "SearchConfig"),
     "SearchResult": ("._search.runner", "SearchResult"),
     "train": ("._train", "train"),
+    "TrainConfig": ("._train_config", "TrainConfig"),
     "TrainResult": ("._train", "TrainResult"),
 }
 
@@ -58,6 +60,7 @@ if TYPE_CHECKING:
     from ._search.config import SearchConfig
     from ._search.runner import SearchResult, search
     from ._train import TrainResult, train
+    from ._train_config import TrainConfig
     from .data import load as load_dataset
     from .estimators import estimate, get_estimator
     from .model import load_model

@@ -48,6 +48,15 @@ def get_estimator(name: str) -> Estimator:
     return get_registry("estimators").get(name)
 
 
+def default_estimators() -> list[str]:
+    """The estimators run when none are named: ``DEFAULT_ESTIMATORS`` that are registered, in that order."""
+    from ._rank import DEFAULT_ESTIMATORS
+    from .plugins import get_plugin_manager
+
+    registered = get_plugin_manager().registry("estimators")
+    return [e for e in DEFAULT_ESTIMATORS if e in registered]
+
+
 def prepare_labels(labels: Any) -> tuple[np.ndarray, bool]:
     """Validate labels; return (labels, is_classification).
 

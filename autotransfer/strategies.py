@@ -237,6 +237,21 @@ def get_strategy(name: str | Strategy) -> Strategy:
     return get_registry("strategies").get(name)
 
 
+# the built-ins' order in the search space (the sampler's choice order): a seeded search samples as it always has
+BUILTIN_ORDER = ("linear_probe", "partial", "full", "lp_ft", "lora")
+
+
+def default_strategies() -> list[str]:
+    """The strategies searched when none are named: every registered one, a third party's included.
+
+    The built-ins come first in ``BUILTIN_ORDER``, the others follow in registration order.
+    """
+    from .plugins import get_registry
+
+    names = get_registry("strategies").names()
+    return sorted(names, key=lambda n: BUILTIN_ORDER.index(n) if n in BUILTIN_ORDER else len(BUILTIN_ORDER))
+
+
 # --- helpers for param_groups implementations ---
 
 

@@ -57,3 +57,44 @@ def test_no_function_is_longer_than_60_lines():
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"autotransfer/{rel}:{node.lineno} {node.name} ({lines} lines)")
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(long)
+
+
+THIRD_PARTY_STRATEGY = '''
+from autotransfer import hookimpl
+from autotransfer_plugins.strategies.linear_probe import LinearProbe
+
+
+class HeadOnly(LinearProbe):
+    name = "head_only"
+
+
+@hookimpl
+def register_strategies(register):
+    register(HeadOnly())
+'''
+
+
+def test_default_strategies_are_every_registered_one(tmp_path):
+    from autotransfer import plugins
+    from autotransfer.strategies import default_strategies
+
+    try:
+        plugins.configure()
+        assert default_strategies() == ["linear_probe", "partial", "full", "lp_ft", "lora"]  # the built-ins' order
+        (tmp_path / "head_only.py").write_text(THIRD_PARTY_STRATEGY)
+        plugins.configure(plugins_dirs=[str(tmp_path)], disabled=["lora"])
+        assert default_strategies() == ["linear_probe", "partial", "full", "lp_ft", "head_only"]
+    finally:
+        plugins.configure()
+
+
+def test_default_estimators_are_the_registered_built_in_set():
+    from autotransfer import plugins
+    from autotransfer._rank import DEFAULT_ESTIMATORS
+    from autotransfer.estimators import default_estimators
+
+    try:
+        plugins.configure(disabled=["knn"])
+        assert default_estimators() == [e for e in DEFAULT_ESTIMATORS if e != "knn"]
+    finally:
+        plugins.configure()

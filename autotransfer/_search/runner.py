@@ -30,7 +30,6 @@ from .pruner import (
 from .space import SearchSpace
 from .trial import Context, run_trial
 
-DEFAULT_STRATEGIES = ("linear_probe", "partial", "full", "lp_ft", "lora")
 DEFAULT_STRATEGY_FIRST = ("linear_probe", "lp_ft", "partial", "full")  # each source's first trial uses the first that applies
 
 
@@ -183,16 +182,15 @@ def _plan(data: Any, cfg: SearchConfig) -> _Plan:
 
 def _rank(plan: _Plan, cfg: SearchConfig) -> tuple[list[Any], list[str], list[dict[str, Any]]]:
     """Resolve the sources and rank them with the estimators; writes transferability.csv."""
-    from .._rank import DEFAULT_ESTIMATORS, rank_sources, warn_not_applicable, write_transferability
-    from ..plugins import get_plugin_manager
+    from .._rank import rank_sources, warn_not_applicable, write_transferability
+    from ..estimators import default_estimators
     from ..sources import SourceOptions, default_source_specs, resolve_sources
 
     ds = plan.dataset
     opts = SourceOptions(offline=cfg.offline, trust_remote_code=cfg.trust_remote_code)
     specs = list(cfg.sources) if cfg.sources else default_source_specs(ds.modality, opts)
     srcs = resolve_sources(specs, opts, modality=ds.modality)
-    est_names = list(cfg.estimators) if cfg.estimators else [e for e in DEFAULT_ESTIMATORS
-                                                              if e in get_plugin_manager().registry("estimators")]
+    est_names = list(cfg.estimators) if cfg.estimators else default_estimators()
     rows = rank_sources(ds, srcs, est_names, primary=cfg.primary, max_samples=cfg.max_samples, device=cfg.device,
                         cache_dir=cfg.cache_dir, seed=cfg.seed, progress=cfg.progress, precision=plan.precision)
     warn_not_applicable(rows)
@@ -207,10 +205,9 @@ def _open_study(plan: _Plan, cfg: SearchConfig, pruner: ScratchBaselinePruner, s
     A new study records the ranking and the data; a resumed one must be of the same data, and
     every source it ranked must load here.
     """
-    from ..plugins import get_plugin_manager
+    from ..strategies import default_strategies
 
-    strategy_names = list(cfg.strategies) if cfg.strategies else [
-        s for s in DEFAULT_STRATEGIES if s in get_plugin_manager().registry("strategies")]
+    strategy_names = list(cfg.strategies) if cfg.strategies else default_strategies()
     sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=cfg.seed,
                                          n_startup_trials=max(4, cfg.top_k + 1))
     rdb = st.open_storage(plan.url)  # under the lock: the first worker creates the tables

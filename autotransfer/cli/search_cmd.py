@@ -26,7 +26,7 @@ def source_options(f):
                      "[default: ~/.cache/autotransfer].")(f)
     f = click.option("--max-samples", type=int, default=DEFAULTS.max_samples, help="Score on a stratified subsample of this size.")(f)
     f = click.option("--primary", default=DEFAULTS.primary, show_default=True, help="Estimator that orders the ranking.")(f)
-    f = click.option("--estimators", multiple=True, help="Estimators to run (comma-separated or repeated).")(f)
+    f = click.option("--estimators", multiple=True, help="Estimators to run (comma-separated or repeated) [default: the built-in set that is registered].")(f)
     f = click.option("--sources", multiple=True,
                      help="Source specs: registered names, timm:<model>[@weights], hf:<id-or-folder> "
                           "(comma-separated or repeated) [default: the modality's zoo].")(f)
@@ -42,10 +42,10 @@ def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, p
     """Score source models for a dataset with transferability estimators."""
     from pathlib import Path
 
-    from .._rank import DEFAULT_ESTIMATORS, rank_columns, rank_sources, warn_not_applicable, write_transferability
+    from .._rank import rank_columns, rank_sources, warn_not_applicable, write_transferability
     from .._search.rundir import refuse_other_data
     from ..data import load
-    from ..plugins import get_plugin_manager
+    from ..estimators import default_estimators
     from ..sources import SourceOptions, default_source_specs, resolve_sources
     from ..textable import format_table
 
@@ -56,7 +56,7 @@ def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, p
     opts = SourceOptions(offline=offline, trust_remote_code=trust_remote_code)
     specs = _split_list(sources) or default_source_specs(ds.modality, opts)
     srcs = resolve_sources(specs, opts, modality=ds.modality)
-    est = _split_list(estimators) or [e for e in DEFAULT_ESTIMATORS if e in get_plugin_manager().registry("estimators")]
+    est = _split_list(estimators) or default_estimators()
     rows = rank_sources(ds, srcs, est, primary=primary, max_samples=max_samples, device=device,
                         cache_dir=cache_dir, seed=seed, precision=precision)
     warn_not_applicable(rows)
@@ -75,7 +75,8 @@ def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, p
 @click.option("--timeout", type=float, default=DEFAULTS.timeout, callback=positive, help="Seconds for the search [default: 3600; 4 h for ≥ 10k items].")
 @click.option("--top-k", type=int, default=DEFAULTS.top_k, show_default=True, help="Sources fine-tuned: every ranked source's linear probe is solved first, and the "
               "top-k by probe validation score are searched (the estimators' order where no probe applies).")
-@click.option("--strategies", multiple=True, help="Strategies to search [default: every registered one].")
+@click.option("--strategies", multiple=True, help="Strategies to search (comma-separated or repeated) [default: every registered one, "
+              "a third-party plugin's included; see 'autotransfer strategies'].")
 @click.option("--epochs", type=int, default=DEFAULTS.epochs, callback=positive, help="Epochs per trial [default: 12 / 8 / 5 by data size].")
 @click.option("--storage", default=DEFAULTS.storage, help="Optuna storage URL shared by workers, e.g. postgresql://host/db "
               "[default: sqlite in the run directory].")
