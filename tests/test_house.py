@@ -98,3 +98,11 @@ def test_default_estimators_are_the_registered_built_in_set():
         assert default_estimators() == [e for e in DEFAULT_ESTIMATORS if e != "knn"]
     finally:
         plugins.configure()
+
+
+def test_optuna_private_attributes_are_used_in_one_module_only():
+    import re
+
+    private = re.compile(r"\._(storage|trial_id)\b")
+    users = [p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if private.search(p.read_text())]
+    assert users == ["_search/optuna_private.py"], users

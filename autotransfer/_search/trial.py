@@ -19,6 +19,7 @@ from ..monitor import StopTraining
 from . import rundir
 from . import storage as st
 from .budget import MIN_BASELINE_EPOCHS, Budget, TrialMonitor, now
+from .optuna_private import storage_of, trial_id
 from .pruner import CUT_REASON, EPOCH_SECONDS, PLANNED_EPOCHS, ROLE, SCRATCH, ScratchBaselinePruner
 from .space import SearchSpace, TrialConfig
 
@@ -53,7 +54,7 @@ class Context:
 def _heartbeat(study: optuna.Study, trial: optuna.Trial, stop: threading.Event) -> None:
     while not stop.wait(st.HEARTBEAT_SECONDS):
         try:
-            study._storage.record_heartbeat(trial._trial_id)
+            storage_of(study).record_heartbeat(trial_id(trial))
         except Exception:  # a heartbeat is best-effort; the next one retries
             pass
 
@@ -150,7 +151,7 @@ class _TrialRun:
             self._end(account=False)
             self.trial.set_user_attr("fail_reason", "interrupted")
             self._tell(TrialState.FAIL)
-            st.retry_callback()(self.study, self.study._storage.get_trial(self.trial._trial_id))
+            st.retry_callback()(self.study, storage_of(self.study).get_trial(trial_id(self.trial)))
             raise
         except Exception as exc:  # a trial's failure never ends the search (a full disk does)
             rundir.raise_if_write_failure(exc)
