@@ -346,3 +346,17 @@ def test_scratch_baseline_that_cannot_catch_up_is_stopped_and_still_the_referenc
     assert base["val_score"] < probe["val_score"] - 0.02
     assert not res.negative_transfer and res.summary["best_source"] == "efficientnet-lite0?size=64"
     assert f"trained {base['epochs_run']} of 8 epochs: it could not catch up" in res.summary["note"]
+
+
+def test_scratch_baseline_is_the_cores_own_recipe_with_full_disabled(cli, zoo, target_dir, tmp_path):
+    """The baseline borrows no plugin: with the built-in ``full`` strategy disabled it still trains."""
+    out = tmp_path / "run"
+    r = cli("--disable-plugin", "full", "search", "--data", str(target_dir), "--out", str(out),
+            "--sources", zoo["digits-test_resnet"].spec, "--strategies", "linear_probe", "--trials", "3",
+            "--epochs", "2", "--estimators", "logme", "--no-progress", "--cache-dir", str(tmp_path / "cache"))
+    assert r.code == 0, r.err[-3000:]
+    trials = pd.read_csv(out / "leaderboards" / "trials.csv")
+    scratch = trials[trials["role"] == "scratch"]
+    assert len(scratch) == 1 and scratch["state"].iloc[0] == "COMPLETE"
+    assert scratch["strategy"].iloc[0] == "scratch" and scratch["source"].iloc[0] == "scratch:test_resnet"
+    assert "full" not in set(trials["strategy"])

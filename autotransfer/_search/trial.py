@@ -23,8 +23,6 @@ from .optuna_private import storage_of, trial_id
 from .pruner import CUT_REASON, EPOCH_SECONDS, PLANNED_EPOCHS, ROLE, SCRATCH, ScratchBaselinePruner
 from .space import SearchSpace, TrialConfig
 
-BASELINE_STRATEGY = "full"  # the scratch baseline trains every parameter from random init
-
 
 @dataclass
 class Context:
@@ -61,13 +59,14 @@ def _heartbeat(study: optuna.Study, trial: optuna.Trial, stop: threading.Event) 
 
 def _trial_config(trial: optuna.Trial, role: str, ctx: Context) -> TrialConfig:
     if role == SCRATCH:
-        # a baseline is fixed, not sampled: full training of one top source's architecture
-        # from random init at the default lr, whatever --strategies says
-        from ..strategies import get_strategy
+        # a baseline is fixed, not sampled: one top source's architecture from random init with the
+        # core's own recipe (every parameter trains, at its default lr), whatever --strategies and plugins say
+        from ..strategies import SCRATCH_RECIPE
         from .space import WEIGHT_DECAY
 
-        full = get_strategy(BASELINE_STRATEGY)
-        return TrialConfig(trial.user_attrs["baseline_source"], full.name, full.default_lr, WEIGHT_DECAY.default, {})
+        recipe = SCRATCH_RECIPE
+        return TrialConfig(trial.user_attrs["baseline_source"], recipe.name, recipe.default_lr, WEIGHT_DECAY.default,
+                           {})
     fixed = trial.user_attrs.get("fixed")
     if fixed:  # a strategy that converges: run once per source, never sampled
         return ctx.screen.fixed_config(fixed["source"], fixed["strategy"])
