@@ -106,3 +106,12 @@ def test_optuna_private_attributes_are_used_in_one_module_only():
     private = re.compile(r"\._(storage|trial_id)\b")
     users = [p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if private.search(p.read_text())]
     assert users == ["_search/optuna_private.py"], users
+
+
+def test_depth_is_a_strategy_parameter_not_a_train_argument():
+    import inspect
+
+    from autotransfer import TrainConfig, train
+
+    assert "depth" not in inspect.signature(train).parameters
+    assert "depth" not in {f.name for f in dataclasses.fields(TrainConfig)}  # it reaches the strategy

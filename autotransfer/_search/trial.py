@@ -135,13 +135,11 @@ class _TrialRun:
         from .._train import train
 
         ctx, cfg = self.ctx, self.cfg
-        params = dict(cfg.params)
-        depth = params.pop("depth", None)
-        try:
-            result = train(ctx.dataset, source, cfg.strategy, depth=depth, lr=cfg.lr, epochs=ctx.epochs,
+        try:  # cfg.params are the strategy's own (partial's depth among them)
+            result = train(ctx.dataset, source, cfg.strategy, lr=cfg.lr, epochs=ctx.epochs,
                            weight_decay=cfg.weight_decay, seed=ctx.seed, device=ctx.device, report=self.report,
                            pretrained=self.role != SCRATCH, evaluate_test=False, cache_dir=ctx.cache_dir,
-                           progress=False, monitor=self.monitor, precision=ctx.precision, **params)
+                           progress=False, monitor=self.monitor, precision=ctx.precision, **cfg.params)
         except StopTraining:  # the budget ended before its first epoch did
             self._end()
             self.trial.set_user_attr("prune_reason", "timeout")

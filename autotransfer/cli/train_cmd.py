@@ -34,8 +34,9 @@ def train_cmd(data, text_col, label_col, split, seed, source_spec, strategy, epo
     precision = checked_precision(precision, device)
     ds = load(data, text_col=text_col, label_col=label_col, split=split, seed=seed)
     src = resolve_source(source_spec, SourceOptions(offline=offline))
-    result = train(ds, src, strategy, depth=depth, lr=lr, epochs=epochs, seed=seed, device=device,
-                   batch_size=batch_size, cache_dir=cache_dir, precision=precision, verbose=True)
+    strategy_params = {"depth": depth} if depth is not None else {}  # a strategy parameter like any other
+    result = train(ds, src, strategy, lr=lr, epochs=epochs, seed=seed, device=device,
+                   batch_size=batch_size, cache_dir=cache_dir, precision=precision, verbose=True, **strategy_params)
     path = result.save(Path(out) if out else Path("autotransfer-runs") / ds.name / "train")
     click.echo(f"{src.name} {result.strategy}: val {result.val_score:.4f}, test {result.test_score:.4f} "
                f"(precision {precision}, {result.seconds:.1f}s)")
