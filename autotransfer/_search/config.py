@@ -7,7 +7,7 @@ The CLI's ``search`` command takes its option defaults from here; ``search(data,
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,10 @@ class SearchConfig:
     scratch_baselines: int | None = None  # at most this many scratch baselines [None: one per family in the top-k]
     progress: bool = True  # progress bars
     precision: str = "auto"  # auto, bf16, fp16 or fp32
+    # Optuna-style ``callback(study, frozen_trial)`` after each finished trial (complete, pruned or
+    # failed), e.g. optuna_integration's MLflowCallback or WeightsAndBiasesCallback; one that raises
+    # is warned about once and the search goes on
+    callbacks: Sequence[Callable[[Any, Any], None]] = ()
 
     @classmethod
     def from_options(cls, config: SearchConfig | None = None, **overrides: Any) -> SearchConfig:

@@ -21,6 +21,7 @@ from . import rundir
 from . import storage as st
 from .budget import Budget, now
 from .config import SearchConfig
+from .optuna_private import storage_of, trial_id
 from .pruner import (
     ROLE,
     SCRATCH,
@@ -133,6 +134,7 @@ class _Plan:
     url: str  # the Optuna storage
     name: str  # the study name
     t0: float  # when the search began (the budget's clock)
+    callbacks: Sequence[Callable[[Any, Any], None]] = ()  # called after each finished trial
 
 
 def _run_search(data: Any, cfg: SearchConfig) -> SearchResult:
@@ -177,7 +179,7 @@ def _plan(data: Any, cfg: SearchConfig) -> _Plan:
                                 "leave it out for one baseline per architecture among the top-k sources")
     precision = resolve_precision(cfg.precision, resolve_device(cfg.device))  # once: trials.csv and summary say it
     return _Plan(data, ds, out_dir, trials, epochs, timeout, precision, cfg.storage or st.default_storage(out_dir),
-                 cfg.study_name or f"autotransfer-{ds.name}", t0)
+                 cfg.study_name or f"autotransfer-{ds.name}", t0, tuple(cfg.callbacks))
 
 
 def _rank(plan: _Plan, cfg: SearchConfig) -> tuple[list[Any], list[str], list[dict[str, Any]]]:
@@ -310,6 +312,7 @@ def _run_until_budget_ends(study: optuna.Study, ctx: Context, plan: _Plan) -> No
     from .report import write_reports
 
     bar = _progress(ctx.progress, plan.trials)
+    failed_callbacks: set[int] = set()
     try:
         while True:
             with st.study_lock(plan.url, plan.name, plan.out_dir):
@@ -322,6 +325,7 @@ def _run_until_budget_ends(study: optuna.Study, ctx: Context, plan: _Plan) -> No
             rows_now = write_reports(study, ctx, final=False)
             get_plugin_manager().notify("trial_finished", trial_row=next(
                 (r for r in rows_now if r["trial"] == trial.number), {}))
+            _call_back(plan.callbacks, study, trial, failed_callbacks)
             _tick(bar, study, ctx, plan.trials, plan.t0, plan.timeout)
         if ctx.budget.remaining() <= 0 and counted(study, ctx) < plan.trials:
             note(f"the time budget (--timeout {plan.timeout:.0f} s) ended after {counted(study, ctx)} of "
@@ -329,6 +333,28 @@ def _run_until_budget_ends(study: optuna.Study, ctx: Context, plan: _Plan) -> No
     finally:
         if bar is not None:
             bar.close()
+
+
+def _call_back(callbacks: Sequence[Callable[[Any, Any], None]], study: optuna.Study, trial: optuna.Trial,
+               failed: set[int]) -> None:
+    """Optuna-style ``callback(study, frozen_trial)`` for a finished trial, after the reports are written.
+
+    The trial is already told and written, so a callback that raises loses nothing: it is warned
+    about once (its later errors are silent: a logging service that is down fails every trial) and
+    still called for the next trials. An interrupt (Ctrl-C) is not caught.
+    """
+    if not callbacks:
+        return
+    frozen = storage_of(study).get_trial(trial_id(trial))
+    for i, callback in enumerate(callbacks):
+        try:
+            callback(study, frozen)
+        except Exception as exc:
+            if i not in failed:
+                failed.add(i)
+                name = getattr(callback, "__qualname__", None) or type(callback).__name__
+                warn(f"search callback {name} raised {type(exc).__name__}: {exc}; the search goes on "
+                     "(its later errors are not shown)")
 
 
 def _finish_interrupted(study: optuna.Study, ctx: Context, plan: _Plan) -> None:
