@@ -46,7 +46,7 @@ _LAZY = {  # public name -> (module, its name there)
     "evaluate": ("._evaluate", "evaluate"),
     "get_estimator": (".estimators", "get_estimator"),
     "load_dataset": (".data", "load"),
-    "load_model": (".model", "load_model"),
+    "load_model": (".loading", "load_model"),
     "search": ("._search.runner", "search"),
     "SearchConfig": ("._search.config", "SearchConfig"),
     "SearchResult": ("._search.runner", "SearchResult"),
@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from ._train_config import TrainConfig
     from .data import load as load_dataset
     from .estimators import estimate, get_estimator
-    from .model import load_model
+    from .loading import load_model
 
 
 def __getattr__(name: str) -> Any:

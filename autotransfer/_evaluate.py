@@ -66,7 +66,7 @@ def evaluate(model_dir: str | Path, data: Any, *, text_col: str | None = None, l
              device: str = "cpu", batch_size: int = 64) -> Evaluation:
     """Score the model saved in ``model_dir`` on the labelled data at ``data`` (any supported layout)."""
     from .data import load
-    from .model import load_model
+    from .loading import load_model
 
     model = load_model(model_dir, device=device)
     labels = label_col or ",".join(t.name for t in model.tasks)

@@ -482,7 +482,7 @@ def _tick(bar: Any, study: optuna.Study, ctx: Context, total: int, t0: float, ti
 
 def _finish(study: optuna.Study, ctx: Context, t0: float, data: Any) -> SearchResult:
     """Pick the answer (never worse than scratch on validation), test it once, export it, write reports."""
-    from ..model import load_model
+    from ..loading import load_model
     from ..plugins import get_plugin_manager
     from .report import write_reports
 

@@ -20,7 +20,7 @@ def predict_cmd(model_dir, data, out, text_col, device):
     """Predict labels (and probabilities) for new items with an exported model."""
     import pandas as pd
 
-    from ..model import load_model
+    from ..loading import load_model
     from ..predict_io import read_items
 
     if not (Path(model_dir) / "config.json").exists():
