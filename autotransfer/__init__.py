@@ -21,8 +21,10 @@ __all__ = [
     "EstimatorError",
     "NotApplicable",
     "PluginError",
+    "SearchConfig",
     "SearchResult",
     "SourceError",
+    "TrainConfig",
     "TrainResult",
     "__version__",
     "estimate",
@@ -47,11 +49,13 @@ _LAZY = {  # public name -> (module, its name there)
     "get_estimator": (".estimators", "get_estimator"),
     "leaderboard": ("._leaderboard", "leaderboard"),
     "load_dataset": (".data", "load"),
-    "load_model": (".model", "load_model"),
+    "load_model": (".loading", "load_model"),
     "rank": ("._rank", "rank"),
     "search": ("._search.runner", "search"),
+    "SearchConfig": ("._search.config", "SearchConfig"),
     "SearchResult": ("._search.runner", "SearchResult"),
     "train": ("._train", "train"),
+    "TrainConfig": ("._train_config", "TrainConfig"),
     "TrainResult": ("._train", "TrainResult"),
 }
 
@@ -59,11 +63,13 @@ if TYPE_CHECKING:
     from ._evaluate import evaluate
     from ._leaderboard import leaderboard
     from ._rank import rank
+    from ._search.config import SearchConfig
     from ._search.runner import SearchResult, search
     from ._train import TrainResult, train
+    from ._train_config import TrainConfig
     from .data import load as load_dataset
     from .estimators import estimate, get_estimator
-    from .model import load_model
+    from .loading import load_model
 
 
 def __getattr__(name: str) -> Any:

@@ -17,7 +17,7 @@ import numpy as np
 
 from .data import load
 from .errors import DataError
-from .model import load_model
+from .loading import load_model
 
 
 @dataclass

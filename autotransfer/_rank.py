@@ -15,8 +15,9 @@ import numpy as np
 from .console import warn
 from .data import Dataset
 from .errors import AutotransferError, NotApplicable
+from .estimators import DEFAULT_ESTIMATORS, default_estimators, estimate, get_estimator
+from .features import extract
 
-DEFAULT_ESTIMATORS = ("logme", "hscore_shrinkage", "nce", "leep", "transrate", "gbc", "knn")
 BASE_COLUMNS = ["source", "provider", "modality", "feature_dim", "n_samples"]
 
 
@@ -69,9 +70,6 @@ def rank_sources(
 
     ``precision`` (auto / bf16 / fp16 / fp32) is the extraction's; features are cached per precision.
     """
-    from .estimators import estimate, get_estimator
-    from .features import extract
-
     ests = {name: get_estimator(name) for name in estimators}
     if primary not in ests:
         raise AutotransferError(f"--primary {primary!r} is not among --estimators {', '.join(estimators)}; add it")
@@ -80,30 +78,7 @@ def rank_sources(
     rows: list[dict[str, Any]] = []
     for src in sources:
         feats = extract(src, ds, "train", device=device, cache_dir=cache_dir, progress=progress, precision=precision)
-        row: dict[str, Any] = {
-            "source": src.name, "provider": str(getattr(src, "provider", "")), "modality": src.modality,
-            "feature_dim": int(feats.features.shape[1]), "n_samples": int(feats.features.shape[0]),
-        }
-        notes: list[str] = []
-        start = time.perf_counter()
-        for name in ests:
-            per_task = []
-            for t, task in enumerate(tasks):
-                try:
-                    v = estimate(name, feats.features, feats.labels[:, t], source_probs=feats.source_probs,
-                                 device="cpu" if device == "auto" else device, source=src.name)
-                except NotApplicable as exc:
-                    notes.append(f"{name}: not applicable ({exc})")
-                    per_task = []
-                    break
-                per_task.append(v)
-                if len(tasks) > 1:
-                    row[f"{name}[{task.name}]"] = v
-            row[name] = float(np.mean(per_task)) if per_task else None
-        row["extract_seconds"] = round(feats.seconds, 3)
-        row["score_seconds"] = round(time.perf_counter() - start, 3)
-        row["notes"] = "; ".join(dict.fromkeys(n.split(" (")[0] for n in notes))
-        rows.append(row)
+        rows.append(_score_source(src, feats, list(ests), tasks, "cpu" if device == "auto" else device))
     for name, est in ests.items():
         for row, r in zip(rows, _ranks([row[name] for row in rows], est.higher_is_better), strict=False):
             row[f"rank_{name}"] = r
@@ -113,6 +88,34 @@ def rank_sources(
         raise AutotransferError(f"primary estimator {primary!r} is not applicable to any source; choose another --primary")
     rows.sort(key=lambda r: (r["rank"] is None, r["rank"] or 0))
     return rows
+
+
+def _score_source(src: Any, feats: Any, estimators: list[str], tasks: list[Any], device: str) -> dict[str, Any]:
+    """One source's row: every estimator's score on its features (mean over tasks), timings, notes."""
+    row: dict[str, Any] = {
+        "source": src.name, "provider": str(getattr(src, "provider", "")), "modality": src.modality,
+        "feature_dim": int(feats.features.shape[1]), "n_samples": int(feats.features.shape[0]),
+    }
+    notes: list[str] = []
+    start = time.perf_counter()
+    for name in estimators:
+        per_task = []
+        for t, task in enumerate(tasks):
+            try:
+                v = estimate(name, feats.features, feats.labels[:, t], source_probs=feats.source_probs,
+                             device=device, source=src.name)
+            except NotApplicable as exc:
+                notes.append(f"{name}: not applicable ({exc})")
+                per_task = []
+                break
+            per_task.append(v)
+            if len(tasks) > 1:
+                row[f"{name}[{task.name}]"] = v
+        row[name] = float(np.mean(per_task)) if per_task else None
+    row["extract_seconds"] = round(feats.seconds, 3)
+    row["score_seconds"] = round(time.perf_counter() - start, 3)
+    row["notes"] = "; ".join(dict.fromkeys(n.split(" (")[0] for n in notes))
+    return row
 
 
 def rank_columns(rows: list[dict[str, Any]], estimators: Sequence[str]) -> list[str]:
@@ -160,14 +163,12 @@ def resolve_and_rank(
 
     ``options`` go to ``rank_sources``. Returns the sources, the estimator names and the rows.
     """
-    from .plugins import get_plugin_manager
     from .sources import SourceOptions, default_source_specs, resolve_sources
 
     opts = SourceOptions(offline=offline, trust_remote_code=trust_remote_code)
     specs = _names(sources) or default_source_specs(dataset.modality, opts)
     srcs = resolve_sources(specs, opts, modality=dataset.modality)
-    registered = get_plugin_manager().registry("estimators")
-    est = _names(estimators) or [e for e in DEFAULT_ESTIMATORS if e in registered]
+    est = _names(estimators) or default_estimators()
     rows = rank_sources(dataset, srcs, est, **options)
     warn_not_applicable(rows)
     return srcs, est, rows

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ._train_config import TrainConfig
 from .console import note
 from .errors import AutotransferError, DataError
 from .model import TransferModel, to_device
@@ -336,17 +337,7 @@ def fit(model: TransferModel, loop: _Loop, groups: list[dict[str, Any]], train: 
     while epoch < epochs:
         t0 = time.perf_counter()
         try:
-            while True:
-                try:
-                    _train_epoch(model, loop, opt, base_lrs, trainable, train, epoch, epochs, cached, monitor)
-                    break
-                except StopTraining:
-                    raise
-                except Exception as exc:
-                    if not is_oom(exc):
-                        raise
-                    msg = oom_message(exc)
-                loop.backoff(msg)
+            _epoch_with_backoff(model, loop, opt, base_lrs, trainable, train, epoch, epochs, cached, monitor)
         except StopTraining:
             stopped = True
             break
@@ -377,6 +368,23 @@ def fit(model: TransferModel, loop: _Loop, groups: list[dict[str, Any]], train: 
         module.load_state_dict(best_state, strict=False)
     model.eval()
     return _FitOut(curve, task_curve, best_epoch, stopped, seconds)
+
+
+def _epoch_with_backoff(model: TransferModel, loop: _Loop, opt: torch.optim.Optimizer, base_lrs: list[float],
+                        trainable: list[torch.nn.Parameter], data: _Split, epoch: int, epochs: int, cached: bool,
+                        monitor: TrainMonitor) -> None:
+    """``_train_epoch``, retried at half the batch size on out-of-memory (``StopTraining`` passes through)."""
+    while True:
+        try:
+            _train_epoch(model, loop, opt, base_lrs, trainable, data, epoch, epochs, cached, monitor)
+            return
+        except StopTraining:
+            raise
+        except Exception as exc:
+            if not is_oom(exc):
+                raise
+            msg = oom_message(exc)
+        loop.backoff(msg)  # outside the except block: the OOM's frames are gone before the cache is emptied
 
 
 def _train_epoch(model: TransferModel, loop: _Loop, opt: torch.optim.Optimizer, base_lrs: list[float],
@@ -595,174 +603,198 @@ class _Features:
         return torch.cat(out)
 
 
-def train(
-    dataset: Any,
-    source: Any,
-    strategy: str | Strategy,
-    *,
-    depth: int | None = None,
-    lr: float | None = None,
-    epochs: int = 10,
-    weight_decay: float = 0.01,
-    seed: int = 0,
-    device: str = "auto",
-    report: Report | None = None,
-    batch_size: int | None = None,
-    cache_dir: str | Path | None = None,
-    pretrained: bool = True,
-    augment: bool | None = None,
-    evaluate_test: bool = True,
-    num_workers: int | None = None,
-    source_options: Any = None,
-    verbose: bool = False,
-    progress: bool = False,
-    monitor: TrainMonitor | None = None,
-    precision: str = "auto",
-    **strategy_params: Any,
-) -> TrainResult:
+def train(dataset: Any, source: Any, strategy: str | Strategy, config: TrainConfig | None = None,
+          **options: Any) -> TrainResult:
     """Fine-tune ``source`` on ``dataset`` with ``strategy``; the one training loop.
 
     Args:
         dataset: a path (loaded with ``autotransfer.data.load``) or a loaded ``Dataset``.
         source: a spec string (``timm:test_resnet@/w.safetensors``), a registered name, or a ``Source``.
         strategy: a registered strategy name (``autotransfer strategies``) or a ``Strategy``.
-        depth: layer groups to unfreeze (``partial``); other strategies reject it.
-        lr: peak learning rate (None: the strategy's ``default_lr``).
-        epochs: reported epochs; ``report`` is called after each.
-        batch_size: None picks ``auto_batch_size``; halved on CUDA out-of-memory.
-        cache_dir: cache folder of features (cached-feature stages, ``autotransfer.features``) and
-            decoded images (``autotransfer.decode_cache``); False turns both off.
-        pretrained: False trains the same architecture from random init (the scratch baseline).
-        augment: None applies ``auto_augment``'s rule; True/False forces it.
-        evaluate_test: compute ``test_score`` on the test split once, at the end.
-        verbose: a note per epoch on stderr; progress: feature-extraction progress bars.
-        monitor: a ``TrainMonitor`` that may shorten the run or stop it mid-epoch (the search's budget).
-        precision: auto, bf16, fp16 or fp32 (``autotransfer.precision``); recorded in ``params``.
-        report: ``report(epoch, val_score)`` after each epoch; return True or raise
-            ``StopTraining`` to stop (the run still returns its best epoch so far).
-        **strategy_params: the strategy's own parameters (``lr_decay``, ``lora_rank`` ...).
+        config: a ``TrainConfig`` (lr, epochs, seed, device, report, monitor ...: every option and
+            its default); keyword arguments that name its fields override them.
+        **options: ``TrainConfig`` fields, and the strategy's own parameters (``depth`` for
+            ``partial``, ``lr_decay``, ``lora_rank`` ...; a strategy rejects one it does not take).
 
     Returns:
         A ``TrainResult``; ``val_score`` is the best epoch's, whose weights the model keeps.
     """
     from .data import load
-    from .decode_cache import decoded, default_workers
     from .features import resolve_device
     from .precision import resolve_precision
-    from .strategies import SourceInfo, get_strategy
+    from .strategies import get_strategy
 
     start = time.perf_counter()
-    if int(epochs) < 1:
-        raise AutotransferError(f"epochs must be at least 1, got {epochs=}")
-    if batch_size is not None and int(batch_size) < 1:
-        raise AutotransferError(f"batch_size must be at least 1, got {batch_size=}")
+    cfg, strategy_params = TrainConfig.split_options(config, options)
+    if int(cfg.epochs) < 1:
+        raise AutotransferError(f"epochs must be at least 1, got epochs={cfg.epochs!r}")
+    if cfg.batch_size is not None and int(cfg.batch_size) < 1:
+        raise AutotransferError(f"batch_size must be at least 1, got batch_size={cfg.batch_size!r}")
     ds = load(dataset)
-    src = _resolve_source(source, source_options)
+    src = _resolve_source(source, cfg.source_options)
     strat = get_strategy(strategy)
     if getattr(src, "modality", ds.modality) != ds.modality:
         raise AutotransferError(
             f"source {src.name!r} takes {src.modality} input but dataset {ds.name!r} is {ds.modality}; "
             f"pick a{'n' if ds.modality == 'image' else ''} {ds.modality} source"
         )
-    dev = resolve_device(device)
-    prec = resolve_precision(precision, dev)
-    workers = (0 if dev.type == "cpu" else default_workers()) if num_workers is None else int(num_workers)
+    dev = resolve_device(cfg.device)
+    prec = resolve_precision(cfg.precision, dev)
+    model, params = _build(ds, src, strat, cfg.pretrained, cfg.seed, dev, strategy_params)
+    run = _Run(model, src, ds, dev, prec, cfg, auto_augment(ds, cfg.augment))
+    stages = strat.stages(params)
+    out = _run_stages(run, stages)
+    test = _test(run, out, stages) if cfg.evaluate_test else (None, {})
+    return _result(run, out, strat, params, cfg, test, time.perf_counter() - start)
+
+
+def _result(run: _Run, out: _StagesOut, strat: Strategy, params: dict[str, Any], cfg: TrainConfig,
+            test: tuple[float | None, dict[str, float]], seconds: float) -> TrainResult:
+    trainable, total = run.model.param_counts()
+    names = [t.name for t in run.ds.tasks]
+    src = run.src
+    return TrainResult(
+        val_curve=out.val_curve,
+        val_score=out.val_curve[out.best_epoch],
+        test_score=test[0],
+        task_scores=dict(zip(names, out.task_curve[out.best_epoch], strict=False)),
+        test_task_scores=test[1],
+        seconds=seconds,
+        trainable_params=trainable,
+        total_params=total,
+        epochs_run=len(out.val_curve),
+        best_epoch=out.best_epoch,
+        model=run.model,
+        strategy=strat.name,
+        source=getattr(src, "spec", "") or src.name,
+        params={"lr": cfg.lr if cfg.lr is not None else strat.default_lr, "epochs": int(cfg.epochs),
+                "weight_decay": cfg.weight_decay, "seed": cfg.seed, "batch_size": cfg.batch_size,
+                "pretrained": cfg.pretrained, "augment": run.augment, "precision": run.prec, **params,
+                **{f"{k}_l2": v for k, v in out.solved.items()}},
+        batch_size=out.batch_size,
+        oom_retries=out.retries,
+        stopped_early=out.stopped,
+        epoch_seconds=out.epoch_seconds,
+        feature_seconds=run.features.seconds,
+        features_from_cache=run.features.from_cache,
+        task_curves={n: [row[i] for row in out.task_curve] for i, n in enumerate(names)},
+        stage_curves=out.stage_curves,
+    )
+
+
+def _build(ds: Dataset, src: Source, strat: Strategy, pretrained: bool, seed: int, dev: torch.device,
+           strategy_params: dict[str, Any]) -> tuple[TransferModel, dict[str, Any]]:
+    """The model (backbone, one head per task, the strategy's structural change) and the strategy's
+    resolved parameters. The heads' init depends on the seed only, not on how the backbone was built."""
+    from .strategies import SourceInfo
 
     seed_everything(seed)
     backbone = src.build(pretrained=pretrained)
     info = SourceInfo.from_backbone(src, backbone)
-    params = strat.resolve_params(info, {"depth": depth, **strategy_params})
-    torch.manual_seed(seed)  # the heads' init depends on the seed only, not on how the backbone was built
+    params = strat.resolve_params(info, strategy_params)
+    torch.manual_seed(seed)
     model = TransferModel(backbone, src.feature_dim, ds.tasks, source=src, config={
         "strategy": strat.name, "strategy_params": params, "pretrained": pretrained,
     })
     torch.manual_seed(seed + 1)
     strat.prepare_model(model, params)
     model.to(dev)
+    return model, params
 
-    splits = {"train": _split(ds, "train"), "val": _split(ds, "val")}
-    if evaluate_test:
-        splits["test"] = _split(ds, "test")
-    do_augment = auto_augment(ds, augment)
-    feats = _Features(model, src, ds, dev, cache_dir, pretrained, batch_size, progress, prec)
 
-    stages = strat.stages(params)
-    if not pretrained or not all(st.cached_features for st in stages):  # items will be read: decode them once
-        spec = src.decode_spec() if ds.modality == "image" else None
-        for name, data in splits.items():
-            data.images = decoded(ds, name, spec, cache_dir=cache_dir, progress=progress)
-    val_curve: list[float] = []
-    task_curve: list[list[float]] = []
-    stage_curves: dict[str, list[float]] = {}
-    epoch_seconds: list[float] = []
-    best_epoch, stopped, retries = 0, False, 0
-    solved: dict[str, float] = {}  # solver stage -> the L2 strength chosen on val
-    final_bs = 0
-    loop: _Loop | None = None
+class _Run:
+    """One ``train`` call's model, data and settings, shared by its stages."""
+
+    def __init__(self, model: TransferModel, src: Source, ds: Dataset, dev: torch.device, prec: str,
+                 cfg: TrainConfig, augment: bool):
+        from .decode_cache import default_workers
+
+        self.model, self.src, self.ds, self.dev, self.prec, self.augment = model, src, ds, dev, prec, augment
+        self.epochs, self.lr, self.weight_decay, self.seed = int(cfg.epochs), cfg.lr, cfg.weight_decay, cfg.seed
+        self.batch_size, self.cache_dir, self.pretrained = cfg.batch_size, cfg.cache_dir, cfg.pretrained
+        self.verbose, self.progress, self.monitor, self.report = cfg.verbose, cfg.progress, cfg.monitor, cfg.report
+        n = cfg.num_workers
+        self.workers = (0 if dev.type == "cpu" else default_workers()) if n is None else int(n)
+        self.splits = {"train": _split(ds, "train"), "val": _split(ds, "val")}
+        if cfg.evaluate_test:
+            self.splits["test"] = _split(ds, "test")
+        self.features = _Features(model, src, ds, dev, cfg.cache_dir, cfg.pretrained, cfg.batch_size,
+                                  cfg.progress, prec)
+
+    def decode_images(self) -> None:
+        """Decode every split's images once (the decoded-image cache), for stages that read items."""
+        from .decode_cache import decoded
+
+        spec = self.src.decode_spec() if self.ds.modality == "image" else None
+        for name, data in self.splits.items():
+            data.images = decoded(self.ds, name, spec, cache_dir=self.cache_dir, progress=self.progress)
+
+    def data(self, split: str, cached: bool) -> _Split:
+        return self.features.get(split, self.splits[split]) if cached else self.splits[split]
+
+
+@dataclass
+class _StagesOut:
+    """The reported stage's curves, and what every stage left behind."""
+
+    val_curve: list[float] = field(default_factory=list)
+    task_curve: list[list[float]] = field(default_factory=list)
+    best_epoch: int = 0
+    stopped: bool = False
+    epoch_seconds: list[float] = field(default_factory=list)
+    stage_curves: dict[str, list[float]] = field(default_factory=dict)  # unreported stages' val curves
+    solved: dict[str, float] = field(default_factory=dict)  # solver stage -> the L2 strength chosen on val
+    retries: int = 0  # OOM halvings over all stages
+    batch_size: int = 0  # the last stage's batch size at its end
+    loop: _Loop | None = None  # the last stage's loop (the test evaluation reuses it)
+
+
+def _run_stages(run: _Run, stages: Sequence[Any]) -> _StagesOut:
+    """Run the strategy's stages in order; the reported one makes the val curve."""
+    if not run.pretrained or not all(s.cached_features for s in stages):  # items will be read: decode them once
+        run.decode_images()
+    res = _StagesOut()
     for stage in stages:
-        cached = stage.cached_features
-        train_data = feats.get("train", splits["train"]) if cached else splits["train"]
-        val_data = feats.get("val", splits["val"]) if cached else splits["val"]
-        if cached:  # train the heads on standardised features; folded back into the heads below
-            mean, std = standardizer(train_data.features, isotropic=stage.solver)
-            train_data, val_data = (_Split(d.labels, features=(d.features - mean) / std)
-                                    for d in (train_data, val_data))
-        bs = int(batch_size) if batch_size else auto_batch_size(len(train_data), cached)
-        loop = _Loop(model, src, dev, min(bs, len(train_data)), workers, do_augment, seed, stage.name, prec)
-        stage_lr = stage.lr if stage.lr is not None else (lr if lr is not None else stage.strategy.default_lr)
-        groups = stage.strategy.param_groups(model, lr=stage_lr, weight_decay=weight_decay, **stage.params)
-        stage_report = report if stage.reported else None
-        if stage.solver and cached:
-            out, solved[stage.name] = _solve_stage(model, train_data, val_data, int(epochs), stage_report)
-        else:
-            out = fit(model, loop, groups, train_data, val_data, epochs=int(stage.epochs or epochs), cached=cached,
-                      weight_decay=weight_decay, report=stage_report, verbose=verbose, monitor=monitor)
-        if cached:
-            fold_standardizer(model.heads, mean, std)
-        retries += loop.retries
-        final_bs = loop.batch_size
+        out, loop = _run_stage(run, stage, res)
+        res.retries += loop.retries
+        res.batch_size, res.loop = loop.batch_size, loop
         if stage.reported:
-            val_curve, task_curve, best_epoch, stopped = out.curve, out.task_curve, out.best_epoch, out.stopped
-            epoch_seconds = out.epoch_seconds
+            res.val_curve, res.task_curve, res.best_epoch, res.stopped = (out.curve, out.task_curve, out.best_epoch,
+                                                                          out.stopped)
+            res.epoch_seconds = out.epoch_seconds
         else:
-            stage_curves[stage.name] = out.curve
-    if not val_curve:
+            res.stage_curves[stage.name] = out.curve
+    if not res.val_curve:
         raise StopTraining("stopped before its first epoch ended")
-    trainable, total = model.param_counts()
+    return res
 
-    test_score, test_tasks = None, {}
-    if evaluate_test:
-        assert loop is not None
-        last_cached = stages[-1].cached_features
-        test_data = feats.get("test", splits["test"]) if last_cached else splits["test"]
-        accs = _accuracies(loop, test_data, last_cached)
-        test_score = float(np.mean(accs))
-        test_tasks = {t.name: a for t, a in zip(ds.tasks, accs, strict=False)}
-    names = [t.name for t in ds.tasks]
-    return TrainResult(
-        val_curve=val_curve,
-        val_score=val_curve[best_epoch],
-        test_score=test_score,
-        task_scores=dict(zip(names, task_curve[best_epoch], strict=False)),
-        test_task_scores=test_tasks,
-        seconds=time.perf_counter() - start,
-        trainable_params=trainable,
-        total_params=total,
-        epochs_run=len(val_curve),
-        best_epoch=best_epoch,
-        model=model,
-        strategy=strat.name,
-        source=getattr(src, "spec", "") or src.name,
-        params={"lr": lr if lr is not None else strat.default_lr, "epochs": int(epochs),
-                "weight_decay": weight_decay, "seed": seed, "batch_size": batch_size, "pretrained": pretrained,
-                "augment": do_augment, "precision": prec, **params, **{f"{k}_l2": v for k, v in solved.items()}},
-        batch_size=final_bs,
-        oom_retries=retries,
-        stopped_early=stopped,
-        epoch_seconds=epoch_seconds,
-        feature_seconds=feats.seconds,
-        features_from_cache=feats.from_cache,
-        task_curves={n: [row[i] for row in task_curve] for i, n in enumerate(names)},
-        stage_curves=stage_curves,
-    )
 
+def _run_stage(run: _Run, stage: Any, res: _StagesOut) -> tuple[_FitOut, _Loop]:
+    """One stage: fit (or solve) the parameters it trains on items or on standardised cached features."""
+    model, cached = run.model, stage.cached_features
+    train_data, val_data = run.data("train", cached), run.data("val", cached)
+    if cached:  # train the heads on standardised features; folded back into the heads below
+        mean, std = standardizer(train_data.features, isotropic=stage.solver)
+        train_data, val_data = (_Split(d.labels, features=(d.features - mean) / std) for d in (train_data, val_data))
+    bs = int(run.batch_size) if run.batch_size else auto_batch_size(len(train_data), cached)
+    loop = _Loop(model, run.src, run.dev, min(bs, len(train_data)), run.workers, run.augment, run.seed, stage.name,
+                 run.prec)
+    stage_lr = stage.lr if stage.lr is not None else (run.lr if run.lr is not None else stage.strategy.default_lr)
+    groups = stage.strategy.param_groups(model, lr=stage_lr, weight_decay=run.weight_decay, **stage.params)
+    stage_report = run.report if stage.reported else None
+    if stage.solver and cached:
+        out, res.solved[stage.name] = _solve_stage(model, train_data, val_data, run.epochs, stage_report)
+    else:
+        out = fit(model, loop, groups, train_data, val_data, epochs=int(stage.epochs or run.epochs), cached=cached,
+                  weight_decay=run.weight_decay, report=stage_report, verbose=run.verbose, monitor=run.monitor)
+    if cached:
+        fold_standardizer(model.heads, mean, std)
+    return out, loop
+
+
+def _test(run: _Run, out: _StagesOut, stages: Sequence[Any]) -> tuple[float, dict[str, float]]:
+    """Mean and per-task test accuracy of the trained model, on the last stage's inputs."""
+    assert out.loop is not None
+    last_cached = stages[-1].cached_features
+    accs = _accuracies(out.loop, run.data("test", last_cached), last_cached)
+    return float(np.mean(accs)), {t.name: a for t, a in zip(run.ds.tasks, accs, strict=False)}

@@ -42,10 +42,18 @@ class Estimator:
         }
 
 
+DEFAULT_ESTIMATORS = ("logme", "hscore_shrinkage", "nce", "leep", "transrate", "gbc", "knn")  # ranking order of columns
+
 def get_estimator(name: str) -> Estimator:
     """The registered estimator called ``name`` (error lists close matches)."""
 
     return get_registry("estimators").get(name)
+
+
+def default_estimators() -> list[str]:
+    """The estimators run when none are named: ``DEFAULT_ESTIMATORS`` that are registered, in that order."""
+    registered = get_registry("estimators")
+    return [e for e in DEFAULT_ESTIMATORS if e in registered]
 
 
 def prepare_labels(labels: Any) -> tuple[np.ndarray, bool]:

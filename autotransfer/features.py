@@ -182,6 +182,42 @@ class _Items:
         return self.source.load_item(self.items[j], train=False)
 
 
+def _backbone(source: Source, dev: Any) -> tuple[Any, Any]:
+    """The pretrained backbone in eval mode on ``dev`` (channels-last for images on CUDA), and its source head."""
+    import torch
+
+    model = source.build(pretrained=True)
+    model.eval().to(dev)
+    if dev.type == "cuda" and source.modality == "image":
+        model.to(memory_format=torch.channels_last)
+    head = getattr(model, "source_head", None)
+    if head is not None:
+        head.eval().to(dev)
+    return model, head
+
+
+def _forward_all(model: Any, head: Any, loader: Any, dev: Any, precision: str, image: bool,
+                 bar: Any) -> tuple[list[Any], list[Any]]:
+    """Pooled features (and source-head probabilities) of every batch, on the CPU."""
+    import torch
+
+
+    cuda = dev.type == "cuda"
+    feats: list[torch.Tensor] = []
+    probs: list[torch.Tensor] = []
+    with torch.inference_mode(), autocast(precision, dev), bar:
+        for batch in loader:
+            batch = move_to(batch, dev, non_blocking=cuda)
+            if cuda and image and isinstance(batch, torch.Tensor):
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            out = model(batch)
+            if head is not None:
+                probs.append(head(out).float().softmax(dim=-1).cpu())
+            feats.append(out.float().cpu())
+            bar.update(len(out))
+    return feats, probs
+
+
 def _default_batch_size(modality: str, cuda: bool) -> int:
     if modality == "text":
         return 128 if cuda else 32
@@ -220,12 +256,7 @@ def extract(
         ``Features``; ``cached`` says whether it came from the cache without a forward pass.
     """
     start = time.perf_counter()
-    if split not in dataset.splits:
-        raise AutotransferError(f"split {split!r} is not in dataset {dataset.name!r}; it has "
-                                f"{', '.join(dataset.splits)}")
-    if source.modality != dataset.modality:
-        raise AutotransferError(f"source {source.name!r} takes {source.modality} input but dataset "
-                                f"{dataset.name!r} is {dataset.modality}; pick a {dataset.modality} source")
+    _check_inputs(source, dataset, split)
 
     items = dataset.split_items(split)
     labels = np.asarray(dataset.split_labels(split), dtype=np.int64)
@@ -233,22 +264,11 @@ def extract(
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
 
-    path: Path | None = None
-    key = ""
-    if cache_dir is not False:
-        folder = Path(cache_dir).expanduser() if cache_dir not in (None, True) else default_cache_dir()
-        key = cache_key(source, dataset, split, prec)
-        path = folder / f"{_slug(source.name)}__{_slug(split)}__{key[:24]}.npz"
-        if path.exists():
-            try:
-                feats, probs = _load_cached(path, key, n)
-            except Exception as exc:  # any unreadable / inconsistent file: drop it and recompute
-                warn(f"feature cache file {path} is corrupt ({type(exc).__name__}: {exc}); "
-                     "deleted it, recomputing")
-                with contextlib.suppress(OSError):
-                    path.unlink()
-            else:
-                return Features(feats, labels, probs, True, time.perf_counter() - start, str(path))
+    path, key = _cache_path(source, dataset, split, prec, cache_dir)
+    if path is not None and path.exists():
+        hit = _read_cache(path, key, n)
+        if hit is not None:
+            return Features(hit[0], labels, hit[1], True, time.perf_counter() - start, str(path))
 
 
     images = decoded(dataset, split, source.decode_spec() if source.modality == "image" else None,
@@ -268,9 +288,7 @@ def _device_batches(source: Source, images: DecodedImages, batch_size: int, dev:
     """Eval batches straight from the decoded-image cache: each batch's uint8 centre crops are one
     slice of the memory map, copied pinned and normalised on the device (4× fewer bytes than
     float32, no per-image work, no loader processes). A thread reads the next batch meanwhile."""
-
     import torch
-
 
     spec, (mean, std) = source.decode_spec(), source.eval_normalization()
     arr = images.array()
@@ -302,6 +320,36 @@ def _use_device_batches(source: Source, images: DecodedImages | None, cuda: bool
     return cuda if device_batches is None else bool(device_batches)
 
 
+def _check_inputs(source: Source, dataset: Dataset, split: str) -> None:
+    if split not in dataset.splits:
+        raise AutotransferError(f"split {split!r} is not in dataset {dataset.name!r}; it has "
+                                f"{', '.join(dataset.splits)}")
+    if source.modality != dataset.modality:
+        raise AutotransferError(f"source {source.name!r} takes {source.modality} input but dataset "
+                                f"{dataset.name!r} is {dataset.modality}; pick a {dataset.modality} source")
+
+
+def _cache_path(source: Source, dataset: Dataset, split: str, prec: str,
+                cache_dir: Any) -> tuple[Path | None, str]:
+    """The cache file of these features and its key ((None, "") when ``cache_dir`` is False)."""
+    if cache_dir is False:
+        return None, ""
+    folder = Path(cache_dir).expanduser() if cache_dir not in (None, True) else default_cache_dir()
+    key = cache_key(source, dataset, split, prec)
+    return folder / f"{_slug(source.name)}__{_slug(split)}__{key[:24]}.npz", key
+
+
+def _read_cache(path: Path, key: str, n: int) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """Cached (features, probabilities), or None: an unreadable or inconsistent file is deleted and recomputed."""
+    try:
+        return _load_cached(path, key, n)
+    except Exception as exc:
+        warn(f"feature cache file {path} is corrupt ({type(exc).__name__}: {exc}); deleted it, recomputing")
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+
+
 def _compute(source: Source, items: list[Any], *, device: Any, batch_size: int | None,
              num_workers: int | None, progress: bool, desc: str, images: DecodedImages | None = None,
              precision: str = "fp32", device_batches: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -324,14 +372,7 @@ def _compute(source: Source, items: list[Any], *, device: Any, batch_size: int |
     # Texts run longest first so each batch pads to similar lengths (and an OOM shows up at once).
     order = np.argsort([-len(t) for t in items], kind="stable") if not image else np.arange(n)
 
-    model = source.build(pretrained=True)
-    model.eval().to(dev)
-    if cuda and image:
-        model.to(memory_format=torch.channels_last)
-    head = getattr(model, "source_head", None)
-    if head is not None:
-        head.eval().to(dev)
-
+    model, head = _backbone(source, dev)
     if _use_device_batches(source, images, cuda, device_batches):
         loader = _device_batches(source, images, batch_size, dev)
     else:
@@ -340,20 +381,9 @@ def _compute(source: Source, items: list[Any], *, device: Any, batch_size: int |
             collate_fn=source.collate, pin_memory=cuda,
             **({"prefetch_factor": 4, "persistent_workers": False} if num_workers else {}),
         )
-    feats: list[torch.Tensor] = []
-    probs: list[torch.Tensor] = []
     bar = tqdm(total=n, desc=desc, unit="img" if image else "text", file=sys.stderr,
                disable=not progress, leave=False)
-    with torch.inference_mode(), autocast(precision, dev), bar:
-        for batch in loader:
-            batch = move_to(batch, dev, non_blocking=cuda)
-            if cuda and image and isinstance(batch, torch.Tensor):
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            out = model(batch)
-            if head is not None:
-                probs.append(head(out).float().softmax(dim=-1).cpu())
-            feats.append(out.float().cpu())
-            bar.update(len(out))
+    feats, probs = _forward_all(model, head, loader, dev, precision, image, bar)
     if feats:
         f = torch.cat(feats).numpy()
     else:

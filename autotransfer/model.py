@@ -1,11 +1,11 @@
-"""The trained model: one shared backbone, one linear head per task; save and load.
+"""The trained model: one shared backbone, one linear head per task; save (``loading`` loads).
 
 On disk a model is a folder with ``model.safetensors`` (every tensor: backbone, adapters,
 heads) and ``config.json`` (source spec, strategy and its parameters, tasks with their class
 names, modality, and ``source_export``: the source's ``export()`` — architecture and resolved
 input pipeline — plus any files it wrote, such as a tokenizer under ``source/``).
-``load_model`` rebuilds the source from ``source_export`` (or, for a source that does not
-implement ``export``, from its spec), builds the architecture without pretrained weights
+``autotransfer.loading.load_model`` rebuilds the source from ``source_export`` (or, for a
+source that does not implement ``export``, from its spec), builds the architecture without pretrained weights
 (``build(pretrained=False)``), re-applies the strategy's structural change (LoRA adapters),
 and loads the saved tensors: predictions reproduce exactly, with nothing but the folder.
 """
@@ -226,49 +226,3 @@ def frozen_norms(module: nn.Module) -> list[nn.Module]:
         if params and not any(p.requires_grad for p in params):
             out.append(mod)
     return out
-
-
-def load_model(path: str | Path, *, source: Source | None = None, device: str = "cpu") -> TransferModel:
-    """Load a model saved by ``TrainResult.save``/``TransferModel.save``; ready for ``.predict(items)``.
-
-    ``source`` overrides the saved source spec (e.g. a Source object that has no spec).
-    """
-    from safetensors.torch import load_model as _load
-
-    from .data import Task
-    from .features import resolve_device
-    from .sources import SourceOptions, resolve_source, source_from_export
-    from .strategies import get_strategy
-
-    folder = Path(path)
-    cfg_path = folder / CONFIG
-    if not cfg_path.is_file() or not (folder / WEIGHTS).is_file():
-        raise AutotransferError(
-            f"{str(path)!r} is not a saved autotransfer model; expected a folder with {CONFIG} and {WEIGHTS} "
-            "(written by TrainResult.save)"
-        )
-    cfg = json.loads(cfg_path.read_text())
-    if cfg.get("format") != FORMAT:
-        raise AutotransferError(f"{str(cfg_path)!r} is not an autotransfer model config (format={cfg.get('format')!r})")
-    if source is None and cfg.get("source_export"):
-        # self-contained: architecture and input pipeline from the folder, no source files needed
-        source = source_from_export(cfg["source_export"], folder, cfg.get("source_name") or cfg.get("source", ""),
-                                    cfg.get("source", ""), SourceOptions(offline=True))
-    if source is None:
-        if not cfg.get("source"):
-            raise AutotransferError(f"model {str(path)!r} does not record its source; pass source= to load_model")
-        source = resolve_source(cfg["source"], SourceOptions(offline=True))
-    tasks = [Task(t["name"], list(t["classes"])) for t in cfg["tasks"]]
-    backbone = source.build(pretrained=False)  # architecture only: every tensor comes from the file
-    model = TransferModel(backbone, int(cfg["feature_dim"]), tasks, source=source, config=cfg)
-    if cfg.get("strategy"):
-        get_strategy(cfg["strategy"]).prepare_model(model, dict(cfg.get("strategy_params") or {}))
-    missing, unexpected = _load(model, str(folder / WEIGHTS), strict=False)
-    if missing or unexpected:
-        raise AutotransferError(
-            f"weights in {str(folder / WEIGHTS)!r} do not match the model built from source "
-            f"{cfg.get('source')!r}: {len(missing)} missing (e.g. {missing[:2]}), "
-            f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}); was it saved by another version?"
-        )
-    model.eval()
-    return model.to(resolve_device(device))

@@ -228,13 +228,55 @@ class Strategy:
         return f"<strategy {self.name}>"
 
 
+class ScratchRecipe(Strategy):
+    """The scratch baseline's training recipe: the core's own, so it works with any plugin disabled.
+
+    Every parameter trains from random init, heads at 10x the body's lr: the numbers of the
+    built-in ``full`` strategy at its defaults (lr 5e-4, no layer-wise decay), so a baseline's
+    results are what they were when it borrowed ``full``. Not registered (never searched);
+    ``get_strategy("scratch")`` finds it, so a saved scratch model loads without plugins.
+    """
+
+    name = "scratch"
+    description = "the scratch baseline: every parameter from random init (the core's recipe, never searched)"
+    default_lr = 5e-4
+    options = {"lr_decay": 1.0, "head_lr_mult": 10.0}
+
+    def param_groups(self, model: TransferModel, *, lr: float, weight_decay: float, lr_decay: float = 1.0,
+                     head_lr_mult: float = 10.0, **params: Any) -> list[dict[str, Any]]:
+        return layerwise_groups(model, lr, weight_decay, lr_decay, lr * head_lr_mult)
+
+
+SCRATCH_RECIPE = ScratchRecipe()
+
+
 def get_strategy(name: str | Strategy) -> Strategy:
-    """The registered strategy ``name`` (an error lists close matches); a Strategy passes through."""
+    """The registered strategy ``name`` (an error lists close matches); a Strategy passes through.
+
+    ``"scratch"`` is the core's scratch-baseline recipe, whatever the plugins register.
+    """
     if isinstance(name, Strategy):
         return name
+    if name == SCRATCH_RECIPE.name:
+        return SCRATCH_RECIPE
     from .plugins import get_registry
 
     return get_registry("strategies").get(name)
+
+
+# the built-ins' order in the search space (the sampler's choice order): a seeded search samples as it always has
+BUILTIN_ORDER = ("linear_probe", "partial", "full", "lp_ft", "lora")
+
+
+def default_strategies() -> list[str]:
+    """The strategies searched when none are named: every registered one, a third party's included.
+
+    The built-ins come first in ``BUILTIN_ORDER``, the others follow in registration order.
+    """
+    from .plugins import get_registry
+
+    names = get_registry("strategies").names()
+    return sorted(names, key=lambda n: BUILTIN_ORDER.index(n) if n in BUILTIN_ORDER else len(BUILTIN_ORDER))
 
 
 # --- helpers for param_groups implementations ---

@@ -676,9 +676,9 @@ def write_readme(path: Path, text: str) -> None:
 
 def run_task(task: Task, work: Path, args, seeds: list[int], epochs: int, log) -> tuple[list, dict]:
     import autotransfer
-    from autotransfer._rank import DEFAULT_ESTIMATORS, rank_sources
+    from autotransfer._rank import rank_sources
     from autotransfer.data import load
-    from autotransfer.plugins import get_plugin_manager
+    from autotransfer.estimators import default_estimators
     from autotransfer.sources import resolve_source
 
     if work.exists():
@@ -690,7 +690,7 @@ def run_task(task: Task, work: Path, args, seeds: list[int], epochs: int, log) -
     n_train = len(ds.splits["train"])
     log(f"[{task.name}] {task.title}: {n_train} train, {len(ds.splits['val'])} val, {len(ds.splits['test'])} "
         f"test; sources {', '.join(task.sources)}")
-    estimators = [e for e in DEFAULT_ESTIMATORS if e in get_plugin_manager().registry("estimators")]
+    estimators = default_estimators()
     srcs = [resolve_source(spec) for spec in task.sources.values()]
     rank_rows = rank_sources(ds, srcs, estimators, device="cpu", cache_dir=str(work / "rank-cache"),
                              progress=False)

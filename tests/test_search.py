@@ -346,3 +346,41 @@ def test_scratch_baseline_that_cannot_catch_up_is_stopped_and_still_the_referenc
     assert base["val_score"] < probe["val_score"] - 0.02
     assert not res.negative_transfer and res.summary["best_source"] == "efficientnet-lite0?size=64"
     assert f"trained {base['epochs_run']} of 8 epochs: it could not catch up" in res.summary["note"]
+
+
+def test_scratch_baseline_is_the_cores_own_recipe_with_full_disabled(cli, zoo, target_dir, tmp_path):
+    """The baseline borrows no plugin: with the built-in ``full`` strategy disabled it still trains."""
+    out = tmp_path / "run"
+    r = cli("--disable-plugin", "full", "search", "--data", str(target_dir), "--out", str(out),
+            "--sources", zoo["digits-test_resnet"].spec, "--strategies", "linear_probe", "--trials", "3",
+            "--epochs", "2", "--estimators", "logme", "--no-progress", "--cache-dir", str(tmp_path / "cache"))
+    assert r.code == 0, r.err[-3000:]
+    trials = pd.read_csv(out / "leaderboards" / "trials.csv")
+    scratch = trials[trials["role"] == "scratch"]
+    assert len(scratch) == 1 and scratch["state"].iloc[0] == "COMPLETE"
+    assert scratch["strategy"].iloc[0] == "scratch" and scratch["source"].iloc[0] == "scratch:test_resnet"
+    assert "full" not in set(trials["strategy"])
+
+
+def test_callbacks_see_every_finished_trial_and_one_that_raises_loses_nothing(zoo, target_dir, tmp_path, capsys):
+    """Optuna-style callbacks (MLflowCallback's signature): called once per finished trial with the study
+    and its frozen trial; a callback that raises is warned about once and the search completes."""
+    import autotransfer
+
+    seen = []
+
+    def record(study, trial):
+        seen.append((trial.number, trial.state.name, trial.value, len(study.trials)))
+
+    def broken(study, trial):
+        raise RuntimeError("tracking server is down")
+
+    res = autotransfer.search(target_dir, out=tmp_path / "run", sources=[zoo["digits-test_resnet"].spec],
+                              strategies=["linear_probe"], trials=3, epochs=2, estimators=["logme"], progress=False,
+                              cache_dir=str(tmp_path / "cache"), callbacks=[broken, record])
+    rows = pd.read_csv(res.out_dir / "leaderboards" / "trials.csv")
+    assert len(rows) >= 2 and [n for n, *_ in seen] == sorted(rows["trial"])
+    assert {n: s for n, s, *_ in seen} == dict(zip(rows["trial"], rows["state"], strict=False))
+    assert all(state != "COMPLETE" or value is not None for _, state, value, _ in seen)
+    assert capsys.readouterr().err.count("tracking server is down") == 1
+    assert res.summary["best_source"]

@@ -211,3 +211,19 @@ def test_linear_probe_never_runs_the_backbone_once_features_are_cached(sources, 
     assert r2.features_from_cache is True
     assert r2.val_curve == r1.val_curve and r2.test_score == r1.test_score
     assert r2.val_score > 0.5  # 5 classes: the probe learned something from random conv features
+
+
+def test_scratch_recipe_trains_like_full_at_its_defaults(sources, digits5):
+    """The core's scratch recipe is ``full``'s numbers at its defaults: same lr, same parameter groups."""
+    from autotransfer.model import TransferModel
+    from autotransfer.strategies import SCRATCH_RECIPE
+
+    full = get_strategy("full")
+    assert get_strategy("scratch") is SCRATCH_RECIPE and SCRATCH_RECIPE.default_lr == full.default_lr
+    assert SCRATCH_RECIPE.stages({})[0].cached_features is False
+    source = resolve_source(sources["resnet"])
+    model = TransferModel(source.build(False), source.feature_dim, digits5.tasks, source=source)
+    ours = SCRATCH_RECIPE.param_groups(model, lr=1e-3, weight_decay=0.01, **SCRATCH_RECIPE.options)
+    theirs = full.param_groups(model, lr=1e-3, weight_decay=0.01, lr_decay=1.0, **full.options)
+    assert [(g["name"], g["lr"], g["weight_decay"], [id(p) for p in g["params"]]) for g in ours] == \
+        [(g["name"], g["lr"], g["weight_decay"], [id(p) for p in g["params"]]) for g in theirs]

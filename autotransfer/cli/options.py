@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import click
 
+from .._search.config import DEFAULTS  # light: the search's defaults, shown by every command that shares them
+
 
 def data_options(f):
     """--data, --text-col, --label-col, --split, --seed."""
-    f = click.option("--seed", type=int, default=0, show_default=True, help="Seed for splits and training.")(f)
+    f = click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True, help="Seed for splits and training.")(f)
     f = click.option("--split", default=None, help="Train,val,test fractions when the data is not pre-split "
                      "[default: 0.7,0.15,0.15].")(f)
     f = click.option("--label-col", default=None, help="Label column(s) of a table; 'a,b' = multi-task.")(f)
@@ -18,7 +20,7 @@ def data_options(f):
 
 def precision_option(f):
     """--precision auto|bf16|fp16|fp32 (checked by ``autotransfer.precision`` when the run starts)."""
-    return click.option("--precision", default="auto", show_default=True,
+    return click.option("--precision", default=DEFAULTS.precision, show_default=True,
                         help="auto (bf16 on CUDA cards >= 8.0, fp16 with a gradient scaler on older "
                              "cards, fp32 on CPU), bf16, fp16 or fp32.")(f)
 

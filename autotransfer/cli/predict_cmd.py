@@ -8,7 +8,7 @@ import click
 
 from ..console import warn
 from ..errors import AutotransferError
-from ..model import load_model
+from ..loading import load_model
 from ..predict_io import read_items
 
 

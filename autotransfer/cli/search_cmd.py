@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .._search.config import DEFAULTS
 from .options import checked_precision, data_options, positive, precision_option
 
 
@@ -20,16 +21,16 @@ def source_options(f):
     f = click.option("--trust-remote-code", is_flag=True, help="Allow Hugging Face models with custom code.")(f)
     f = click.option("--offline", is_flag=True, help="Never touch the network; use local weights only.")(f)
     f = precision_option(f)
-    f = click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")(f)
-    f = click.option("--cache-dir", default=None, help="Cache of features and decoded images "
+    f = click.option("--device", default=DEFAULTS.device, show_default=True, help="auto, cpu or cuda.")(f)
+    f = click.option("--cache-dir", default=DEFAULTS.cache_dir, help="Cache of features and decoded images "
                      "[default: ~/.cache/autotransfer].")(f)
-    f = click.option("--max-samples", type=int, default=None, help="Score on a stratified subsample of this size.")(f)
-    f = click.option("--primary", default="logme", show_default=True, help="Estimator that orders the ranking.")(f)
-    f = click.option("--estimators", multiple=True, help="Estimators to run (comma-separated or repeated).")(f)
+    f = click.option("--max-samples", type=int, default=DEFAULTS.max_samples, help="Score on a stratified subsample of this size.")(f)
+    f = click.option("--primary", default=DEFAULTS.primary, show_default=True, help="Estimator that orders the ranking.")(f)
+    f = click.option("--estimators", multiple=True, help="Estimators to run (comma-separated or repeated) [default: the built-in set that is registered].")(f)
     f = click.option("--sources", multiple=True,
                      help="Source specs: registered names, timm:<model>[@weights], hf:<id-or-folder> "
                           "(comma-separated or repeated) [default: the modality's zoo].")(f)
-    f = click.option("--out", default=None, help="Run directory [default: ./autotransfer-runs/<data-name>].")(f)
+    f = click.option("--out", default=DEFAULTS.out, help="Run directory [default: ./autotransfer-runs/<data-name>].")(f)
     return f
 
 
@@ -60,24 +61,26 @@ def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, p
 @click.command("search")
 @data_options
 @source_options
-@click.option("--trials", type=int, default=None, callback=positive, help="Total trials of the study (a rerun tops it up) "
+@click.option("--trials", type=int, default=DEFAULTS.trials, callback=positive, help="Total trials of the study (a rerun tops it up) "
               "[default: 4 + 4 × top-k for < 10k training items, else 2 + 3 × top-k].")
-@click.option("--timeout", type=float, default=None, callback=positive, help="Seconds for the search [default: 3600; 4 h for ≥ 10k items].")
-@click.option("--top-k", type=int, default=3, show_default=True, help="Sources fine-tuned: every ranked source's linear probe is solved first, and the "
+@click.option("--timeout", type=float, default=DEFAULTS.timeout, callback=positive, help="Seconds for the search [default: 3600; 4 h for ≥ 10k items].")
+@click.option("--top-k", type=int, default=DEFAULTS.top_k, show_default=True, help="Sources fine-tuned: every ranked source's linear probe is solved first, and the "
               "top-k by probe validation score are searched (the estimators' order where no probe applies).")
-@click.option("--strategies", multiple=True, help="Strategies to search [default: every registered one].")
-@click.option("--epochs", type=int, default=None, callback=positive, help="Epochs per trial [default: 12 / 8 / 5 by data size].")
-@click.option("--storage", default=None, help="Optuna storage URL shared by workers, e.g. postgresql://host/db "
+@click.option("--strategies", multiple=True, help="Strategies to search (comma-separated or repeated) [default: every registered one, "
+              "a third-party plugin's included; see 'autotransfer strategies'].")
+@click.option("--epochs", type=int, default=DEFAULTS.epochs, callback=positive, help="Epochs per trial [default: 12 / 8 / 5 by data size].")
+@click.option("--storage", default=DEFAULTS.storage, help="Optuna storage URL shared by workers, e.g. postgresql://host/db "
               "[default: sqlite in the run directory].")
-@click.option("--study-name", default=None, help="Study name [default: autotransfer-<data-name>].")
-@click.option("--warmup-epochs", type=int, default=1, show_default=True, help="Epochs before scratch pruning.")
-@click.option("--patience", type=int, default=2, show_default=True,
+@click.option("--study-name", default=DEFAULTS.study_name, help="Study name [default: autotransfer-<data-name>].")
+@click.option("--warmup-epochs", type=int, default=DEFAULTS.warmup_epochs, show_default=True, help="Epochs before scratch pruning.")
+@click.option("--patience", type=int, default=DEFAULTS.patience, show_default=True,
               help="Consecutive epochs behind scratch before a trial is pruned.")
-@click.option("--margin", type=float, default=0.02, show_default=True, help="How far behind scratch (or, for an optimistically extrapolated curve, behind the best finished "
+@click.option("--margin", type=float, default=DEFAULTS.margin, show_default=True, help="How far behind scratch (or, for an optimistically extrapolated curve, behind the best finished "
               "trial) counts as behind.")
-@click.option("--efficiency-pruner", type=click.Choice(["median", "halving", "none"]), default="median",
+@click.option("--efficiency-pruner", type=click.Choice(["median", "halving", "none"]),
+              default=DEFAULTS.efficiency_pruner,
               show_default=True, help="Pruner chained after the scratch check.")
-@click.option("--scratch-baselines", type=int, default=None,
+@click.option("--scratch-baselines", type=int, default=DEFAULTS.scratch_baselines,
               help="Scratch baselines: one per architecture family among the top-k sources (its cheapest member), "
               "best-ranked family first, "
               "at most this many [default: all].")
@@ -86,12 +89,13 @@ def search_cmd(data, text_col, label_col, split, seed, out, sources, estimators,
                device, precision, offline, trust_remote_code, trials, timeout, top_k, strategies, epochs, storage, study_name,
                warmup_epochs, patience, margin, efficiency_pruner, scratch_baselines, no_progress):
     """Rank sources, search source × strategy × depth × lr, export the best model."""
+    from .._search.config import SearchConfig
     from .._search.runner import search  # a full disk mid-search: one line, the study kept
     from .leaderboard_cmd import print_leaderboards
 
     checked_precision(precision, device)
-    result = search(
-        data, out=out, trials=trials, timeout=timeout, sources=_split_list(sources), top_k=top_k,
+    config = SearchConfig(
+        out=out, trials=trials, timeout=timeout, sources=_split_list(sources), top_k=top_k,
         strategies=_split_list(strategies), estimators=_split_list(estimators), primary=primary, epochs=epochs,
         storage=storage, study_name=study_name, seed=seed, device=device, offline=offline,
         trust_remote_code=trust_remote_code, label_col=label_col, text_col=text_col, split=split,
@@ -99,6 +103,7 @@ def search_cmd(data, text_col, label_col, split, seed, out, sources, estimators,
         margin=margin, efficiency_pruner=efficiency_pruner, scratch_baselines=scratch_baselines,
         progress=not no_progress, precision=precision,
     )
+    result = search(data, config)
     print_leaderboards(result.out_dir, "table")
     if result.best_dir:
         click.echo(f"\nbest model: {result.best_dir}   (autotransfer predict --model {result.best_dir} --data NEW)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .._train_config import DEFAULTS
 from .options import checked_precision, data_options, positive, precision_option
 
 
@@ -12,11 +13,11 @@ from .options import checked_precision, data_options, positive, precision_option
 @click.option("--source", "source_spec", required=True,
               help="Source spec: a registered name, timm:<model>[@weights] or hf:<id-or-folder>.")
 @click.option("--strategy", default="linear_probe", show_default=True, help="A registered strategy.")
-@click.option("--epochs", type=int, default=10, show_default=True, callback=positive, help="Training epochs.")
+@click.option("--epochs", type=int, default=DEFAULTS.epochs, show_default=True, callback=positive, help="Training epochs.")
 @click.option("--lr", type=float, default=None, callback=positive, help="Peak learning rate [default: the strategy's].")
 @click.option("--depth", type=int, default=None, help="Layer groups to unfreeze (partial).")
 @click.option("--batch-size", type=int, default=None, callback=positive, help="Batch size [default: by data size].")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--device", default=DEFAULTS.device, show_default=True, help="auto, cpu or cuda.")
 @precision_option
 @click.option("--cache-dir", default=None, help="Cache of features and decoded images [default: ~/.cache/autotransfer].")
 @click.option("--offline", is_flag=True, help="Never touch the network; use local weights only.")
@@ -33,8 +34,9 @@ def train_cmd(data, text_col, label_col, split, seed, source_spec, strategy, epo
     precision = checked_precision(precision, device)
     ds = load(data, text_col=text_col, label_col=label_col, split=split, seed=seed)
     src = resolve_source(source_spec, SourceOptions(offline=offline))
-    result = train(ds, src, strategy, depth=depth, lr=lr, epochs=epochs, seed=seed, device=device,
-                   batch_size=batch_size, cache_dir=cache_dir, precision=precision, verbose=True)
+    strategy_params = {"depth": depth} if depth is not None else {}  # a strategy parameter like any other
+    result = train(ds, src, strategy, lr=lr, epochs=epochs, seed=seed, device=device,
+                   batch_size=batch_size, cache_dir=cache_dir, precision=precision, verbose=True, **strategy_params)
     path = result.save(Path(out) if out else Path("autotransfer-runs") / ds.name / "train")
     click.echo(f"{src.name} {result.strategy}: val {result.val_score:.4f}, test {result.test_score:.4f} "
                f"(precision {precision}, {result.seconds:.1f}s)")

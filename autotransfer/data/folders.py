@@ -79,11 +79,7 @@ def scan_class_folders(
         others = [d.name for d in _subdirs(root) if SPLIT_ALIASES.get(d.name.lower()) is None]
         if others:
             warnings.append(f"folders {', '.join(others[:5])} in {str(root)!r} ignored: the data is pre-split")
-    records: list[Record] = []
-    bad: list[str] = []
-    skipped: dict[str, list[str]] = {}
-    loops: list[str] = []
-    other_files = 0
+    scan = _Scan(root, exts, read)
     for split, base in groups:
         class_dirs = _subdirs(base)
         if not class_dirs:
@@ -95,40 +91,60 @@ def scan_class_folders(
         if loose:
             warnings.append(f"{len(loose)} {kind} file(s) directly in {str(base)!r} have no class folder; ignored")
         for cdir in class_dirs:
-            for f in walk_files(cdir, loops):
-                if f.suffix.lower() not in exts:
-                    other_files += 1
-                    continue
-                try:
-                    got = read(f)
-                except SkipItem as exc:
-                    skipped.setdefault(str(exc), []).append(str(f.relative_to(root)))
-                    continue
-                if got is None:
-                    bad.append(str(f.relative_to(root)))
-                    continue
-                item, digest = got
-                records.append(Record(item, (cdir.name,), digest, split, str(f.relative_to(root))))
-    if loops:
-        warnings.append(f"{len(loops)} symlink loop(s) ignored (e.g. {', '.join(loops[:3])})")
-    if other_files:
-        warnings.append(f"{other_files} file(s) that are not {kind} files ignored")
-    if not records and (bad or skipped):
-        every = bad + [f for files in skipped.values() for f in files]
-        raise DataError(
-            f"every {kind} file under {str(root)!r} is unreadable ({len(every)} files, e.g. {every[0]}); "
-            f"expected valid {kind} files — check the files are not corrupt or truncated"
-        )
-    for reason, files in skipped.items():
-        more = f" and {len(files) - 5} more" if len(files) > 5 else ""
-        warnings.append(f"{len(files)} {kind} file(s) skipped, {reason}: {', '.join(files[:5])}{more}")
-    if bad:
-        warnings.append(f"{len(bad)} unreadable {kind} file(s) skipped (e.g. {', '.join(bad[:3])})")
-    if not records:
-        raise DataError(
-            f"no {kind} files found under {str(root)!r}; expected {sorted(exts)} files in class subfolders"
-        )
-    return records
+            scan.class_dir(cdir, split)
+    scan.report(kind, warnings)
+    return scan.records
+
+
+class _Scan:
+    """What a folder scan found: records, unreadable and skipped files, symlink loops, other files."""
+
+    def __init__(self, root: Path, exts: set[str], read: Callable[[Path], tuple[object, str] | None]):
+        self.root, self.exts, self.read = root, exts, read
+        self.records: list[Record] = []
+        self.bad: list[str] = []
+        self.skipped: dict[str, list[str]] = {}
+        self.loops: list[str] = []
+        self.other_files = 0
+
+    def class_dir(self, cdir: Path, split: str | None) -> None:
+        for f in walk_files(cdir, self.loops):
+            if f.suffix.lower() not in self.exts:
+                self.other_files += 1
+                continue
+            try:
+                got = self.read(f)
+            except SkipItem as exc:
+                self.skipped.setdefault(str(exc), []).append(str(f.relative_to(self.root)))
+                continue
+            if got is None:
+                self.bad.append(str(f.relative_to(self.root)))
+                continue
+            item, digest = got
+            self.records.append(Record(item, (cdir.name,), digest, split, str(f.relative_to(self.root))))
+
+    def report(self, kind: str, warnings: list[str]) -> None:
+        """Warnings for what was skipped; an error when nothing usable was found."""
+        root, bad, skipped = self.root, self.bad, self.skipped
+        if self.loops:
+            warnings.append(f"{len(self.loops)} symlink loop(s) ignored (e.g. {', '.join(self.loops[:3])})")
+        if self.other_files:
+            warnings.append(f"{self.other_files} file(s) that are not {kind} files ignored")
+        if not self.records and (bad or skipped):
+            every = bad + [f for files in skipped.values() for f in files]
+            raise DataError(
+                f"every {kind} file under {str(root)!r} is unreadable ({len(every)} files, e.g. {every[0]}); "
+                f"expected valid {kind} files — check the files are not corrupt or truncated"
+            )
+        for reason, files in skipped.items():
+            more = f" and {len(files) - 5} more" if len(files) > 5 else ""
+            warnings.append(f"{len(files)} {kind} file(s) skipped, {reason}: {', '.join(files[:5])}{more}")
+        if bad:
+            warnings.append(f"{len(bad)} unreadable {kind} file(s) skipped (e.g. {', '.join(bad[:3])})")
+        if not self.records:
+            raise DataError(
+                f"no {kind} files found under {str(root)!r}; expected {sorted(self.exts)} files in class subfolders"
+            )
 
 
 def file_digest(path: Path) -> str:

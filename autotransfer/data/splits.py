@@ -95,74 +95,17 @@ def assemble(
 
     if not records:
         raise DataError(f"{path!r} holds no usable examples; expected one of the supported layouts with data in it")
-    labels_by_task = list(zip(*[r.labels for r in records], strict=False))
-    tasks, cols = [], []
-    for t, tname in enumerate(task_names):
-        classes, codes = _encode([str(v) for v in labels_by_task[t]])
-        if len(classes) < 2:
-            raise DataError(
-                f"{path!r} has a single class {classes[0]!r} in {tname!r}; "
-                "expected at least 2 classes — add a folder/label value per class"
-            )
-        tasks.append(Task(tname, classes))
-        cols.append(codes)
-    y = np.stack(cols, axis=1)
-
+    tasks, y = _encode_tasks(records, task_names, path)
     seed = int(options.get("seed", 0) or 0)
     fractions = parse_split(options.get("split") or (0.7, 0.15, 0.15))
     presplit = any(r.split for r in records)
-    if presplit:
-        given = {s: np.array([i for i, r in enumerate(records) if r.split == s], dtype=np.int64) for s in SPLITS}
-        splits = dict(given)
-        missing = [s for s in ("val", "test") if len(given[s]) == 0]
-        if len(given["train"]) == 0:
-            raise DataError(
-                f"{path!r} is pre-split but has no train split; expected a train/ folder or train table"
-            )
-        if missing:
-            # carve the missing splits out of train, in the requested proportions
-            f_train = fractions[0]
-            sub = [f_train] + [fractions[1] if "val" in missing else 0.0] + [fractions[2] if "test" in missing else 0.0]
-            tot = sum(sub)
-            inner = stratified_split(y[given["train"], 0], [s / tot for s in sub], seed)
-            splits["train"] = given["train"][inner["train"]]
-            for s in missing:
-                splits[s] = given["train"][inner[s]]
-            warnings.append(f"no {' or '.join(missing)} split in {path!r}; carved from train (seed {seed})")
-    else:
-        splits = stratified_split(y[:, 0], fractions, seed)
-
-    for t, task in enumerate(tasks):
-        counts = np.bincount(y[splits["train"], t], minlength=task.num_classes)
-        for k, n in enumerate(counts):
-            if n < 2:
-                raise DataError(
-                    f"class {task.classes[k]!r} of {task.name!r} in {path!r} has {int(n)} training example(s) "
-                    "after splitting; expected at least 2 — add examples or remove the class"
-                )
-        for s in ("val", "test"):
-            present = np.bincount(y[splits[s], t], minlength=task.num_classes)
-            absent = [task.classes[k] for k in range(task.num_classes) if present[k] == 0]
-            if absent and len(splits[s]):
-                warnings.append(f"{s} split has no examples of class(es) {', '.join(absent[:5])} in {task.name!r}")
-
-    # exact duplicates across splits leak information into evaluation
-    where: dict[str, str] = {}
+    splits = (_given_splits(records, y, fractions, seed, path, warnings) if presplit
+              else stratified_split(y[:, 0], fractions, seed))
+    _check_classes(tasks, y, splits, path, warnings)
     split_of = np.empty(len(records), dtype=object)
     for s, idx in splits.items():
         split_of[idx] = s
-    dup_pairs = []
-    for i, r in enumerate(records):
-        prev = where.get(r.digest)
-        if prev is not None and prev != split_of[i]:
-            dup_pairs.append(r.where)
-        where.setdefault(r.digest, split_of[i])
-    if dup_pairs:
-        warnings.append(
-            f"{len(dup_pairs)} exact duplicate item(s) appear in two splits (e.g. {', '.join(dup_pairs[:3])}); "
-            "they leak between train and evaluation — remove duplicates for honest scores"
-        )
-
+    _warn_duplicates(records, split_of, warnings)
     h = hashlib.sha256()
     h.update(f"{modality}|{task_names}|".encode())
     for i, r in enumerate(records):
@@ -183,3 +126,75 @@ def assemble(
         warnings=warnings,
         meta=meta or {},
     )
+
+
+def _encode_tasks(records: list[Record], task_names: list[str], path: str) -> tuple[list[Task], np.ndarray]:
+    """The tasks (classes in sorted order) and the (n, n_tasks) label codes; a single class is an error."""
+    labels_by_task = list(zip(*[r.labels for r in records], strict=False))
+    tasks, cols = [], []
+    for t, tname in enumerate(task_names):
+        classes, codes = _encode([str(v) for v in labels_by_task[t]])
+        if len(classes) < 2:
+            raise DataError(
+                f"{path!r} has a single class {classes[0]!r} in {tname!r}; "
+                "expected at least 2 classes — add a folder/label value per class"
+            )
+        tasks.append(Task(tname, classes))
+        cols.append(codes)
+    return tasks, np.stack(cols, axis=1)
+
+
+def _given_splits(records: list[Record], y: np.ndarray, fractions: Any, seed: int, path: str,
+                  warnings: list[str]) -> dict[str, np.ndarray]:
+    """The data's own splits; a missing val or test split is carved from train, in the requested proportions."""
+    given = {s: np.array([i for i, r in enumerate(records) if r.split == s], dtype=np.int64) for s in SPLITS}
+    splits = dict(given)
+    missing = [s for s in ("val", "test") if len(given[s]) == 0]
+    if len(given["train"]) == 0:
+        raise DataError(
+            f"{path!r} is pre-split but has no train split; expected a train/ folder or train table"
+        )
+    if missing:
+        f_train = fractions[0]
+        sub = [f_train] + [fractions[1] if "val" in missing else 0.0] + [fractions[2] if "test" in missing else 0.0]
+        tot = sum(sub)
+        inner = stratified_split(y[given["train"], 0], [s / tot for s in sub], seed)
+        splits["train"] = given["train"][inner["train"]]
+        for s in missing:
+            splits[s] = given["train"][inner[s]]
+        warnings.append(f"no {' or '.join(missing)} split in {path!r}; carved from train (seed {seed})")
+    return splits
+
+
+def _check_classes(tasks: list[Task], y: np.ndarray, splits: dict[str, np.ndarray], path: str,
+                   warnings: list[str]) -> None:
+    """Every class needs 2 training examples (an error); a class absent from val or test is a warning."""
+    for t, task in enumerate(tasks):
+        counts = np.bincount(y[splits["train"], t], minlength=task.num_classes)
+        for k, n in enumerate(counts):
+            if n < 2:
+                raise DataError(
+                    f"class {task.classes[k]!r} of {task.name!r} in {path!r} has {int(n)} training example(s) "
+                    "after splitting; expected at least 2 — add examples or remove the class"
+                )
+        for s in ("val", "test"):
+            present = np.bincount(y[splits[s], t], minlength=task.num_classes)
+            absent = [task.classes[k] for k in range(task.num_classes) if present[k] == 0]
+            if absent and len(splits[s]):
+                warnings.append(f"{s} split has no examples of class(es) {', '.join(absent[:5])} in {task.name!r}")
+
+
+def _warn_duplicates(records: list[Record], split_of: np.ndarray, warnings: list[str]) -> None:
+    """Exact duplicates across splits leak information into evaluation: say so."""
+    where: dict[str, str] = {}
+    dup_pairs = []
+    for i, r in enumerate(records):
+        prev = where.get(r.digest)
+        if prev is not None and prev != split_of[i]:
+            dup_pairs.append(r.where)
+        where.setdefault(r.digest, split_of[i])
+    if dup_pairs:
+        warnings.append(
+            f"{len(dup_pairs)} exact duplicate item(s) appear in two splits (e.g. {', '.join(dup_pairs[:3])}); "
+            "they leak between train and evaluation — remove duplicates for honest scores"
+        )

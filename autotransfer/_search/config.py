@@ -1,0 +1,67 @@
+"""``SearchConfig``: every option of ``autotransfer.search`` and its default, written once.
+
+The CLI's ``search`` command takes its option defaults from here; ``search(data, config,
+**overrides)`` takes a ``SearchConfig``, keyword arguments, or both. Light: no torch, no optuna.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import AutotransferError
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How one search runs. ``None`` means "decided from the data" where the comment says so."""
+
+    out: str | Path | None = None  # run directory [None: ./autotransfer-runs/<data-name>]
+    trials: int | None = None  # total trials of the study, a rerun tops it up [None: by data size]
+    timeout: float | None = None  # seconds for the whole search [None: 1 h; 4 h for >= 10k training items]
+    sources: Sequence[str] | None = None  # source specs [None: the modality's zoo]
+    top_k: int = 3  # sources fine-tuned: the top-k by solved probe on validation
+    strategies: Sequence[str] | None = None  # strategies searched [None: every registered one]
+    estimators: Sequence[str] | None = None  # transferability estimators [None: the registered defaults]
+    primary: str = "logme"  # the estimator that orders the ranking
+    epochs: int | None = None  # epochs per trial [None: 12 / 8 / 5 by data size]
+    storage: str | None = None  # Optuna storage URL shared by workers [None: sqlite in the run directory]
+    study_name: str | None = None  # [None: autotransfer-<data-name>]
+    seed: int = 0  # seed for splits, sampler and training
+    device: str = "auto"  # auto, cpu or cuda
+    offline: bool = False  # never touch the network; local weights only
+    trust_remote_code: bool = False  # allow Hugging Face models with custom code
+    label_col: str | None = None  # label column(s) of a table; "a,b" = multi-task
+    text_col: str | None = None  # text column of a table [None: auto-detected]
+    split: Any = None  # train,val,test fractions when the data is not pre-split [None: 0.7,0.15,0.15]
+    max_samples: int | None = None  # rank on a stratified subsample of this size [None: every training item]
+    cache_dir: str | None = None  # features and decoded images [None: ~/.cache/autotransfer]
+    warmup_epochs: int = 1  # epochs before scratch pruning
+    patience: int = 2  # consecutive epochs behind scratch before a trial is pruned
+    margin: float = 0.02  # how far behind scratch (or the best finished trial, extrapolated) counts as behind
+    efficiency_pruner: str = "median"  # median, halving or none: chained after the scratch check
+    scratch_baselines: int | None = None  # at most this many scratch baselines [None: one per family in the top-k]
+    progress: bool = True  # progress bars
+    precision: str = "auto"  # auto, bf16, fp16 or fp32
+    # Optuna-style ``callback(study, frozen_trial)`` after each finished trial (complete, pruned or
+    # failed), e.g. optuna_integration's MLflowCallback or WeightsAndBiasesCallback; one that raises
+    # is warned about once and the search goes on
+    callbacks: Sequence[Callable[[Any, Any], None]] = ()
+
+    @classmethod
+    def from_options(cls, config: SearchConfig | None = None, **overrides: Any) -> SearchConfig:
+        """``config`` (or the defaults) with ``overrides``; an unknown name is a one-line error."""
+        if config is not None and not isinstance(config, cls):
+            raise AutotransferError(f"config must be a SearchConfig, got {type(config).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise AutotransferError(f"search() got unknown option(s) {', '.join(unknown)}; "
+                                    f"valid options: {', '.join(names)}")
+        return dataclasses.replace(config or cls(), **overrides)
+
+
+DEFAULTS = SearchConfig()  # the defaults the CLI shows

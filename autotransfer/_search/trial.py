@@ -1,0 +1,230 @@
+"""One trial of the search: what it trains, its budget, its heartbeat, and what it tells the study."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from ..console import warn
+from ..data import Dataset
+from ..errors import AutotransferError
+from ..monitor import StopTraining
+from . import rundir
+from . import storage as st
+from .budget import MIN_BASELINE_EPOCHS, Budget, TrialMonitor, now
+from .optuna_private import storage_of, trial_id
+from .pruner import CUT_REASON, EPOCH_SECONDS, PLANNED_EPOCHS, ROLE, SCRATCH, ScratchBaselinePruner
+from .space import SearchSpace, TrialConfig
+
+
+@dataclass
+class Context:
+    """What every trial of one search shares."""
+
+    dataset: Dataset
+    out_dir: Path
+    screen: SearchSpace  # every ranked source: the probes that choose the top-k run over it
+    epochs: int
+    seed: int
+    device: str
+    cache_dir: str | None
+    budget: Budget
+    pruner: ScratchBaselinePruner
+    scores: dict[str, dict[str, Any]]  # source -> its transferability row
+    top_k: int = 3
+    scratch_baselines: int | None = None
+    progress: bool = False  # a progress bar inside each trial
+    space: SearchSpace | None = None  # the top-k sources, sampled; None until the probes have chosen them
+    precision: str = "fp32"  # resolved (bf16 / fp16 / fp32): every trial trains at it
+    models_dir: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.models_dir = self.out_dir / "trials"
+
+
+def _heartbeat(study: optuna.Study, trial: optuna.Trial, stop: threading.Event) -> None:
+    while not stop.wait(st.HEARTBEAT_SECONDS):
+        try:
+            storage_of(study).record_heartbeat(trial_id(trial))
+        except Exception:  # a heartbeat is best-effort; the next one retries
+            pass
+
+
+def _trial_config(trial: optuna.Trial, role: str, ctx: Context) -> TrialConfig:
+    if role == SCRATCH:
+        # a baseline is fixed, not sampled: one top source's architecture from random init with the
+        # core's own recipe (every parameter trains, at its default lr), whatever --strategies and plugins say
+        from ..strategies import SCRATCH_RECIPE
+        from .space import WEIGHT_DECAY
+
+        recipe = SCRATCH_RECIPE
+        return TrialConfig(trial.user_attrs["baseline_source"], recipe.name, recipe.default_lr, WEIGHT_DECAY.default,
+                           {})
+    fixed = trial.user_attrs.get("fixed")
+    if fixed:  # a strategy that converges: run once per source, never sampled
+        return ctx.screen.fixed_config(fixed["source"], fixed["strategy"])
+    if ctx.space is None:
+        raise AutotransferError("internal: a sampled trial was asked before the top-k sources were chosen")
+    return ctx.space.suggest(trial)
+
+
+def _monitor(study: optuna.Study, trial: optuna.Trial, role: str, cfg: TrialConfig, ctx: Context) -> TrialMonitor:
+    """The trial's plan: baselines get their part of the baselines' share, others run to the deadline."""
+    budget = ctx.budget
+    soft, floor, cap = budget.hard_deadline, 1, None
+    if role == SCRATCH:
+        left = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                   if t.user_attrs.get(ROLE) == SCRATCH) + 1
+        share = budget.share_left()
+        soft, floor, cap = now() + share / left, MIN_BASELINE_EPOCHS, now() + share
+    bar = None
+    if ctx.progress:
+        from tqdm.auto import tqdm
+
+        label = f"trial {trial.number} {'scratch:' if role == SCRATCH else ''}{cfg.source} {cfg.strategy}"
+        bar = tqdm(total=ctx.epochs, desc=label, unit="epoch", leave=False, dynamic_ncols=True, position=1,
+                   bar_format="{desc}: {n:.1f}/{total} epochs [{elapsed}<{remaining}] {postfix}")
+    return TrialMonitor(budget, ctx.epochs, soft, floor, bar, floor_deadline=cap)
+
+
+def run_trial(study: optuna.Study, trial: optuna.Trial, ctx: Context) -> None:
+    """Train ``trial``'s configuration and tell the study how it ended (a failure is told, not raised)."""
+    role = trial.user_attrs.get(ROLE) or "search"
+    if ROLE not in trial.user_attrs:
+        trial.set_user_attr(ROLE, role)
+    cfg = _trial_config(trial, role, ctx)
+    trial.set_user_attr("config", {"source": cfg.source, "strategy": cfg.strategy, "lr": cfg.lr,
+                                   "weight_decay": cfg.weight_decay, "params": cfg.params})
+    if role == SCRATCH and _baselines_share_spent(study, ctx):
+        trial.set_user_attr(st.SKIPPED, "the baselines' share of the time budget is spent")
+        trial.set_user_attr("prune_reason", "budget: baselines' share spent")
+        study.tell(trial, state=TrialState.PRUNED)
+        return
+    source = ctx.screen.sources[cfg.source]
+    trial.set_user_attr("provider", str(getattr(source, "provider", "")))
+    trial.set_user_attr("precision", ctx.precision)
+    _TrialRun(study, trial, role, cfg, ctx).run(source)
+
+
+def _baselines_share_spent(study: optuna.Study, ctx: Context) -> bool:
+    """The baselines' time share is used up and one baseline has completed (the first always runs)."""
+    return ctx.budget.share_left() <= 0 and any(
+        t.user_attrs.get(ROLE) == SCRATCH for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+
+class _TrialRun:
+    """One trial while it trains: its heartbeat, its budget monitor, its val curve, and how it ends."""
+
+    def __init__(self, study: optuna.Study, trial: optuna.Trial, role: str, cfg: TrialConfig, ctx: Context):
+        self.study, self.trial, self.role, self.cfg, self.ctx = study, trial, role, cfg, ctx
+        self.stop = threading.Event()
+        threading.Thread(target=_heartbeat, args=(study, trial, self.stop), daemon=True).start()
+        self.reason = ""  # why it was pruned ("" while it runs on)
+        self.curve: dict[int, float] = {}
+        self.start, self.began = time.perf_counter(), now()
+        self.monitor = _monitor(study, trial, role, cfg, ctx)
+
+    def run(self, source: Any) -> None:
+        from .._train import train
+
+        ctx, cfg = self.ctx, self.cfg
+        try:  # cfg.params are the strategy's own (partial's depth among them)
+            result = train(ctx.dataset, source, cfg.strategy, lr=cfg.lr, epochs=ctx.epochs,
+                           weight_decay=cfg.weight_decay, seed=ctx.seed, device=ctx.device, report=self.report,
+                           pretrained=self.role != SCRATCH, evaluate_test=False, cache_dir=ctx.cache_dir,
+                           progress=False, monitor=self.monitor, precision=ctx.precision, **cfg.params)
+        except StopTraining:  # the budget ended before its first epoch did
+            self._end()
+            self.trial.set_user_attr("prune_reason", "timeout")
+            self._tell(TrialState.PRUNED)
+        except KeyboardInterrupt:
+            self._end(account=False)
+            self.trial.set_user_attr("fail_reason", "interrupted")
+            self._tell(TrialState.FAIL)
+            st.retry_callback()(self.study, storage_of(self.study).get_trial(trial_id(self.trial)))
+            raise
+        except Exception as exc:  # a trial's failure never ends the search (a full disk does)
+            rundir.raise_if_write_failure(exc)
+            self._end()
+            self._failed(exc)
+        else:
+            self._end()
+            self._finished(result)
+
+    def report(self, epoch: int, val: float) -> bool:
+        """The training loop's ``report``: record the epoch, and whether the trial should stop."""
+        trial, monitor, ctx = self.trial, self.monitor, self.ctx
+        monitor.reported(epoch, val)
+        trial.set_user_attr(EPOCH_SECONDS, round(monitor.per_epoch(epoch + 1), 4))
+        trial.set_user_attr(PLANNED_EPOCHS, int(monitor.planned))
+        trial.report(float(val), epoch)
+        self.curve[epoch] = float(val)
+        if self.role != SCRATCH and trial.should_prune():
+            self.reason = ctx.pruner.reasons.get(trial.number, "pruned")
+            return True
+        if self.role == SCRATCH:  # scratch that cannot catch up with the best finished trial cannot be the answer
+            best = ctx.pruner.best_finished(self.study)
+            if best is not None and ctx.pruner.hopeless(self.curve, monitor.planned, best):
+                trial.set_user_attr(CUT_REASON, f"it could not catch up with the best finished trial ({best:.3f})")
+                return True
+        return False
+
+    def _end(self, account: bool = True) -> None:
+        self.stop.set()
+        self.monitor.close()
+        if account and self.role == SCRATCH:
+            self.ctx.budget.share_used += now() - self.began
+
+    def _tell(self, state: TrialState, value: float | None = None) -> None:
+        self.trial.set_user_attr("seconds", round(time.perf_counter() - self.start, 2))
+        self.study.tell(self.trial, value, state=state)
+
+    def _failed(self, exc: Exception) -> None:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not isinstance(exc, AutotransferError):
+            reason = f"{type(exc).__name__}: {reason}"
+        self.trial.set_user_attr("fail_reason", reason[:300])
+        self._tell(TrialState.FAIL)
+        warn(f"trial {self.trial.number} ({self.cfg.source}, {self.cfg.strategy}) failed: {reason}")
+
+    def _finished(self, result: Any) -> None:
+        trial, monitor = self.trial, self.monitor
+        trial.set_user_attr(PLANNED_EPOCHS, int(monitor.planned))
+        if monitor.epoch_seconds:
+            trial.set_user_attr(EPOCH_SECONDS, round(monitor.per_epoch(result.epochs_run), 4))
+        if monitor.stopped and self.role != SCRATCH and not self.reason:
+            self.reason = monitor.stopped  # a cut transfer trial is not complete; a cut baseline still is
+        trial.set_user_attr("epochs_run", int(result.epochs_run))
+        trial.set_user_attr("best_epoch", int(result.best_epoch))
+        trial.set_user_attr("trainable_params", int(result.trainable_params))
+        trial.set_user_attr("total_params", int(result.total_params))
+        if getattr(result, "task_scores", None):
+            trial.set_user_attr("task_scores", {k: float(v) for k, v in result.task_scores.items()})
+        if self.reason:
+            trial.set_user_attr("prune_reason", self.reason)
+            self._tell(TrialState.PRUNED)
+            return
+        self._tell(TrialState.COMPLETE, float(result.val_score))
+        _keep_if_best(self.study, trial.number, self.role, result, self.ctx)
+
+
+def _keep_if_best(study: optuna.Study, number: int, role: str, result: Any, ctx: Context) -> None:
+    """Save the model when it is the best of its role so far; drop the one it replaces."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if (t.user_attrs.get(ROLE) == SCRATCH) == (role == SCRATCH)]
+    best = max(done, key=lambda t: (t.value, -t.number))
+    if best.number != number:
+        return
+    target = ctx.models_dir / f"trial_{number}"
+    result.save(target)
+    for other in ctx.models_dir.glob("trial_*"):
+        n = int(other.name.split("_")[1])
+        if n != number and any(t.number == n for t in done):
+            shutil.rmtree(other, ignore_errors=True)

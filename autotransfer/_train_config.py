@@ -1,0 +1,52 @@
+"""``TrainConfig``: every option of ``autotransfer.train`` and its default, written once.
+
+Light (no torch): the CLI's ``train`` command reads its option defaults from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import AutotransferError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one ``train`` call runs (the strategy's own parameters are passed beside it)."""
+
+    lr: float | None = None  # peak learning rate [None: the strategy's default_lr]
+    epochs: int = 10  # reported epochs; ``report`` is called after each
+    weight_decay: float = 0.01  # AdamW weight decay
+    seed: int = 0  # backbone init, heads, shuffles, augmentation
+    device: str = "auto"  # auto, cpu or cuda
+    # ``report(epoch, val_score)`` after each epoch; return True or raise ``StopTraining`` to stop
+    # (the run still returns its best epoch so far)
+    report: Callable[[int, float], bool | None] | None = None
+    batch_size: int | None = None  # None: ``auto_batch_size``; halved on CUDA out-of-memory
+    # cache folder of features (cached-feature stages) and decoded images; False turns both off
+    cache_dir: str | Path | None = None
+    pretrained: bool = True  # False: the same architecture from random init (the scratch baseline)
+    augment: bool | None = None  # None: ``auto_augment``'s rule; True/False forces it
+    evaluate_test: bool = True  # compute ``test_score`` on the test split once, at the end
+    num_workers: int | None = None  # loader processes [None: 0 on CPU, one per core on CUDA]
+    source_options: Any = None  # ``SourceOptions`` for a source given as a spec string
+    verbose: bool = False  # a note per epoch on stderr
+    progress: bool = False  # feature-extraction progress bars
+    monitor: Any = None  # a ``TrainMonitor`` that may shorten the run or stop it mid-epoch (the search's budget)
+    precision: str = "auto"  # auto, bf16, fp16 or fp32 (``autotransfer.precision``); recorded in ``params``
+
+    @classmethod
+    def split_options(cls, config: TrainConfig | None, options: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
+        """``config`` with the options that name its fields, and the rest: the strategy's parameters."""
+        if config is not None and not isinstance(config, cls):
+            raise AutotransferError(f"config must be a TrainConfig, got {type(config).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        mine = {k: v for k, v in options.items() if k in names}
+        return dataclasses.replace(config or cls(), **mine), {k: v for k, v in options.items() if k not in names}
+
+
+DEFAULTS = TrainConfig()  # the defaults the CLI shows

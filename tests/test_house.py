@@ -1,0 +1,193 @@
+"""The house rules that code review keeps forgetting: one place per default, short functions, no import cycles."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+
+def test_search_takes_a_config_or_keywords_and_names_an_unknown_option(tmp_path):
+    import autotransfer
+    from autotransfer import AutotransferError, SearchConfig
+
+    cfg = SearchConfig(trials=5, top_k=2)
+    assert SearchConfig.from_options(cfg, top_k=1) == dataclasses.replace(cfg, top_k=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.trials = 6  # type: ignore[misc]
+    with pytest.raises(AutotransferError) as err:
+        autotransfer.search(tmp_path / "nothing-here", cfg, trails=3)
+    msg = str(err.value)
+    assert "\n" not in msg and "trails" in msg and "trials" in msg and "top_k" in msg
+
+
+def test_search_command_defaults_come_from_the_search_config():
+    from autotransfer._search.config import DEFAULTS
+    from autotransfer.cli.search_cmd import search_cmd
+
+    given = search_cmd.make_context("search", ["--data", "somewhere"]).params
+    shared = [f.name for f in dataclasses.fields(DEFAULTS) if f.name in given]
+    assert len(shared) >= 20, shared
+    for name in shared:
+        expected = getattr(DEFAULTS, name)
+        assert given[name] == expected or (given[name] == () and expected is None), name
+    assert given["no_progress"] is (not DEFAULTS.progress)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "autotransfer"
+MAX_FUNCTION_LINES = 60
+
+
+def test_no_function_is_longer_than_60_lines():
+    import ast
+
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1  # def line to last line
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"autotransfer/{rel}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(long)
+
+
+THIRD_PARTY_STRATEGY = '''
+from autotransfer import hookimpl
+from autotransfer_plugins.strategies.linear_probe import LinearProbe
+
+
+class HeadOnly(LinearProbe):
+    name = "head_only"
+
+
+@hookimpl
+def register_strategies(register):
+    register(HeadOnly())
+'''
+
+
+def test_default_strategies_are_every_registered_one(tmp_path):
+    from autotransfer import plugins
+    from autotransfer.strategies import default_strategies
+
+    try:
+        plugins.configure()
+        assert default_strategies() == ["linear_probe", "partial", "full", "lp_ft", "lora"]  # the built-ins' order
+        (tmp_path / "head_only.py").write_text(THIRD_PARTY_STRATEGY)
+        plugins.configure(plugins_dirs=[str(tmp_path)], disabled=["lora"])
+        assert default_strategies() == ["linear_probe", "partial", "full", "lp_ft", "head_only"]
+    finally:
+        plugins.configure()
+
+
+def test_default_estimators_are_the_registered_built_in_set():
+    from autotransfer import plugins
+    from autotransfer.estimators import DEFAULT_ESTIMATORS, default_estimators
+
+    try:
+        plugins.configure(disabled=["knn"])
+        assert default_estimators() == [e for e in DEFAULT_ESTIMATORS if e != "knn"]
+    finally:
+        plugins.configure()
+
+
+def test_optuna_private_attributes_are_used_in_one_module_only():
+    import re
+
+    private = re.compile(r"\._(storage|trial_id)\b")
+    users = [p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py") if private.search(p.read_text())]
+    assert users == ["_search/optuna_private.py"], users
+
+
+def test_depth_is_a_strategy_parameter_not_a_train_argument():
+    import inspect
+
+    from autotransfer import TrainConfig, train
+
+    assert "depth" not in inspect.signature(train).parameters
+    assert "depth" not in {f.name for f in dataclasses.fields(TrainConfig)}  # it reaches the strategy
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _module_level_imports(body: list[ast.stmt]):
+    """Import statements that run when the module is imported: not in functions, not under TYPE_CHECKING."""
+    for node in body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        elif isinstance(node, ast.If):
+            if not _is_type_checking(node.test):
+                yield from _module_level_imports(node.body)
+            yield from _module_level_imports(node.orelse)
+        else:  # class bodies, try/with/for blocks run at import time
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                inner = getattr(node, field, None)
+                if isinstance(inner, list):
+                    yield from _module_level_imports([n for n in inner if isinstance(n, ast.AST)]
+                                                     if field != "handlers" else [s for h in inner for s in h.body])
+
+
+def import_graph() -> dict[str, set[str]]:
+    """autotransfer module -> the autotransfer modules it imports at module level."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in _module_level_imports(ast.parse(path.read_text(), str(path)).body):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1] if node.level else []
+                mod = ".".join(base + ([node.module] if node.module else []))
+                targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in modules else mod for a in node.names]
+            graph[name] |= {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        path.append(m)
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                return path[path.index(n):] + [n]
+            if n not in state and (found := visit(n)):
+                return found
+        path.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (found := visit(m)):
+            return found
+    return None
+
+
+def test_import_graph_finds_a_cycle_when_there_is_one():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_module_level_import_cycle():
+    graph = import_graph()
+    assert "autotransfer._search.runner" in graph and "autotransfer.errors" in graph["autotransfer._search.runner"]
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
