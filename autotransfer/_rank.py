@@ -12,11 +12,14 @@ from typing import Any
 
 import numpy as np
 
+from ._search.rundir import refuse_other_data
 from .console import warn
-from .data import Dataset
+from .data import Dataset, load
 from .errors import AutotransferError, NotApplicable
 from .estimators import DEFAULT_ESTIMATORS, default_estimators, estimate, get_estimator
-from .features import extract
+from .features import extract, resolve_device
+from .precision import resolve_precision
+from .sources import SourceOptions, default_source_specs, resolve_sources
 
 BASE_COLUMNS = ["source", "provider", "modality", "feature_dim", "n_samples"]
 
@@ -163,7 +166,6 @@ def resolve_and_rank(
 
     ``options`` go to ``rank_sources``. Returns the sources, the estimator names and the rows.
     """
-    from .sources import SourceOptions, default_source_specs, resolve_sources
 
     opts = SourceOptions(offline=offline, trust_remote_code=trust_remote_code)
     specs = _names(sources) or default_source_specs(dataset.modality, opts)
@@ -181,7 +183,6 @@ def rank_into(out_dir: str | Path | None, dataset: Dataset, data: Any, sources: 
 
     Returns the rows, the estimator names and the CSV's path (None without ``out_dir``).
     """
-    from ._search.rundir import refuse_other_data
 
     if out_dir is not None:
         refuse_other_data(Path(out_dir), dataset, data)  # a search folder of other data keeps its own ranking
@@ -219,9 +220,6 @@ def rank(
     """
     import pandas as pd
 
-    from .data import load
-    from .features import resolve_device
-    from .precision import resolve_precision
 
     precision = resolve_precision(precision, resolve_device(device))  # a bad value fails before any loading
     ds = load(data, text_col=text_col, label_col=label_col, split=split, seed=seed)

@@ -39,11 +39,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from . import decode_cache
+from . import sources as sources_mod  # looked up at call time: a plugin or a test may replace resolve_source
 from ._train_config import TrainConfig
 from .console import note
+from .data import load
+from .decode_cache import decoded
 from .errors import AutotransferError, DataError
+from .features import extract, resolve_device
 from .model import TransferModel, to_device
 from .monitor import StopTraining, TrainMonitor
+from .precision import autocast, grad_scaler, resolve_precision
+from .sources import Source, SourceOptions, display_source
+from .strategies import SourceInfo, get_strategy
 
 if TYPE_CHECKING:
     from .data import Dataset
@@ -94,7 +102,6 @@ class TrainResult:
 
     def summary(self) -> dict[str, Any]:
         """Plain data for leaderboards (no model); a local source by its file name, not this machine's path."""
-        from .sources import display_source
 
         return {
             "source": display_source(self.source), "strategy": self.strategy, "val_score": self.val_score,
@@ -228,8 +235,6 @@ class _Loop:
 
     def __init__(self, model: TransferModel, source: Source, device: torch.device, batch_size: int,
                  num_workers: int, augment: bool, seed: int, stage: str, precision: str = "fp32"):
-        from .precision import grad_scaler
-
         self.model, self.source, self.device = model, source, device
         self.batch_size, self.num_workers, self.augment = batch_size, num_workers, augment
         self.seed, self.stage = seed, stage
@@ -260,8 +265,6 @@ class _Loop:
         return self.source.collate(inputs)
 
     def logits(self, inputs: Any, cached: bool) -> list[torch.Tensor]:
-        from .precision import autocast
-
         with autocast(self.precision, self.device):
             out = self.model.forward_features(inputs) if cached else self.model(inputs)
         return [o.float() for o in out]
@@ -506,13 +509,11 @@ def _solve_stage(model: TransferModel, train: _Split, val: _Split, epochs: int,
 
 
 def _resolve_source(source: Any, source_options: Any) -> Source:
-    from .sources import Source, SourceOptions, resolve_source
-
     if isinstance(source, Source):
         return source
     if not isinstance(source, str):
         raise AutotransferError(f"source must be a spec string or a Source, got {type(source).__name__}")
-    return resolve_source(source, source_options or SourceOptions())
+    return sources_mod.resolve_source(source, source_options or SourceOptions())
 
 
 def _split(dataset: Dataset, name: str) -> _Split:
@@ -570,8 +571,6 @@ class _Features:
         if split not in self.splits:
             t0 = time.perf_counter()
             if self.pretrained:
-                from .features import extract
-
                 f = extract(self.source, self.dataset, split, device=str(self.device),
                             batch_size=self.batch_size, cache_dir=self.cache_dir, progress=self.progress,
                             precision=self.precision)
@@ -590,8 +589,6 @@ class _Features:
 
     @torch.no_grad()
     def _forward(self, base: _Split) -> torch.Tensor:
-        from .precision import autocast
-
         self.model.eval()
         out = []
         bs = self.batch_size or 64
@@ -619,10 +616,6 @@ def train(dataset: Any, source: Any, strategy: str | Strategy, config: TrainConf
     Returns:
         A ``TrainResult``; ``val_score`` is the best epoch's, whose weights the model keeps.
     """
-    from .data import load
-    from .features import resolve_device
-    from .precision import resolve_precision
-    from .strategies import get_strategy
 
     start = time.perf_counter()
     cfg, strategy_params = TrainConfig.split_options(config, options)
@@ -686,7 +679,6 @@ def _build(ds: Dataset, src: Source, strat: Strategy, pretrained: bool, seed: in
            strategy_params: dict[str, Any]) -> tuple[TransferModel, dict[str, Any]]:
     """The model (backbone, one head per task, the strategy's structural change) and the strategy's
     resolved parameters. The heads' init depends on the seed only, not on how the backbone was built."""
-    from .strategies import SourceInfo
 
     seed_everything(seed)
     backbone = src.build(pretrained=pretrained)
@@ -707,14 +699,12 @@ class _Run:
 
     def __init__(self, model: TransferModel, src: Source, ds: Dataset, dev: torch.device, prec: str,
                  cfg: TrainConfig, augment: bool):
-        from .decode_cache import default_workers
-
         self.model, self.src, self.ds, self.dev, self.prec, self.augment = model, src, ds, dev, prec, augment
         self.epochs, self.lr, self.weight_decay, self.seed = int(cfg.epochs), cfg.lr, cfg.weight_decay, cfg.seed
         self.batch_size, self.cache_dir, self.pretrained = cfg.batch_size, cfg.cache_dir, cfg.pretrained
         self.verbose, self.progress, self.monitor, self.report = cfg.verbose, cfg.progress, cfg.monitor, cfg.report
         n = cfg.num_workers
-        self.workers = (0 if dev.type == "cpu" else default_workers()) if n is None else int(n)
+        self.workers = (0 if dev.type == "cpu" else decode_cache.default_workers()) if n is None else int(n)
         self.splits = {"train": _split(ds, "train"), "val": _split(ds, "val")}
         if cfg.evaluate_test:
             self.splits["test"] = _split(ds, "test")
@@ -723,7 +713,6 @@ class _Run:
 
     def decode_images(self) -> None:
         """Decode every split's images once (the decoded-image cache), for stages that read items."""
-        from .decode_cache import decoded
 
         spec = self.src.decode_spec() if self.ds.modality == "image" else None
         for name, data in self.splits.items():

@@ -10,8 +10,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import sources as sources_mod  # looked up at call time: a plugin or a test may replace resolve_source
+from .data import Task
 from .errors import AutotransferError
+from .features import resolve_device
 from .model import CONFIG, FORMAT, WEIGHTS, TransferModel
+from .sources import SourceOptions, source_from_export
+from .strategies import get_strategy
 
 if TYPE_CHECKING:
     from .sources import Source
@@ -24,10 +29,6 @@ def load_model(path: str | Path, *, source: Source | None = None, device: str = 
     """
     from safetensors.torch import load_model as _load
 
-    from .data import Task
-    from .features import resolve_device
-    from .sources import SourceOptions, resolve_source, source_from_export
-    from .strategies import get_strategy
 
     folder = Path(path)
     cfg_path = folder / CONFIG
@@ -46,7 +47,7 @@ def load_model(path: str | Path, *, source: Source | None = None, device: str = 
     if source is None:
         if not cfg.get("source"):
             raise AutotransferError(f"model {str(path)!r} does not record its source; pass source= to load_model")
-        source = resolve_source(cfg["source"], SourceOptions(offline=True))
+        source = sources_mod.resolve_source(cfg["source"], SourceOptions(offline=True))
     tasks = [Task(t["name"], list(t["classes"])) for t in cfg["tasks"]]
     backbone = source.build(pretrained=False)  # architecture only: every tensor comes from the file
     model = TransferModel(backbone, int(cfg["feature_dim"]), tasks, source=source, config=cfg)

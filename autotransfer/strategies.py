@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import AutotransferError
+from .plugins import get_registry
 from .registry import BUILTIN, Provider
 
 if TYPE_CHECKING:
@@ -259,7 +260,6 @@ def get_strategy(name: str | Strategy) -> Strategy:
         return name
     if name == SCRATCH_RECIPE.name:
         return SCRATCH_RECIPE
-    from .plugins import get_registry
 
     return get_registry("strategies").get(name)
 
@@ -273,7 +273,6 @@ def default_strategies() -> list[str]:
 
     The built-ins come first in ``BUILTIN_ORDER``, the others follow in registration order.
     """
-    from .plugins import get_registry
 
     names = get_registry("strategies").names()
     return sorted(names, key=lambda n: BUILTIN_ORDER.index(n) if n in BUILTIN_ORDER else len(BUILTIN_ORDER))

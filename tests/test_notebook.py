@@ -84,6 +84,8 @@ def test_search_then_leaderboard_and_the_backend_is_untouched(tiny, tmp_path):
     assert list(lb["summary"].columns) == SUMMARY_COLUMNS and len(lb["summary"]) == 1
     assert lb["summary"]["best_source"].iloc[0] == res.best_source
     assert lb["transferability"]["source"].tolist() == tiny["specs"][:1]
+    same = res.leaderboard()  # the result exposes the same tables
+    assert list(same) == list(lb) and same["trials"].equals(trials)
 
 
 def test_leaderboard_of_a_folder_without_a_search_is_one_line(tmp_path):

@@ -8,6 +8,8 @@ import optuna
 from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial, TrialState
 
+from ..errors import AutotransferError
+
 ROLE = "role"  # user attr naming a trial's role: "scratch", "default" or "search"
 SCRATCH = "scratch"
 BEHIND_SCRATCH = "behind scratch"
@@ -155,6 +157,5 @@ def make_inner_pruner(name: str, warmup_epochs: int) -> BasePruner | None:
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, warmup_epochs + 1))
     if name == "none":
         return None
-    from ..errors import AutotransferError
 
     raise AutotransferError(f"--efficiency-pruner {name!r} is not one of median, halving, none")

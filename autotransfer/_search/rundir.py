@@ -7,11 +7,13 @@ import contextlib
 import errno
 import json
 import os
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import AutotransferError
+from .storage import check_reachable, redact
 
 MARKER = "run.json"  # the data this folder's search belongs to: {"data", "fingerprint"}
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
@@ -25,8 +27,6 @@ def prepare(out_dir: Path, dataset: Any, data: Any, storage: str | None, study_n
     cannot be reached or whose study of this name holds other data, a folder that cannot be written."""
     owner = refuse_other_data(Path(out_dir), dataset, data)
     if storage:
-        from .storage import check_reachable
-
         check_reachable(storage, study_name or f"autotransfer-{dataset.name}", dataset.fingerprint)
     mark(Path(out_dir), owner or {"data": str(data), "fingerprint": dataset.fingerprint})
 
@@ -92,7 +92,6 @@ def _owner(out_dir: Path) -> dict[str, Any] | None:
     db = out_dir / "study.db"
     if not db.is_file():
         return None
-    import sqlite3
 
     try:
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
@@ -140,8 +139,6 @@ def write_errors(out: Any, storage: str | None = None) -> Iterator[None]:
     except AutotransferError:
         raise
     except Exception as exc:
-        from .storage import redact
-
         database = redact(storage) if storage else f"{Path(out) / 'study.db'}" if out else "the study database"
         what = write_failure(exc, database)
         if what is None:

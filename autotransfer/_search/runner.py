@@ -14,9 +14,16 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from .._leaderboard import leaderboard
+from .._rank import resolve_and_rank, write_transferability
 from ..console import note, warn
 from ..data import Dataset, load
 from ..errors import AutotransferError
+from ..features import resolve_device
+from ..loading import load_model
+from ..plugins import get_plugin_manager
+from ..precision import resolve_precision
+from ..strategies import default_strategies, source_info
 from . import rundir
 from . import storage as st
 from .budget import Budget, now
@@ -28,6 +35,7 @@ from .pruner import (
     ScratchBaselinePruner,
     make_inner_pruner,
 )
+from .report import read_summary, read_transferability, write_reports
 from .space import SearchSpace
 from .trial import Context, run_trial
 
@@ -53,6 +61,10 @@ class SearchResult:
     @property
     def test_score(self) -> float | None:
         return self.summary["test_score"]
+
+    def leaderboard(self) -> dict[str, Any]:
+        """This run's leaderboards as DataFrames: "transferability", "trials", "summary"."""
+        return leaderboard(self.out_dir)
 
 
 def default_budget(n_train: int, top_k: int) -> tuple[int, int, float]:
@@ -162,8 +174,6 @@ def _run_search(data: Any, cfg: SearchConfig) -> SearchResult:
 
 def _plan(data: Any, cfg: SearchConfig) -> _Plan:
     """Load the data, check the run directory, and fill in the budget's defaults from the data's size."""
-    from ..features import resolve_device
-    from ..precision import resolve_precision
 
     t0 = now()
     ds = load(data, text_col=cfg.text_col, label_col=cfg.label_col, split=cfg.split, seed=cfg.seed)
@@ -184,7 +194,6 @@ def _plan(data: Any, cfg: SearchConfig) -> _Plan:
 
 def _rank(plan: _Plan, cfg: SearchConfig) -> tuple[list[Any], list[str], list[dict[str, Any]]]:
     """Resolve the sources and rank them with the estimators; writes transferability.csv."""
-    from .._rank import resolve_and_rank, write_transferability
 
     srcs, est_names, rows = resolve_and_rank(
         plan.dataset, cfg.sources, cfg.estimators, offline=cfg.offline, trust_remote_code=cfg.trust_remote_code,
@@ -201,7 +210,6 @@ def _open_study(plan: _Plan, cfg: SearchConfig, pruner: ScratchBaselinePruner, s
     A new study records the ranking and the data; a resumed one must be of the same data, and
     every source it ranked must load here.
     """
-    from ..strategies import default_strategies
 
     strategy_names = list(cfg.strategies) if cfg.strategies else default_strategies()
     sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=cfg.seed,
@@ -302,8 +310,6 @@ def _next_trial(study: optuna.Study, ctx: Context, plan: _Plan) -> optuna.Trial 
 
 def _run_until_budget_ends(study: optuna.Study, ctx: Context, plan: _Plan) -> None:
     """Ask, train and tell trials until ``trials`` count, the budget ends, or nothing is left to sample."""
-    from ..plugins import get_plugin_manager
-    from .report import write_reports
 
     bar = _progress(ctx.progress, plan.trials)
     failed_callbacks: set[int] = set()
@@ -353,7 +359,6 @@ def _call_back(callbacks: Sequence[Callable[[Any, Any], None]], study: optuna.St
 
 def _finish_interrupted(study: optuna.Study, ctx: Context, plan: _Plan) -> None:
     """Write what finished (nothing may have), say how to resume, and re-raise the interrupt."""
-    from .report import write_reports
 
     try:
         _finish(study, ctx, plan.t0, plan.data)
@@ -445,7 +450,6 @@ def _enqueue_after_choice(study: optuna.Study, space: SearchSpace, scratch_basel
 
 def cost_proxy(source: Any) -> float:
     """Relative cost of training ``source``'s architecture: parameters × input pixels (images)."""
-    from ..strategies import source_info
 
     params = float(sum(source_info(source).group_sizes))
     size = (getattr(source, "data_config", None) or {}).get("input_size") if source.modality == "image" else None
@@ -476,9 +480,6 @@ def _tick(bar: Any, study: optuna.Study, ctx: Context, total: int, t0: float, ti
 
 def _finish(study: optuna.Study, ctx: Context, t0: float, data: Any) -> SearchResult:
     """Pick the answer (never worse than scratch on validation), test it once, export it, write reports."""
-    from ..loading import load_model
-    from ..plugins import get_plugin_manager
-    from .report import write_reports
 
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
     scratch = [t for t in complete if t.user_attrs.get(ROLE) == SCRATCH]
@@ -512,7 +513,6 @@ def _finish(study: optuna.Study, ctx: Context, t0: float, data: Any) -> SearchRe
     summary_extra = {"answer": answer.number, "baseline": base.number if base else None, "tests": tests,
                      "negative": negative, "seconds": now() - t0, "data": str(data)}
     rows = write_reports(study, ctx, final=True, extra=summary_extra)
-    from .report import read_summary, read_transferability
 
     summary = read_summary(ctx.out_dir)
     get_plugin_manager().notify("search_finished", result={**summary, "out_dir": str(ctx.out_dir)})

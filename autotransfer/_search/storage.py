@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import inspect
 import json
 import os
@@ -14,9 +15,11 @@ from datetime import datetime
 from pathlib import Path
 
 import optuna
+from filelock import FileLock, ReadWriteLock, Timeout
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
+from ..console import note
 from ..errors import AutotransferError
 from .optuna_private import storage_of, trial_id
 
@@ -55,8 +58,6 @@ def normalize_url(url: str) -> str:
     """``postgresql://`` picks a driver that is installed: SQLAlchemy ≥ 2.1 defaults to psycopg 3,
     while the ``postgres`` extra installs psycopg2."""
     if url.startswith(("postgresql://", "postgres://")):
-        import importlib.util
-
         rest = url.split("://", 1)[1]
         if importlib.util.find_spec("psycopg2") is not None:
             return f"postgresql+psycopg2://{rest}"
@@ -156,7 +157,6 @@ def study_lock(url: str, study_name: str, out_dir: Path) -> Iterator[None]:
                 conn.commit()
         engine.dispose()
         return
-    from filelock import FileLock
 
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     with FileLock(Path(out_dir) / ".study.lock"):
@@ -180,8 +180,6 @@ class RunOwner:
         self.sole = False  # True when no other live process is searching in this directory
 
     def __enter__(self) -> RunOwner:
-        from filelock import ReadWriteLock, Timeout
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = ReadWriteLock(self.path)
         try:
@@ -192,8 +190,6 @@ class RunOwner:
             try:
                 self._lock.acquire_read(blocking=False)
             except Timeout:
-                from ..console import note
-
                 note(f"waiting for another search using {self.path.parent} to finish (it holds {self.path.name}) …")
                 self._lock.acquire_read()
         return self

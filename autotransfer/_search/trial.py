@@ -12,16 +12,18 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from .._train import train
 from ..console import warn
 from ..data import Dataset
 from ..errors import AutotransferError
 from ..monitor import StopTraining
+from ..strategies import SCRATCH_RECIPE
 from . import rundir
 from . import storage as st
 from .budget import MIN_BASELINE_EPOCHS, Budget, TrialMonitor, now
 from .optuna_private import storage_of, trial_id
 from .pruner import CUT_REASON, EPOCH_SECONDS, PLANNED_EPOCHS, ROLE, SCRATCH, ScratchBaselinePruner
-from .space import SearchSpace, TrialConfig
+from .space import WEIGHT_DECAY, SearchSpace, TrialConfig
 
 
 @dataclass
@@ -61,8 +63,6 @@ def _trial_config(trial: optuna.Trial, role: str, ctx: Context) -> TrialConfig:
     if role == SCRATCH:
         # a baseline is fixed, not sampled: one top source's architecture from random init with the
         # core's own recipe (every parameter trains, at its default lr), whatever --strategies and plugins say
-        from ..strategies import SCRATCH_RECIPE
-        from .space import WEIGHT_DECAY
 
         recipe = SCRATCH_RECIPE
         return TrialConfig(trial.user_attrs["baseline_source"], recipe.name, recipe.default_lr, WEIGHT_DECAY.default,
@@ -132,8 +132,6 @@ class _TrialRun:
         self.monitor = _monitor(study, trial, role, cfg, ctx)
 
     def run(self, source: Any) -> None:
-        from .._train import train
-
         ctx, cfg = self.ctx, self.cfg
         try:  # cfg.params are the strategy's own (partial's depth among them)
             result = train(ctx.dataset, source, cfg.strategy, lr=cfg.lr, epochs=ctx.epochs,

@@ -8,7 +8,9 @@ import sys
 import click
 
 from .. import __version__
+from ..console import use_console
 from ..errors import AutotransferError
+from ..plugins import configure
 
 # command name -> "module:function"; one module per command
 COMMANDS = {
@@ -83,8 +85,6 @@ def cli(plugins_dir: tuple[str, ...], strict_plugins: bool, disable_plugin: tupl
     Start with:  autotransfer demo
     Your data:   autotransfer search --data ./mydata
     """
-    from ..console import use_console
-    from ..plugins import configure
 
     use_console()  # notes and warnings on stderr, as lines between progress bars
     configure(plugins_dirs=plugins_dir, strict=strict_plugins, disabled=disable_plugin)

@@ -6,14 +6,16 @@ from pathlib import Path
 
 import click
 
+from .._leaderboard import read_leaderboards
+from .._search.report import _md_table, write_reports
+from .._search.storage import open_storage
 from ..errors import AutotransferError
+from ..textable import format_table
 
 
 def print_leaderboards(out_dir: Path, fmt: str) -> None:
     import pandas as pd
 
-    from .._leaderboard import read_leaderboards
-    from ..textable import format_table
 
     lb = Path(out_dir) / "leaderboards"
     tables = read_leaderboards(out_dir)
@@ -24,7 +26,6 @@ def print_leaderboards(out_dir: Path, fmt: str) -> None:
             click.echo(df.to_csv(index=False).rstrip())
         elif fmt == "markdown":
             click.echo(f"## {name}\n")
-            from .._search.report import _md_table
 
             click.echo(_md_table(df.to_dict("records"), list(df.columns)) + "\n")
         else:
@@ -55,8 +56,6 @@ def leaderboard_cmd(out_dir, fmt, storage, study_name):
     if storage:
         import optuna
 
-        from .._search.report import write_reports
-        from .._search.storage import open_storage
 
         if not study_name:
             raise AutotransferError("--storage needs --study-name; pass the name the workers used")

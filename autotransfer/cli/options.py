@@ -5,6 +5,9 @@ from __future__ import annotations
 import click
 
 from .._search.config import DEFAULTS  # light: the search's defaults, shown by every command that shares them
+from ..errors import AutotransferError
+from ..features import resolve_device
+from ..precision import resolve_precision
 
 
 def data_options(f):
@@ -27,8 +30,6 @@ def precision_option(f):
 
 def checked_precision(precision: str, device: str) -> str:
     """The resolved precision, or a one-line error before any data or model is loaded."""
-    from ..features import resolve_device
-    from ..precision import resolve_precision
 
     return resolve_precision(precision, resolve_device(device))
 
@@ -42,7 +43,6 @@ def positive(ctx: click.Context, param: click.Parameter, value):
 
     Raises ``AutotransferError`` rather than click's usage error so the CLI prints one line.
     """
-    from ..errors import AutotransferError
 
     if value is None or value > 0:
         return value

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from .._search.config import DEFAULTS
+from .._rank import rank_columns, rank_into
+from .._search.config import DEFAULTS, SearchConfig
+from .._search.runner import search
+from ..data import load
+from ..textable import format_table
+from .leaderboard_cmd import print_leaderboards
 from .options import checked_precision, data_options, positive, precision_option
 
 
@@ -40,11 +47,7 @@ def source_options(f):
 def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, primary, max_samples, cache_dir,
              device, precision, offline, trust_remote_code):
     """Score source models for a dataset with transferability estimators."""
-    from pathlib import Path
 
-    from .._rank import rank_columns, rank_into
-    from ..data import load
-    from ..textable import format_table
 
     precision = checked_precision(precision, device)
     ds = load(data, text_col=text_col, label_col=label_col, split=split, seed=seed)
@@ -89,9 +92,6 @@ def search_cmd(data, text_col, label_col, split, seed, out, sources, estimators,
                device, precision, offline, trust_remote_code, trials, timeout, top_k, strategies, epochs, storage, study_name,
                warmup_epochs, patience, margin, efficiency_pruner, scratch_baselines, no_progress):
     """Rank sources, search source × strategy × depth × lr, export the best model."""
-    from .._search.config import SearchConfig
-    from .._search.runner import search  # a full disk mid-search: one line, the study kept
-    from .leaderboard_cmd import print_leaderboards
 
     checked_precision(precision, device)
     config = SearchConfig(

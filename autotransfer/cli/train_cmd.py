@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
+from .._train import train
 from .._train_config import DEFAULTS
+from ..data import load
+from ..sources import SourceOptions, resolve_source
 from .options import checked_precision, data_options, positive, precision_option
 
 
@@ -25,11 +30,7 @@ from .options import checked_precision, data_options, positive, precision_option
 def train_cmd(data, text_col, label_col, split, seed, source_spec, strategy, epochs, lr, depth, batch_size, device,
               precision, cache_dir, offline, out):
     """Fine-tune one source with one strategy and save the model."""
-    from pathlib import Path
 
-    from .._train import train
-    from ..data import load
-    from ..sources import SourceOptions, resolve_source
 
     precision = checked_precision(precision, device)
     ds = load(data, text_col=text_col, label_col=label_col, split=split, seed=seed)

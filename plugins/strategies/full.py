@@ -2,7 +2,8 @@
 
 With ``lr_decay`` < 1 layer group i (of n, 0 = input side) gets ``lr * lr_decay ** (n - 1 - i)``:
 early, generic layers move less than late ones (Howard & Ruder 2018; Clark et al. 2020).
-Also the scratch baseline: ``train(..., strategy="full", pretrained=False)``.
+The search's scratch baseline does not use this plugin: it is the core's own recipe
+(``strategies.SCRATCH_RECIPE``, the same numbers), so the search works with this plugin disabled.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from autotransfer.strategies import ParamSpec, SourceInfo, Strategy, layerwise_g
 
 class Full(Strategy):
     name = "full"
-    description = "every parameter trains; optional layer-wise lr decay (also the scratch baseline)"
+    description = "every parameter trains; optional layer-wise lr decay"
     default_lr = 5e-4
     lr_range = (1e-5, 3e-3)
     options = {"head_lr_mult": 10.0}
