@@ -252,7 +252,7 @@ def test_kill_mid_trial_then_resume(zoo, target_dir, tmp_path):
             killed = True
             break
     proc.wait()
-    assert killed, "the search finished before it could be killed; make it longer"
+    assert killed, "the search finished before it could be killed; make it longer: " + proc.stderr.read()[-2000:]
     before = optuna.load_study(study_name="autotransfer-target", storage=f"sqlite:///{out / 'study.db'}")
     done_before = {t.number: t.params for t in before.get_trials() if t.state.name == "COMPLETE"}
 
