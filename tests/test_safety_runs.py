@@ -18,6 +18,7 @@ from helpers_training import timm_spec, write_digits
 
 from autotransfer._search import storage as st
 from autotransfer._search.pruner import ROLE, SCRATCH
+from autotransfer.errors import AutotransferError
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -358,3 +359,31 @@ def test_a_failed_atomic_write_names_the_file_not_its_temporary_twin(tmp_path):
     assert write_failure(info.value) == f"No space left on device writing {target}"
     assert target.read_text() == "old\n"  # the previous file is whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["trials.csv"]  # no temporary file left
+
+
+def test_a_database_whose_tables_another_process_is_creating_opens_after_a_retry(tmp_path, monkeypatch):
+    """Two processes opening a fresh study.db at once (a second worker, or any Optuna client): the
+    loser of Optuna's schema setup sees a duplicate alembic_version row; it opens what the other made."""
+    import sqlalchemy.exc
+
+    from autotransfer._search import storage as st_mod
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    st_mod.open_storage(url)  # the winner made the tables
+    real, calls = st_mod.RDBStorage, []
+
+    def racing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.IntegrityError("INSERT INTO alembic_version", {}, Exception(
+                "UNIQUE constraint failed: alembic_version.version_num"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(st_mod, "RDBStorage", racing)
+    monkeypatch.setattr(st_mod.time, "sleep", lambda s: None)
+    storage = st_mod.open_storage(url)
+    assert len(calls) == 2 and isinstance(storage, real)
+    monkeypatch.setattr(st_mod, "RDBStorage", lambda *a, **k: (_ for _ in ()).throw(
+        sqlalchemy.exc.OperationalError("connect", {}, Exception("unable to open database file"))))
+    with pytest.raises(AutotransferError, match="cannot open --storage .*unable to open database file"):
+        st_mod.open_storage(url)  # any other error is not retried: one line at once

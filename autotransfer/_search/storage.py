@@ -76,11 +76,27 @@ def open_storage(url: str) -> RDBStorage:
     kwargs: dict = {_CALLBACK_ARG: retry_callback()}
     if url.startswith("sqlite"):
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
-    try:
-        return RDBStorage(normalize_url(url), heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-                          **kwargs)
-    except Exception as exc:
-        raise storage_error(url, exc) from None
+    for attempt in range(SCHEMA_RACE_RETRIES + 1):
+        try:
+            return RDBStorage(normalize_url(url), heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+                              **kwargs)
+        except Exception as exc:
+            if attempt < SCHEMA_RACE_RETRIES and _schema_race(exc):
+                time.sleep(0.5 * (attempt + 1))  # the other process is creating the tables: open what it made
+                continue
+            raise storage_error(url, exc) from None
+    raise AssertionError("unreachable")
+
+
+SCHEMA_RACE_RETRIES = 3
+
+
+def _schema_race(exc: Exception) -> bool:
+    """A fresh database's tables being created by another process at the same moment (a second
+    worker, or any Optuna client opening the file): Optuna's schema setup then fails with a
+    duplicate ``alembic_version`` row or an "already exists" table; opening again succeeds."""
+    text = str(getattr(exc, "orig", None) or exc).lower()
+    return "alembic_version" in text or "already exists" in text
 
 
 def storage_error(url: str, exc: Exception) -> AutotransferError:
