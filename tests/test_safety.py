@@ -144,7 +144,9 @@ def test_predict_writes_an_error_row_for_an_unreadable_item(cli, trained, tmp_pa
 
 
 @pytest.mark.parametrize("flag,value,expected", [("--trials", "0", "at least 1"), ("--epochs", "0", "at least 1"),
-                                                 ("--timeout", "0", "more than 0")])
+                                                 ("--timeout", "0", "more than 0"), ("--patience", "0", "at least 1"),
+                                                 ("--margin", "-1", "cannot be negative"),
+                                                 ("--warmup-epochs", "-1", "cannot be negative")])
 def test_zero_budget_options_are_one_line_errors(cli, tmp_path, flag, value, expected):
     root = _images(tmp_path / "d")
     r = cli("search", "--data", str(root), "--out", str(tmp_path / "run"), flag, value)

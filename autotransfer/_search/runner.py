@@ -149,13 +149,23 @@ class _Plan:
     callbacks: Sequence[Callable[[Any, Any], None]] = ()  # called after each finished trial
 
 
+def _pruner(cfg: SearchConfig) -> ScratchBaselinePruner:
+    """The search's pruner; its argument checks become one-line errors naming the option."""
+    try:
+        return ScratchBaselinePruner(cfg.warmup_epochs, cfg.patience, cfg.margin,
+                                     inner=make_inner_pruner(cfg.efficiency_pruner, cfg.warmup_epochs))
+    except ValueError as exc:
+        name = str(exc).split(" ", 1)[0]  # warmup_epochs, patience or margin
+        raise AutotransferError(f"--{name.replace('_', '-')} {str(exc).split(' ', 1)[1].rstrip('.')}; leave it out "
+                                f"for the default ({getattr(SearchConfig(), name)})") from None
+
+
 def _run_search(data: Any, cfg: SearchConfig) -> SearchResult:
     """The search's steps: plan, rank, open the study, run until the budget ends, finish."""
+    pruner = _pruner(cfg)  # first: a bad pruning option is one line before any work
     plan = _plan(data, cfg)
     srcs, est_names, rows = _rank(plan, cfg)
     st.quiet_optuna()
-    pruner = ScratchBaselinePruner(cfg.warmup_epochs, cfg.patience, cfg.margin,
-                                   inner=make_inner_pruner(cfg.efficiency_pruner, cfg.warmup_epochs))
     with st.RunOwner(plan.out_dir) as owner:
         with st.study_lock(plan.url, plan.name, plan.out_dir):
             study, screen = _open_study(plan, cfg, pruner, srcs, est_names, rows)
