@@ -299,7 +299,7 @@ def _device_batches(source: Source, images: DecodedImages, batch_size: int, dev:
     pin = dev.type == "cuda"
 
     def read(s: int) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(arr[s:s + batch_size, top:top + h, left:left + w]))
+        x = torch.from_numpy(np.require(arr[s:s + batch_size, top:top + h, left:left + w], requirements=["C", "W"]))
         return x.pin_memory() if pin else x
 
     starts = list(range(0, len(arr), batch_size))

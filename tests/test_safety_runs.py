@@ -262,8 +262,10 @@ def test_worker_killed_in_its_first_seconds_is_retried_before_the_survivor_finis
     env = {**os.environ, "AUTOTRANSFER_HEARTBEAT_SECONDS": "2", "AUTOTRANSFER_GRACE_SECONDS": "20"}
 
     def worker(i: int) -> subprocess.Popen:
+        # 20 epochs: with the decode cache a 2-epoch baseline of the tiny source can end between two
+        # polls, before it is seen running (it did once in CI)
         argv = _search_args(world["a"], tmp_path / f"w{i}", world["spec"], world["cache"], 3,
-                            "--strategies", "full", "--storage", PG_URL, "--study-name", name)
+                            "--strategies", "full", "--storage", PG_URL, "--study-name", name, "--epochs", "20")
         return subprocess.Popen([sys.executable, "-m", "autotransfer", *argv], env=env, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
