@@ -220,7 +220,6 @@ def rank(
     """
     import pandas as pd
 
-
     precision = resolve_precision(precision, resolve_device(device))  # a bad value fails before any loading
     ds = load(data, text_col=text_col, label_col=label_col, split=split, seed=seed)
     rows, est, _ = rank_into(out, ds, data, sources, estimators, primary=primary, max_samples=max_samples,

@@ -201,7 +201,6 @@ def _forward_all(model: Any, head: Any, loader: Any, dev: Any, precision: str, i
     """Pooled features (and source-head probabilities) of every batch, on the CPU."""
     import torch
 
-
     cuda = dev.type == "cuda"
     feats: list[torch.Tensor] = []
     probs: list[torch.Tensor] = []
@@ -270,7 +269,6 @@ def extract(
         if hit is not None:
             return Features(hit[0], labels, hit[1], True, time.perf_counter() - start, str(path))
 
-
     images = decoded(dataset, split, source.decode_spec() if source.modality == "image" else None,
                      cache_dir=cache_dir, progress=progress)
     feats, probs = _compute(source, items, device=dev, batch_size=batch_size, num_workers=num_workers,
@@ -308,8 +306,8 @@ def _device_batches(source: Source, images: DecodedImages, batch_size: int, dev:
         for k in range(len(starts)):
             x = nxt.result()
             nxt = pool.submit(read, starts[k + 1]) if k + 1 < len(starts) else None
-            x = x.to(dev, non_blocking=pin).permute(0, 3, 1, 2).float().sub_(shift).div_(scale)
-            yield x.contiguous(memory_format=torch.channels_last) if pin else x.contiguous()
+            # NHWC viewed as NCHW: the float copy keeps channels-last strides, the layout the model runs in
+            yield x.to(dev, non_blocking=pin).permute(0, 3, 1, 2).float().sub_(shift).div_(scale)
 
 
 def _use_device_batches(source: Source, images: DecodedImages | None, cuda: bool,
@@ -356,7 +354,6 @@ def _compute(source: Source, items: list[Any], *, device: Any, batch_size: int |
     import torch
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
-
 
     dev = resolve_device(device)
     cuda = dev.type == "cuda"

@@ -29,7 +29,6 @@ def load_model(path: str | Path, *, source: Source | None = None, device: str = 
     """
     from safetensors.torch import load_model as _load
 
-
     folder = Path(path)
     cfg_path = folder / CONFIG
     if not cfg_path.is_file() or not (folder / WEIGHTS).is_file():

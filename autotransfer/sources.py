@@ -228,7 +228,6 @@ class Alias:
     def source(self, options: SourceOptions | None = None, query: Mapping[str, str] | None = None) -> Source:
         """The source this name stands for (one object per options and query), named like the alias."""
 
-
         options = options or SourceOptions()
         head, own = parse_query(self.spec)
         merged = {**own, **{k: _query_value(v) for k, v in self.options.items()}, **(query or {})}
@@ -327,7 +326,6 @@ def resolve_source(spec: str, options: SourceOptions | None = None) -> Source:
 
     Raises ``SourceError`` naming close matches when nothing matches.
     """
-
 
     options = options or SourceOptions()
     spec = spec.strip()

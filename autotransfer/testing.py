@@ -110,7 +110,6 @@ def _check_pipeline(source: Any, items: list[Any], who: str) -> Any:
 def _check_backbone(source: Any, pretrained: bool, batch: Any, n: int, who: str) -> Any:
     import torch
 
-
     what = f"{who} build(pretrained={pretrained})"
     backbone = source.build(pretrained=pretrained)
     _expect(isinstance(backbone, torch.nn.Module), what, "must return a torch.nn.Module", type(backbone).__name__)

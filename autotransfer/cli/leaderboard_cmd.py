@@ -16,7 +16,6 @@ from ..textable import format_table
 def print_leaderboards(out_dir: Path, fmt: str) -> None:
     import pandas as pd
 
-
     lb = Path(out_dir) / "leaderboards"
     tables = read_leaderboards(out_dir)
     for name in [n for n in ("summary", "transferability", "trials") if n in tables]:
@@ -55,7 +54,6 @@ def leaderboard_cmd(out_dir, fmt, storage, study_name):
     """Print (or, with --storage, rebuild) a search's leaderboards."""
     if storage:
         import optuna
-
 
         if not study_name:
             raise AutotransferError("--storage needs --study-name; pass the name the workers used")

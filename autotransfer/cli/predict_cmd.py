@@ -22,7 +22,6 @@ def predict_cmd(model_dir, data, out, text_col, device):
     """Predict labels (and probabilities) for new items with an exported model."""
     import pandas as pd
 
-
     if not (Path(model_dir) / "config.json").exists():
         raise AutotransferError(
             f"--model {model_dir!r} is not an exported model (no config.json); expected DIR/best from a search"

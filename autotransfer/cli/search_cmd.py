@@ -48,7 +48,6 @@ def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, p
              device, precision, offline, trust_remote_code):
     """Score source models for a dataset with transferability estimators."""
 
-
     precision = checked_precision(precision, device)
     ds = load(data, text_col=text_col, label_col=label_col, split=split, seed=seed)
     run_dir = Path(out) if out else Path("autotransfer-runs") / ds.name

@@ -31,7 +31,6 @@ def train_cmd(data, text_col, label_col, split, seed, source_spec, strategy, epo
               precision, cache_dir, offline, out):
     """Fine-tune one source with one strategy and save the model."""
 
-
     precision = checked_precision(precision, device)
     ds = load(data, text_col=text_col, label_col=label_col, split=split, seed=seed)
     src = resolve_source(source_spec, SourceOptions(offline=offline))

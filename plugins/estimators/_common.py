@@ -16,7 +16,6 @@ def torch_device(device: Any):
     """``device`` as a ``torch.device``; a clear error when CUDA is asked for but absent."""
     import torch
 
-
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise EstimatorError(f"device {str(device)!r} requested but CUDA is not available; use --device cpu")

@@ -30,7 +30,6 @@ def score(
     """GBC of ``features`` for 1-D ``labels``; ``covariance`` is "spherical" or "diagonal". Higher is better."""
     import torch
 
-
     if covariance not in ("spherical", "diagonal"):
         raise EstimatorError(f"GBC covariance must be 'spherical' or 'diagonal', but got {covariance=}")
     f = as_tensor(features, device)

@@ -23,7 +23,6 @@ def score(features: Any, labels: Any, *, source_probs: Any = None, device: str =
     """LEEP of the (N, Z) ``source_probs`` for 1-D ``labels``; ``features`` are unused. Higher is better."""
     import torch
 
-
     if source_probs is None:
         raise NotApplicable("LEEP needs source-head probabilities (source_probs), and there are none")
     theta = as_tensor(source_probs, device)

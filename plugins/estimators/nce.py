@@ -21,7 +21,6 @@ def score(features: Any, labels: Any, *, source_probs: Any = None, device: str =
     """-H(Y | argmax source_probs) for 1-D ``labels``; ``features`` are unused. Higher is better."""
     import torch
 
-
     if source_probs is None:
         raise NotApplicable("NCE needs source-head probabilities (source_probs), and there are none")
     z = as_tensor(source_probs, device).argmax(1)

@@ -487,7 +487,6 @@ class TimmSource(Source):
             return self._dspec
         from torchvision import transforms as T
 
-
         self._dspec = None
         steps = list(getattr(self._transform(False), "transforms", []))
         if len(steps) != 4 or not isinstance(steps[0], T.Resize) or not isinstance(steps[1], T.CenterCrop):
@@ -512,7 +511,6 @@ class TimmSource(Source):
     def load_decoded(self, image, train: bool = False):
         """Eval: the centre crop of the cached square; train: the augmentation (random-resized crop, flip ...)
         of the cached square. Both end in ``_normalised``, the same numbers as ToTensor + Normalize."""
-
 
         if not train:
             return self._normalised(centre_crop(image, self.decode_spec().crop))
