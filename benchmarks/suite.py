@@ -311,6 +311,7 @@ def run_grid(task: Task, work: Path, configs: list[dict[str, Any]], seeds: list[
             row = {"task": task.name, "seed": seed, "config": config_label(c), "source": c["source"],
                    "strategy": c["strategy"], "depth": c["depth"], "lr": c["lr"], "pretrained": c["pretrained"],
                    "val": r.val_score, "test": r.test_score, "epochs_run": r.epochs_run,
+                   "best_epoch": r.best_epoch, "val_curve": " ".join(f"{v:.4f}" for v in r.val_curve),
                    "seconds": round(r.seconds, 3), "feature_seconds": round(r.feature_seconds, 3),
                    "wall": round(time.perf_counter() - t0, 3), "cpu_seconds": round(cpu_seconds() - c0, 3)}
             rows.append(row)
@@ -439,7 +440,7 @@ def reachable(task: Task, res: Any, grid_rows: list[dict[str, Any]], configs: li
 
 def search_row(task: Task, res: Any, grid_rows: list[dict[str, Any]], configs: list[dict[str, Any]],
                seeds: list[int], epochs: int, n_train: int, strategies: list[str] | None,
-               search_cpu: float, top_k: int) -> dict[str, Any]:
+               search_cpu: float, top_k: int, search_seed: int = 0) -> dict[str, Any]:
     from autotransfer.sources import display_source, resolve_source
 
     s = res.summary
@@ -452,8 +453,8 @@ def search_row(task: Task, res: Any, grid_rows: list[dict[str, Any]], configs: l
     scratch_sel, scratch_test, _, _ = grid_best(scratch_rows) if scratch_rows else (None, float("nan"), None, None)
     # the same configs at the search's own seed: what is left once seed-to-seed variance is taken out
     sel_tests = config_tests(grid_rows, sel)
-    sel_same = sel_tests.get(SEARCH_SEED, float("nan"))
-    scratch_same = config_tests(grid_rows, scratch_sel).get(SEARCH_SEED, float("nan")) if scratch_sel else float("nan")
+    sel_same = sel_tests.get(search_seed, float("nan"))
+    scratch_same = config_tests(grid_rows, scratch_sel).get(search_seed, float("nan")) if scratch_sel else float("nan")
     # one sweep of the grid: every config once (mean over seeds of each seed's sweep)
     per_seed = [sum(r["seconds"] for r in grid_rows if r["seed"] == seed) for seed in seeds]
     grid_seconds = _mean(per_seed)
@@ -708,8 +709,9 @@ def run_task(task: Task, work: Path, args, seeds: list[int], epochs: int, log) -
     c0 = cpu_seconds()
     res = autotransfer.search(task.data, out=work / "search", sources=list(task.sources.values()),
                               trials=args.trials, epochs=epochs, strategies=strategies, device="cpu",
-                              cache_dir=str(work / "search-cache"), progress=False, seed=SEARCH_SEED, top_k=TOP_K)
-    row = search_row(task, res, grid_rows, configs, seeds, epochs, n_train, strategies, cpu_seconds() - c0, TOP_K)
+                              cache_dir=str(work / "search-cache"), progress=False, seed=args.search_seed, top_k=TOP_K)
+    row = search_row(task, res, grid_rows, configs, seeds, epochs, n_train, strategies, cpu_seconds() - c0, TOP_K,
+                     args.search_seed)
     log(f"[{task.name}] pick {row['search_source']} {row['search_strategy']} test {row['search_test']:.4f}; "
         f"grid best {row['grid_best']} test {row['grid_best_test']:.4f}; regret {row['regret_pp']:.2f} pp; "
         f"cost {row['search_seconds']:.0f}s / {row['grid_seconds']:.0f}s = {row['cost_ratio']:.2f} "
@@ -741,6 +743,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="development: reuse the grid rows of a raw grid CSV (e.g. leaderboards/"
                          "benchmark_imagenet_grid.csv) and run only ranking and the search; the cost ratio "
                          "then compares with seconds measured in that other run")
+    ap.add_argument("--search-seed", type=int, default=SEARCH_SEED,
+                    help=f"the search's seed (default {SEARCH_SEED}: the grid's seed-0 runs are the same-seed comparison; "
+                         "another seed measures how much the pick depends on the search's own randomness)")
     ap.add_argument("--scope-note", default="", help="a sentence for the README about what this run covers")
     args = ap.parse_args(argv)
 

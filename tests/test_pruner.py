@@ -153,3 +153,22 @@ def test_catch_up_rule_needs_patience_and_a_plan():
     assert _run(s, [0.1, 0.1, 0.1, 0.1]) is None  # no planned epochs recorded: the rule does not apply
     assert _run(s, [0.1, 0.1, 0.1, 0.1], planned=4) == 3  # flat and far behind, at warm-up + patience
     assert _run(s, [0.94, 0.94, 0.94, 0.94], planned=4) is None  # inside the margin
+
+
+def test_converged_curve_ends_at_its_best_epoch_when_more_epochs_cannot_raise_it():
+    p = ScratchBaselinePruner(warmup_epochs=1, patience=2, margin=0.02)
+    # lite0's LP-FT on the imagenet task: peak at epoch 2 of 8, then flat / lower
+    curve = [0.733, 0.893, 0.933, 0.907, 0.907, 0.913, 0.92, 0.92]
+    stops = [e for e in range(len(curve)) if p.converged(dict(enumerate(curve[:e + 1])), 8) is not None]
+    assert stops[0] == 5 and p.converged(dict(enumerate(curve[:6])), 8) == 2
+    # the best is only 2 epochs old (= patience): not yet
+    assert p.converged(dict(enumerate([0.5, 0.9, 0.8, 0.8])), 8) is None
+    # still climbing steeply enough to pass its best in the epochs left: kept
+    assert p.converged(dict(enumerate([0.9, 0.6, 0.7, 0.8])), 8) is None
+    # a climb that cannot pass 0.9 in the one epoch left: stops
+    assert p.converged(dict(enumerate([0.9, 0.6, 0.7, 0.75])), 5) == 0
+    # a tie with the best is no gain (the first epoch at the maximum is the one kept)
+    assert p.converged(dict(enumerate([0.9, 0.9, 0.9, 0.9])), 8) == 0
+    # the last planned epoch: nothing left to save; no plan: no rule
+    assert p.converged(dict(enumerate([0.9, 0.5, 0.5, 0.5])), 4) is None
+    assert p.converged(dict(enumerate([0.9, 0.5, 0.5, 0.5])), None) is None

@@ -384,3 +384,24 @@ def test_callbacks_see_every_finished_trial_and_one_that_raises_loses_nothing(zo
     assert all(state != "COMPLETE" or value is not None for _, state, value, _ in seen)
     assert capsys.readouterr().err.count("tracking server is down") == 1
     assert res.summary["best_source"]
+
+
+def test_search_ends_when_sampled_trials_stop_raising_the_best_score(zoo, target_dir, tmp_path, capsys):
+    """--stall-trials N: once N sampled trials in a row have finished without beating the best
+    validation score so far (probes and baselines included), the search ends before --trials."""
+    import autotransfer
+    from autotransfer.errors import AutotransferError
+
+    res = autotransfer.search(
+        target_dir, out=tmp_path / "run", sources=[zoo["shuffled-test_resnet"].spec], trials=12, epochs=3,
+        estimators=["logme"], strategies=["linear_probe", "full"], progress=False,
+        cache_dir=str(tmp_path / "cache"), stall_trials=2,
+    )
+    rows = pd.read_csv(res.out_dir / "leaderboards" / "trials.csv")
+    done = rows[rows["state"].isin(["COMPLETE", "PRUNED"])]
+    best = done[done["state"] == "COMPLETE"].sort_values(["val_score", "trial"], ascending=[False, True]).iloc[0]
+    after = done[(done["trial"] > best["trial"]) & (done["role"] == "search")]
+    assert len(rows) < 12 and len(after) == 2
+    assert "the last 2 sampled trials did not raise the best validation score" in capsys.readouterr().err
+    with pytest.raises(AutotransferError, match="--stall-trials must be 0"):
+        autotransfer.search(target_dir, out=tmp_path / "run2", stall_trials=-1, progress=False)

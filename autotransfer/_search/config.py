@@ -44,6 +44,9 @@ class SearchConfig:
     margin: float = 0.02  # how far behind scratch (or the best finished trial, extrapolated) counts as behind
     efficiency_pruner: str = "median"  # median, halving or none: chained after the scratch check
     scratch_baselines: int | None = None  # at most this many scratch baselines [None: one per family in the top-k]
+    # end the search early when this many sampled trials in a row have finished without raising the
+    # best validation score of any trial (baselines and probes included); 0: always run --trials
+    stall_trials: int = 6
     progress: bool = True  # progress bars
     precision: str = "auto"  # auto, bf16, fp16 or fp32
     # Optuna-style ``callback(study, frozen_trial)`` after each finished trial (complete, pruned or

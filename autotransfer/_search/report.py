@@ -19,7 +19,7 @@ from .rundir import replace_file
 
 TRIAL_COLUMNS = ["trial", "state", "role", "source", "provider", "strategy", "depth", "lr", "weight_decay",
                  "epochs_run", "val_score", "best_epoch", "baseline_val_same_epoch", "delta_vs_scratch",
-                 "prune_reason", "fail_reason", "seconds", "trainable_params", "precision"]
+                 "prune_reason", "stop_reason", "fail_reason", "seconds", "trainable_params", "precision"]
 SUMMARY_COLUMNS = ["data", "modality", "tasks", "n_train", "n_val", "n_test", "best_source", "strategy", "depth",
                    "lr", "val_score", "test_score", "scratch_val_score", "scratch_test_score", "delta_vs_scratch",
                    "negative_transfer", "negative_transfer_pruned", "n_trials", "n_pruned", "n_failed",
@@ -81,6 +81,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "baseline_val_same_epoch": None if role == SCRATCH else ref,
             "delta_vs_scratch": (val - ref) if (val is not None and ref is not None and role != SCRATCH) else None,
             "prune_reason": t.user_attrs.get("prune_reason", "") if t.state == TrialState.PRUNED else "",
+            "stop_reason": t.user_attrs.get(CUT_REASON, "") if t.state == TrialState.COMPLETE else "",
             "fail_reason": t.user_attrs.get("fail_reason", "") if t.state == TrialState.FAIL else "",
             "seconds": t.user_attrs.get("seconds"),
             "trainable_params": t.user_attrs.get("trainable_params"),

@@ -197,6 +197,9 @@ def _plan(data: Any, cfg: SearchConfig) -> _Plan:
     if cfg.scratch_baselines is not None and cfg.scratch_baselines < 1:
         raise AutotransferError(f"--scratch-baselines must be at least 1, got {cfg.scratch_baselines}; "
                                 "leave it out for one baseline per architecture among the top-k sources")
+    if cfg.stall_trials < 0:
+        raise AutotransferError(f"--stall-trials must be 0 (never stop early) or more, got {cfg.stall_trials}; "
+                                f"leave it out for the default ({SearchConfig().stall_trials})")
     precision = resolve_precision(cfg.precision, resolve_device(cfg.device))  # once: trials.csv and summary say it
     return _Plan(data, ds, out_dir, trials, epochs, timeout, precision, cfg.storage or st.default_storage(out_dir),
                  cfg.study_name or f"autotransfer-{ds.name}", t0, tuple(cfg.callbacks))
@@ -290,7 +293,8 @@ def _context(plan: _Plan, cfg: SearchConfig, screen: SearchSpace, pruner: Scratc
             budget.measured(int(r["n_samples"]), float(r.get("extract_seconds") or 0.0))
     return Context(plan.dataset, plan.out_dir, screen, plan.epochs, cfg.seed, cfg.device, cfg.cache_dir,
                    budget=budget, pruner=pruner, scores={r["source"]: r for r in rows}, top_k=cfg.top_k,
-                   scratch_baselines=cfg.scratch_baselines, progress=cfg.progress, precision=plan.precision)
+                   scratch_baselines=cfg.scratch_baselines, progress=cfg.progress, precision=plan.precision,
+                   stall_trials=cfg.stall_trials)
 
 
 _AGAIN = "again"  # _next_trial: look again (another worker holds what is needed next)
@@ -308,6 +312,10 @@ def _next_trial(study: optuna.Study, ctx: Context, plan: _Plan) -> optuna.Trial 
             and st.others_running(study)):
         return _AGAIN  # a dead worker's trial is yet to be retried, or the choice needs its probe
     if done >= plan.trials or budget.remaining() <= 0:
+        return None
+    if chosen and ctx.stall_trials and stalled(study) >= ctx.stall_trials:
+        note(f"the last {ctx.stall_trials} sampled trials did not raise the best validation score: the search "
+             f"ends after {done} of {plan.trials} trials (--stall-trials 0 runs them all)")
         return None
     if end:
         note(f"every configuration of the search space has run ({done} trials): "
@@ -385,6 +393,24 @@ def counted(study: optuna.Study, ctx: Context) -> int:
     probes = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
                  if t.user_attrs.get("fixed"))
     return st.counted(study) - max(0, probes - per_top)
+
+
+def stalled(study: optuna.Study) -> int:
+    """How many sampled trials have finished (complete or pruned) since the best validation score so far
+    was reached (by any trial: probe, baseline or sampled; its first holder on ties).
+
+    A search whose last several trials all failed to beat its best is spending the budget on
+    configurations the sampler has already learnt are worse: on the imagenet benchmark task the
+    best trial was the first sampled one, and the 11 sampled trials after it (about half the
+    search's seconds) changed nothing.
+    """
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    values = [(t.value, -t.number) for t in done if t.state == TrialState.COMPLETE and t.value is not None
+              and not math.isnan(t.value)]
+    if not values:
+        return 0
+    first_best = -max(values)[1]
+    return sum(1 for t in done if t.number > first_best and t.user_attrs.get(ROLE) == "search")
 
 
 def probe_scores(study: optuna.Study) -> dict[str, float]:

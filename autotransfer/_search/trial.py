@@ -45,6 +45,7 @@ class Context:
     progress: bool = False  # a progress bar inside each trial
     space: SearchSpace | None = None  # the top-k sources, sampled; None until the probes have chosen them
     precision: str = "fp32"  # resolved (bf16 / fp16 / fp32): every trial trains at it
+    stall_trials: int = 0  # end after this many sampled trials in a row without a better score (0: never)
     models_dir: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -172,6 +173,11 @@ class _TrialRun:
             if best is not None and ctx.pruner.hopeless(self.curve, monitor.planned, best):
                 trial.set_user_attr(CUT_REASON, f"it could not catch up with the best finished trial ({best:.3f})")
                 return True
+        peak = ctx.pruner.converged(self.curve, monitor.planned)
+        if peak is not None:  # early stopping: its best epoch's weights are kept, more epochs cannot raise its score
+            trial.set_user_attr(CUT_REASON, f"its validation score stopped improving after epoch {peak + 1} "
+                                            f"({self.curve[peak]:.3f})")
+            return True
         return False
 
     def _end(self, account: bool = True) -> None:

@@ -86,10 +86,13 @@ def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, p
               help="Scratch baselines: one per architecture family among the top-k sources (its cheapest member), "
               "best-ranked family first, "
               "at most this many [default: all].")
+@click.option("--stall-trials", type=int, default=DEFAULTS.stall_trials, show_default=True,
+              help="End the search early when this many sampled trials in a row finish without raising the best "
+              "validation score (0: always run --trials).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def search_cmd(data, text_col, label_col, split, seed, out, sources, estimators, primary, max_samples, cache_dir,
                device, precision, offline, trust_remote_code, trials, timeout, top_k, strategies, epochs, storage, study_name,
-               warmup_epochs, patience, margin, efficiency_pruner, scratch_baselines, no_progress):
+               warmup_epochs, patience, margin, efficiency_pruner, scratch_baselines, stall_trials, no_progress):
     """Rank sources, search source × strategy × depth × lr, export the best model."""
 
     checked_precision(precision, device)
@@ -100,7 +103,7 @@ def search_cmd(data, text_col, label_col, split, seed, out, sources, estimators,
         trust_remote_code=trust_remote_code, label_col=label_col, text_col=text_col, split=split,
         max_samples=max_samples, cache_dir=cache_dir, warmup_epochs=warmup_epochs, patience=patience,
         margin=margin, efficiency_pruner=efficiency_pruner, scratch_baselines=scratch_baselines,
-        progress=not no_progress, precision=precision,
+        progress=not no_progress, precision=precision, stall_trials=stall_trials,
     )
     result = search(data, config)
     print_leaderboards(result.out_dir, "table")
