@@ -46,7 +46,7 @@ from .console import note
 from .data import load
 from .decode_cache import decoded
 from .errors import AutotransferError, DataError
-from .features import extract, resolve_device
+from .features import EvalCrops, extract, resolve_device
 from .model import TransferModel, to_device
 from .monitor import StopTraining, TrainMonitor
 from .precision import autocast, grad_scaler, resolve_precision
@@ -250,6 +250,14 @@ class _Loop:
         if data.features is not None:
             for idx in chunks:
                 yield data.features[idx].to(self.device), data.labels[idx].to(self.device)
+            return
+        if not (train and self.augment) and EvalCrops.supported(self.source, data.images):
+            crops = EvalCrops(self.source, data.images, self.device)  # whole batches, the per-image numbers
+            for idx in chunks:
+                first, n = int(idx[0]), len(idx)
+                contiguous = int(idx[-1]) - first + 1 == n and bool((idx[1:] > idx[:-1]).all())
+                yield (crops.to_device(crops.read(slice(first, first + n) if contiguous else idx.numpy())),
+                       data.labels[idx].to(self.device))
             return
         ds = _Items(self.source, data.items, train and self.augment, data.images)
         g = torch.Generator().manual_seed(_stage_seed(self.seed, self.stage + "/workers", epoch))  # worker seeds

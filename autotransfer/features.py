@@ -282,40 +282,69 @@ def extract(
     return Features(feats, labels, probs, False, time.perf_counter() - start, str(path) if path else None)
 
 
-def _device_batches(source: Source, images: DecodedImages, batch_size: int, dev: torch.device):
-    """Eval batches straight from the decoded-image cache: each batch's uint8 centre crops are one
-    slice of the memory map, copied pinned and normalised on the device (4× fewer bytes than
-    float32, no per-image work, no loader processes). A thread reads the next batch meanwhile."""
-    import torch
+class EvalCrops:
+    """Eval inputs straight from a split's decoded-image cache, a batch at a time: the batch's uint8
+    centre crops are one read of the memory map (no per-image work, no collate copy, no loader
+    processes).
 
-    spec, (mean, std) = source.decode_spec(), source.eval_normalization()
-    arr = images.array()
-    (top, left), (h, w) = centre_offsets(spec), spec.crop
-    # ToTensor + Normalize: (x / 255 - mean) / std, here as (x - 255 mean) / (255 std) in float32
-    shift = torch.tensor(mean, dtype=torch.float32, device=dev).view(1, -1, 1, 1) * 255
-    scale = torch.tensor(std, dtype=torch.float32, device=dev).view(1, -1, 1, 1) * 255
-    pin = dev.type == "cuda"
+    CUDA: ``read`` copies the uint8 crops pinned (4× fewer bytes than float32) and ``to_device``
+    normalises them on the card. CPU: ``read`` normalises in numpy with torchvision's ToTensor +
+    Normalize arithmetic (float32 / 255, - mean, / std) into one contiguous NCHW batch: element for
+    element the per-image path's numbers, so features and predictions are bit for bit the same.
+    ``supported(source, images)`` says when the source's eval input is that normalised centre crop.
+    """
 
-    def read(s: int) -> torch.Tensor:
-        x = torch.from_numpy(np.require(arr[s:s + batch_size, top:top + h, left:left + w], requirements=["C", "W"]))
-        return x.pin_memory() if pin else x
+    def __init__(self, source: Source, images: DecodedImages, dev: torch.device):
+        import torch
 
-    starts = list(range(0, len(arr), batch_size))
+        spec, (mean, std) = source.decode_spec(), source.eval_normalization()
+        self.arr = images.array()
+        (self.top, self.left), (self.h, self.w) = centre_offsets(spec), spec.crop
+        self.dev, self.cuda = dev, dev.type == "cuda"
+        self.mean32 = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
+        self.std32 = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
+        if self.cuda:  # (x / 255 - mean) / std, here as (x - 255 mean) / (255 std) in float32
+            self.shift = torch.tensor(mean, dtype=torch.float32, device=dev).view(1, -1, 1, 1) * 255
+            self.scale = torch.tensor(std, dtype=torch.float32, device=dev).view(1, -1, 1, 1) * 255
+
+    @staticmethod
+    def supported(source: Source, images: DecodedImages | None) -> bool:
+        return images is not None and source.modality == "image" and source.eval_normalization() is not None
+
+    def read(self, index: Any) -> torch.Tensor:
+        """The inputs of items ``index`` (a slice or an index array), on the host."""
+        import torch
+
+        t, lft = self.top, self.left
+        crops = self.arr[index, t:t + self.h, lft:lft + self.w] if isinstance(index, slice) else \
+            self.arr[np.asarray(index)][:, t:t + self.h, lft:lft + self.w]
+        if self.cuda:
+            return torch.from_numpy(np.require(crops, requirements=["C", "W"])).pin_memory()
+        x = crops.transpose(0, 3, 1, 2).astype(np.float32, order="C")  # NCHW contiguous, as stacked CHW tensors
+        x /= np.float32(255)
+        x -= self.mean32
+        x /= self.std32
+        return torch.from_numpy(x)
+
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        """A ``read`` batch as model input on the device."""
+        if not self.cuda:
+            return x.to(self.dev)
+        # NHWC viewed as NCHW: the float copy keeps channels-last strides, the layout the model runs in
+        return x.to(self.dev, non_blocking=True).permute(0, 3, 1, 2).float().sub_(self.shift).div_(self.scale)
+
+
+def _cached_batches(source: Source, images: DecodedImages, batch_size: int, dev: torch.device):
+    """``EvalCrops`` batches of a whole split, in order; a thread reads the next batch meanwhile."""
+    crops = EvalCrops(source, images, dev)
+    starts = list(range(0, len(crops.arr), batch_size))
     with ThreadPoolExecutor(1) as pool:
-        nxt = pool.submit(read, starts[0]) if starts else None
+        nxt = pool.submit(crops.read, slice(starts[0], starts[0] + batch_size)) if starts else None
         for k in range(len(starts)):
             x = nxt.result()
-            nxt = pool.submit(read, starts[k + 1]) if k + 1 < len(starts) else None
-            # NHWC viewed as NCHW: the float copy keeps channels-last strides, the layout the model runs in
-            yield x.to(dev, non_blocking=pin).permute(0, 3, 1, 2).float().sub_(shift).div_(scale)
-
-
-def _use_device_batches(source: Source, images: DecodedImages | None, cuda: bool,
-                        device_batches: bool | None) -> bool:
-    """On CUDA by default; on CPU the per-image path is kept (bit for bit torchvision's numbers)."""
-    if images is None or source.modality != "image" or source.eval_normalization() is None:
-        return False
-    return cuda if device_batches is None else bool(device_batches)
+            if k + 1 < len(starts):
+                nxt = pool.submit(crops.read, slice(starts[k + 1], starts[k + 1] + batch_size))
+            yield crops.to_device(x)
 
 
 def _check_inputs(source: Source, dataset: Dataset, split: str) -> None:
@@ -350,7 +379,7 @@ def _read_cache(path: Path, key: str, n: int) -> tuple[np.ndarray, np.ndarray | 
 
 def _compute(source: Source, items: list[Any], *, device: Any, batch_size: int | None,
              num_workers: int | None, progress: bool, desc: str, images: DecodedImages | None = None,
-             precision: str = "fp32", device_batches: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+             precision: str = "fp32", cached_batches: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     import torch
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
@@ -370,8 +399,8 @@ def _compute(source: Source, items: list[Any], *, device: Any, batch_size: int |
     order = np.argsort([-len(t) for t in items], kind="stable") if not image else np.arange(n)
 
     model, head = _backbone(source, dev)
-    if _use_device_batches(source, images, cuda, device_batches):
-        loader = _device_batches(source, images, batch_size, dev)
+    if EvalCrops.supported(source, images) and cached_batches is not False:
+        loader = _cached_batches(source, images, batch_size, dev)
     else:
         loader = DataLoader(
             _Items(source, items, order, images), batch_size=batch_size, shuffle=False, num_workers=num_workers,

@@ -278,9 +278,9 @@ def test_cli_train_records_precision_and_uses_the_cache(cli, photos, sources, tm
 
 
 @pytest.mark.parametrize("query", ["size=32", "size=31&crop_pct=0.875&interpolation=bicubic"])
-def test_device_batches_from_the_cache_match_the_per_image_path(photos, tmp_path, query):
-    """The batched path (uint8 crops of the memory map normalised on the device: CUDA's default)
-    gives the per-image path's features, here run on CPU; odd crop margins included."""
+def test_batches_from_the_cache_are_the_per_image_path_bit_for_bit_on_cpu(photos, tmp_path, query):
+    """The batched path (each batch one slice of the memory-mapped uint8 crops, normalised at once)
+    gives exactly the per-image path's features on CPU; odd crop margins included."""
     from autotransfer.features import _compute
 
     ds = load(str(photos))
@@ -290,9 +290,9 @@ def test_device_batches_from_the_cache_match_the_per_image_path(photos, tmp_path
     images = decode_cache.decoded(ds, "val", src.decode_spec(), cache_dir=tmp_path)
     items = ds.split_items("val")
     common = dict(device="cpu", batch_size=4, num_workers=0, progress=False, desc="", images=images)
-    per_image, probs = _compute(src, items, device_batches=False, **common)
-    batched, bprobs = _compute(src, items, device_batches=True, **common)
+    per_image, probs = _compute(src, items, cached_batches=False, **common)
+    batched, bprobs = _compute(src, items, **common)  # the default when the split is cached
     assert batched.shape == per_image.shape == (len(items), src.feature_dim)
-    np.testing.assert_allclose(batched, per_image, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(bprobs, probs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(batched, per_image)
+    np.testing.assert_array_equal(bprobs, probs)
     assert not np.array_equal(per_image[0], per_image[1])  # real, distinct images
