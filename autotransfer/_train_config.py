@@ -24,7 +24,7 @@ class TrainConfig:
     seed: int = 0  # backbone init, heads, shuffles, augmentation
     device: str = "auto"  # auto, cpu or cuda
     # ``report(epoch, val_score)`` after each epoch; return True or raise ``StopTraining`` to stop
-    # (the run still returns its best epoch so far)
+    # (the run still returns its kept epoch so far)
     report: Callable[[int, float], bool | None] | None = None
     batch_size: int | None = None  # None: ``auto_batch_size``; halved on CUDA out-of-memory
     # cache folder of features (cached-feature stages) and decoded images; False turns both off
@@ -38,6 +38,9 @@ class TrainConfig:
     progress: bool = False  # feature-extraction progress bars
     monitor: Any = None  # a ``TrainMonitor`` that may shorten the run or stop it mid-epoch (the search's budget)
     precision: str = "auto"  # auto, bf16, fp16 or fp32 (``autotransfer.precision``); recorded in ``params``
+    # which epoch's weights the run keeps: "within_se", the latest epoch whose validation score is
+    # within one standard error of the best (``kept_epoch``), or "best", the first maximum
+    keep: str = "within_se"
 
     @classmethod
     def split_options(cls, config: TrainConfig | None, options: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
@@ -48,5 +51,7 @@ class TrainConfig:
         mine = {k: v for k, v in options.items() if k in names}
         return dataclasses.replace(config or cls(), **mine), {k: v for k, v in options.items() if k not in names}
 
+
+KEEP_RULES = ("within_se", "best")
 
 DEFAULTS = TrainConfig()  # the defaults the CLI shows

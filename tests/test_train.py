@@ -13,7 +13,7 @@ from helpers_training import Wrapped, make_tiny_bert, timm_spec, write_digits
 
 import autotransfer
 from autotransfer import AutotransferError
-from autotransfer._train import StopTraining, auto_augment, auto_batch_size, lr_factor
+from autotransfer._train import StopTraining, auto_augment, auto_batch_size, kept_epoch, lr_factor, standard_error
 from autotransfer.data import load
 from autotransfer.data.offline import digits_arrays, write_bbc_folder, write_images
 from autotransfer.sources import resolve_source
@@ -195,10 +195,26 @@ def test_report_stops_the_run_and_the_best_epoch_is_kept(resnet, digits5):
 
     assert autotransfer.train(digits5, resnet, "partial", depth=2, epochs=5, report=raises).epochs_run == 1
 
-    full = autotransfer.train(digits5, resnet, "linear_probe", epochs=6, lr=0.3)
-    assert full.val_score == max(full.val_curve) and full.val_curve[full.best_epoch] == full.val_score
-    pred, _ = full.predict(digits5.split_items("val"))
-    assert (pred[:, 0] == digits5.split_labels("val", 0)).mean() == pytest.approx(full.val_score)
+    n_val = len(digits5.split_labels("val", 0))
+    for keep in ("within_se", "best"):  # the model holds the kept epoch's weights, whichever the rule
+        full = autotransfer.train(digits5, resnet, "partial", depth=2, epochs=5, keep=keep)
+        assert full.best_epoch == kept_epoch(full.val_curve, n_val, keep)
+        assert full.val_score == full.val_curve[full.best_epoch]
+        pred, _ = full.predict(digits5.split_items("val"))
+        assert (pred[:, 0] == digits5.split_labels("val", 0)).mean() == pytest.approx(full.val_score)
+    with pytest.raises(AutotransferError, match="keep must be one of within_se, best"):
+        autotransfer.train(digits5, resnet, "partial", depth=2, epochs=1, keep="last")
+
+
+def test_kept_epoch_is_the_latest_within_one_standard_error_of_the_best():
+    # the shape of the imagenet task's lite0 LP-FT run (150 val images): a maximum at epoch 3, the end a point below
+    curve = [0.80, 0.90, 0.933, 0.913, 0.927, 0.920, 0.920, 0.920]
+    assert standard_error(0.933, 150) == pytest.approx(0.0204, abs=1e-4)
+    assert kept_epoch(curve, 150) == 7
+    assert kept_epoch(curve, 150, "best") == 2
+    assert kept_epoch(curve, 15000) == 2  # a large split measures 0.933 to +-0.002: the maximum stands
+    assert kept_epoch([0.5, 0.9, 0.2], 150) == 1  # a collapse is never kept
+    assert kept_epoch([0.9, 1.0, 1.0, 0.99], 150) == 2  # no error at a perfect score: the latest perfect epoch
 
 
 # --- save / load ---

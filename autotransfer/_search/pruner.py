@@ -139,9 +139,9 @@ class ScratchBaselinePruner(BasePruner):
 
         Stopped improving: its best is more than ``patience`` epochs old, and its last value plus its
         steepest gain per epoch over the last ``patience`` epochs, for every epoch it has left,
-        does not pass that best (the same optimistic extrapolation as ``hopeless``). The trial keeps
-        its best epoch's weights, so training on could not change its score: it ends there, complete
-        (early stopping). Measured on the imagenet benchmark task: lite0's LP-FT trials peak at epoch
+        does not pass that best (the same optimistic extrapolation as ``hopeless``). Training on
+        could not raise its best score: it ends there, complete, with its kept epoch's weights
+        (``_train.kept_epoch``; early stopping). Measured on the imagenet benchmark task: lite0's LP-FT trials peak at epoch
         2 of 8 and stay flat or decline, so their last 5 epochs bought nothing.
         """
         values = {e: v for e, v in curve.items() if not math.isnan(v)}

@@ -174,7 +174,7 @@ class _TrialRun:
                 trial.set_user_attr(CUT_REASON, f"it could not catch up with the best finished trial ({best:.3f})")
                 return True
         peak = ctx.pruner.converged(self.curve, monitor.planned)
-        if peak is not None:  # early stopping: its best epoch's weights are kept, more epochs cannot raise its score
+        if peak is not None:  # early stopping: more epochs cannot raise its best score
             trial.set_user_attr(CUT_REASON, f"its validation score stopped improving after epoch {peak + 1} "
                                             f"({self.curve[peak]:.3f})")
             return True
