@@ -13,6 +13,7 @@ from autotransfer._search.pruner import (
     SCRATCH,
     ScratchBaselinePruner,
 )
+from autotransfer._train import standard_error
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -161,6 +162,11 @@ def test_converged_curve_ends_at_its_best_epoch_when_more_epochs_cannot_raise_it
     curve = [0.733, 0.893, 0.933, 0.907, 0.907, 0.913, 0.92, 0.92]
     stops = [e for e in range(len(curve)) if p.converged(dict(enumerate(curve[:e + 1])), 8) is not None]
     assert stops[0] == 5 and p.converged(dict(enumerate(curve[:6])), 8) == 2
+    # with the best's standard error on 150 val images (0.020) as the band: 0.913 and 0.92 are within it,
+    # so the run trains on to the end of its schedule (its last epoch is the one kept)
+    band = standard_error(0.933, 150)
+    assert [e for e in range(len(curve)) if p.converged(dict(enumerate(curve[:e + 1])), 8, band) is not None] == []
+    assert p.converged(dict(enumerate([0.733, 0.893, 0.933, 0.88, 0.88, 0.88])), 8, band) == 2  # out of it: stops
     # the best is only 2 epochs old (= patience): not yet
     assert p.converged(dict(enumerate([0.5, 0.9, 0.8, 0.8])), 8) is None
     # still climbing steeply enough to pass its best in the epochs left: kept

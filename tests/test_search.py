@@ -405,3 +405,29 @@ def test_search_ends_when_sampled_trials_stop_raising_the_best_score(zoo, target
     assert "the last 2 sampled trials did not raise the best validation score" in capsys.readouterr().err
     with pytest.raises(AutotransferError, match="--stall-trials must be 0"):
         autotransfer.search(target_dir, out=tmp_path / "run2", stall_trials=-1, progress=False)
+
+
+def test_a_trial_whose_curve_stopped_improving_ends_early_and_completes(zoo, target_dir, tmp_path, monkeypatch):
+    """Early stopping through the search's own report hook: every trial (the baseline too) reports a
+    curve that peaks at epoch 2 and declines; once its best is more than --patience (2) epochs old
+    and no extrapolation of its recent gains can bring it back within one standard error of that
+    best, it stops after epoch 5 of 10, complete."""
+    import autotransfer
+    from autotransfer._search import trial as trial_mod
+
+    real = trial_mod.train
+    scripted = [0.5, 0.9, 0.8, 0.7, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6]
+
+    def train(*args, report, **kwargs):  # the real training run; its reported curve is the script's
+        return real(*args, report=lambda epoch, _val: report(epoch, scripted[epoch]), **kwargs)
+
+    monkeypatch.setattr(trial_mod, "train", train)
+    res = autotransfer.search(target_dir, out=tmp_path / "run", sources=[zoo["digits-test_resnet"].spec],
+                              strategies=["full"], trials=2, epochs=10, estimators=["logme"], progress=False,
+                              cache_dir=str(tmp_path / "cache"), stall_trials=0)
+    rows = pd.read_csv(res.out_dir / "leaderboards" / "trials.csv")
+    done = rows[rows["state"] == "COMPLETE"]
+    assert set(done["role"]) >= {"scratch"} and len(done) == len(rows)
+    assert list(done["epochs_run"]) == [5] * len(done)
+    assert all(r.startswith("its validation score stopped improving after epoch 2 (0.900) and cannot come back "
+                            "within one standard error") for r in done["stop_reason"])

@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from .._train import train
+from .._train import standard_error, train
 from ..console import warn
 from ..data import Dataset
 from ..errors import AutotransferError
@@ -129,6 +129,7 @@ class _TrialRun:
         threading.Thread(target=_heartbeat, args=(study, trial, self.stop), daemon=True).start()
         self.reason = ""  # why it was pruned ("" while it runs on)
         self.curve: dict[int, float] = {}
+        self.n_val = len(ctx.dataset.split_items("val"))
         self.start, self.began = time.perf_counter(), now()
         self.monitor = _monitor(study, trial, role, cfg, ctx)
 
@@ -173,10 +174,12 @@ class _TrialRun:
             if best is not None and ctx.pruner.hopeless(self.curve, monitor.planned, best):
                 trial.set_user_attr(CUT_REASON, f"it could not catch up with the best finished trial ({best:.3f})")
                 return True
-        peak = ctx.pruner.converged(self.curve, monitor.planned)
-        if peak is not None:  # early stopping: more epochs cannot raise its best score
+        band = standard_error(max(self.curve.values()), self.n_val)
+        peak = ctx.pruner.converged(self.curve, monitor.planned, band)
+        if peak is not None:  # early stopping: no later epoch could come within one standard error of its best
             trial.set_user_attr(CUT_REASON, f"its validation score stopped improving after epoch {peak + 1} "
-                                            f"({self.curve[peak]:.3f})")
+                                            f"({self.curve[peak]:.3f}) and cannot come back within one "
+                                            f"standard error ({band:.3f}) of it")
             return True
         return False
 
