@@ -53,6 +53,10 @@ def test_helpful_beats_harmful_and_harmful_is_pruned(cli, zoo, target_dir, tmp_p
     assert len(trials) == 6
     assert (trials["role"] == "scratch").sum() == 1
     assert trials.loc[trials["role"] == "scratch", "source"].iloc[0] == "scratch:test_resnet"
+    # the best-probed source's first fine-tuning: the first default strategy that is searched, at its defaults
+    first = trials[(trials["role"] == "default") & (trials["strategy"] != "linear_probe")]
+    assert list(first["source"]) == ["helpful"] and list(first["strategy"]) == ["full"]
+    assert first["lr"].iloc[0] == pytest.approx(5e-4) and first["weight_decay"].iloc[0] == pytest.approx(0.01)
     harmful = trials[trials["source"] == "harmful"]
     probe = harmful[harmful["strategy"] == "linear_probe"]
     # its probe is solved in seconds, so it completes (pruning it saves nothing), far behind scratch
