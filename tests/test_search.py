@@ -435,3 +435,27 @@ def test_a_trial_whose_curve_stopped_improving_ends_early_and_completes(zoo, tar
     assert list(done["epochs_run"]) == [5] * len(done)
     assert all(r.startswith("its validation score stopped improving after epoch 2 (0.900) and cannot come back "
                             "within one standard error") for r in done["stop_reason"])
+
+
+def test_search_ends_once_a_trial_reaches_a_perfect_validation_score(zoo, target_dir, tmp_path, monkeypatch, capsys):
+    """A trial with validation accuracy 1.0 cannot be beaten (ties keep the first): once the baselines
+    and default trials have run, the search ends instead of sampling more."""
+    import dataclasses
+
+    import autotransfer
+    from autotransfer._search import trial as trial_mod
+
+    real = trial_mod.train
+
+    def train(dataset, source, strategy, **kwargs):  # the real run; the probe's score is made perfect
+        result = real(dataset, source, strategy, **kwargs)
+        return dataclasses.replace(result, val_score=1.0) if strategy == "linear_probe" else result
+
+    monkeypatch.setattr(trial_mod, "train", train)
+    res = autotransfer.search(target_dir, out=tmp_path / "run", sources=[zoo["digits-test_resnet"].spec],
+                              strategies=["linear_probe", "full"], trials=10, epochs=2, estimators=["logme"],
+                              progress=False, cache_dir=str(tmp_path / "cache"))
+    rows = pd.read_csv(res.out_dir / "leaderboards" / "trials.csv")
+    assert list(rows["role"]) == ["default", "scratch", "default"]  # probe, baseline, the default fine-tuning
+    assert res.summary["strategy"] == "linear_probe" and res.summary["val_score"] == 1.0
+    assert "trial 0 reached validation accuracy 1.0" in capsys.readouterr().err

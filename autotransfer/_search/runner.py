@@ -313,6 +313,11 @@ def _next_trial(study: optuna.Study, ctx: Context, plan: _Plan) -> optuna.Trial 
         return _AGAIN  # a dead worker's trial is yet to be retried, or the choice needs its probe
     if done >= plan.trials or budget.remaining() <= 0:
         return None
+    perfect = perfect_trial(study) if chosen and ctx.stall_trials and not waiting else None
+    if perfect is not None:
+        note(f"trial {perfect} reached validation accuracy 1.0, which no later trial can beat (ties keep the "
+             f"first): the search ends after {done} of {plan.trials} trials (--stall-trials 0 runs them all)")
+        return None
     if chosen and ctx.stall_trials and stalled(study) >= ctx.stall_trials:
         note(f"the last {ctx.stall_trials} sampled trials did not raise the best validation score: the search "
              f"ends after {done} of {plan.trials} trials (--stall-trials 0 runs them all)")
@@ -393,6 +398,20 @@ def counted(study: optuna.Study, ctx: Context) -> int:
     probes = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
                  if t.user_attrs.get("fixed"))
     return st.counted(study) - max(0, probes - per_top)
+
+
+def perfect_trial(study: optuna.Study) -> int | None:
+    """The first complete trial with a perfect validation score (1.0), once no trial is running.
+
+    The answer is the best trial on validation, ties going to the first, so nothing after it can
+    change the answer. Measured on the BBC benchmark task: MiniLM's probe reaches 1.0 on 100
+    validation articles, and the 8 trials after it cost ~170 s, nearly all of the search.
+    """
+    if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        return None
+    perfect = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+               if t.value is not None and t.value >= 1.0]
+    return min(perfect) if perfect else None
 
 
 def stalled(study: optuna.Study) -> int:
