@@ -459,3 +459,23 @@ def test_search_ends_once_a_trial_reaches_a_perfect_validation_score(zoo, target
     assert list(rows["role"]) == ["default", "scratch", "default"]  # probe, baseline, the default fine-tuning
     assert res.summary["strategy"] == "linear_probe" and res.summary["val_score"] == 1.0
     assert "trial 0 reached validation accuracy 1.0" in capsys.readouterr().err
+
+
+def test_reports_name_trials_that_another_worker_has_asked_but_not_started():
+    """A distributed worker writes reports while another has just asked its next trial (RUNNING, no
+    config recorded yet): each row names what the trial was enqueued with, and nothing raises."""
+    import optuna
+
+    from autotransfer._search.report import trial_rows
+
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({}, user_attrs={"role": "default", "fixed": {"source": "a", "strategy": "linear_probe"}})
+    study.enqueue_trial({}, user_attrs={"role": "scratch", "baseline_source": "a"})
+    study.enqueue_trial({"source": "a", "strategy@a": "lp_ft", "lp_ft.lr": 2e-4, "weight_decay": 0.01},
+                        user_attrs={"role": "default"})
+    for _ in range(3):
+        study.ask()
+    rows = trial_rows(study)
+    assert [(r["state"], r["source"], r["strategy"]) for r in rows] == [
+        ("RUNNING", "a", "linear_probe"), ("RUNNING", "scratch:a", "scratch"), ("RUNNING", "a", "lp_ft")]
+    assert rows[2]["lr"] == 2e-4

@@ -30,7 +30,17 @@ def _config(t: FrozenTrial) -> dict[str, Any]:
     if "config" in t.user_attrs:  # what the trial actually trained (the baseline has no sampled params)
         c = t.user_attrs["config"]
         return {**c, "params": dict(c.get("params") or {})}
-    p = t.params
+    # asked but not started yet (another worker may write reports meanwhile): what it was enqueued with
+    fixed = t.user_attrs.get("fixed")
+    if fixed:  # a probe
+        return {"source": fixed["source"], "strategy": fixed["strategy"], "lr": None, "weight_decay": None,
+                "params": {}}
+    if t.user_attrs.get("baseline_source"):  # a scratch baseline
+        from ..strategies import SCRATCH_RECIPE
+
+        return {"source": t.user_attrs["baseline_source"], "strategy": SCRATCH_RECIPE.name, "lr": None,
+                "weight_decay": None, "params": {}}
+    p = t.params or t.system_attrs.get("fixed_params") or {}
     source = p.get("source")
     strategy = p.get(f"strategy@{source}", p.get("strategy"))
     out: dict[str, Any] = {"source": source, "strategy": strategy, "lr": p.get(f"{strategy}.lr"),
@@ -68,8 +78,8 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "trial": t.number,
             "state": t.state.name,
             "role": role,
-            "source": display_source(f"scratch:{arch.get(cfg['source'], cfg['source'])}" if role == SCRATCH
-                                     else cfg["source"]),
+            "source": "" if cfg["source"] is None else display_source(
+                f"scratch:{arch.get(cfg['source'], cfg['source'])}" if role == SCRATCH else cfg["source"]),
             "provider": t.user_attrs.get("provider", ""),
             "strategy": cfg["strategy"],
             "depth": params.pop("depth", None),
