@@ -7,7 +7,8 @@ does not bend it), gradient clipping at 1.0, autocast at the run's precision on 
 (``autotransfer.precision``; fp16 with a gradient scaler), an evaluation on the
 validation split after every epoch followed by ``report(epoch, val_score)`` (return True or
 raise ``StopTraining`` to stop: the pruner's hook), and the kept epoch's weights restored at the
-end (``kept_epoch``: the latest epoch within one standard error of the best validation score). Cached-feature stages run the same loop over a feature matrix instead of items.
+end (``kept_epoch``: the latest epoch within one standard error of the best validation score).
+Cached-feature stages run the same loop over a feature matrix instead of items.
 
 Reproducible on CPU: the seed fixes the backbone's random init, the heads, every epoch's
 shuffle (a generator seeded from seed, stage name and epoch, so an OOM retry replays the same

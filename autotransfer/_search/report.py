@@ -14,6 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..sources import display_source
+from ..strategies import SCRATCH_RECIPE
 from .pruner import BEHIND_SCRATCH, CUT_REASON, ROLE, SCRATCH, ScratchBaselinePruner
 from .rundir import replace_file
 
@@ -36,8 +37,6 @@ def _config(t: FrozenTrial) -> dict[str, Any]:
         return {"source": fixed["source"], "strategy": fixed["strategy"], "lr": None, "weight_decay": None,
                 "params": {}}
     if t.user_attrs.get("baseline_source"):  # a scratch baseline
-        from ..strategies import SCRATCH_RECIPE
-
         return {"source": t.user_attrs["baseline_source"], "strategy": SCRATCH_RECIPE.name, "lr": None,
                 "weight_decay": None, "params": {}}
     p = t.params or t.system_attrs.get("fixed_params") or {}

@@ -502,15 +502,14 @@ def _enqueue_after_choice(study: optuna.Study, space: SearchSpace, scratch_basel
     bases = baseline_sources(study.user_attrs["architectures"], list(space.sources), scratch_baselines, cost)
     for base_source in sorted(bases, key=cost):
         study.enqueue_trial({}, user_attrs={ROLE: SCRATCH, "baseline_source": base_source})
-    for s in space.sampled_sources:
-        if any(space.strategies[t].converges for t in space.applicable[s]):
-            continue
-        first = next((x for x in DEFAULT_STRATEGY_FIRST if x in space.sampled[s]), space.sampled[s][0])
-        study.enqueue_trial(space.fixed(s, first), user_attrs={ROLE: "default"}, skip_if_exists=True)
+    def probed(s: str) -> bool:  # a converging strategy (the probe) already ran on it
+        return any(space.strategies[t].converges for t in space.applicable[s])
+
     best = next(iter(space.sources), None)
-    if best in space.sampled_sources and any(space.strategies[t].converges for t in space.applicable[best]):
-        first = next((x for x in DEFAULT_STRATEGY_FIRST if x in space.sampled[best]), space.sampled[best][0])
-        study.enqueue_trial(space.fixed(best, first), user_attrs={ROLE: "default"}, skip_if_exists=True)
+    for s in space.sampled_sources:
+        if not probed(s) or s == best:
+            first = next((x for x in DEFAULT_STRATEGY_FIRST if x in space.sampled[s]), space.sampled[s][0])
+            study.enqueue_trial(space.fixed(s, first), user_attrs={ROLE: "default"}, skip_if_exists=True)
 
 
 def cost_proxy(source: Any) -> float:
