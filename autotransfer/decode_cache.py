@@ -33,6 +33,7 @@ import os
 import shutil
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 CACHE_VERSION = 1  # bump when the stored layout changes
 MAX_GB_ENV = "AUTOTRANSFER_DECODE_CACHE_MAX_GB"
 DEFAULT_FREE_FRACTION = 0.5  # without the env var: at most this fraction of the free disk
-BUILD_BATCH = 32  # images per loader task while decoding
+BUILD_BATCH = 16  # images per decoding task (one thread decodes a chunk into the memory map)
 
 _verified: set[tuple[str, int, int]] = set()  # (path, size, mtime) whose checksum matched in this process
 
@@ -149,25 +150,8 @@ class DecodedImages:
         return {"path": self.path, "shape": self.shape, "_array": None}
 
 
-class _Decode:
-    """Map-style dataset for building: batch of indices -> stacked decoded images (in loader workers)."""
-
-    def __init__(self, items: list[Any], spec: DecodeSpec):
-        self.items, self.spec = items, spec
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return decode(self.items[i], self.spec)
-
-
-def _stack(arrays: list[np.ndarray]) -> np.ndarray:
-    return np.stack(arrays)
-
-
 def default_workers() -> int:
-    """Loader processes for decoding: one per core this process may use."""
+    """Parallel workers for loading images (decoding threads, loader processes): one per core this process may use."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -219,10 +203,20 @@ def _checksum(arr: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _decode_into(out: np.ndarray, items: list[Any], spec: DecodeSpec, start: int) -> None:
+    for k, item in enumerate(items):
+        out[start + k] = decode(item, spec)
+
+
 def _write(npy: Path, meta_path: Path, key: str, items: list[Any], spec: DecodeSpec, shape: tuple[int, ...],
            num_workers: int, progress: bool, desc: str) -> None:
-    """Decode ``items`` into ``npy`` (temporary name, then renamed) and write its meta file."""
-    from torch.utils.data import DataLoader
+    """Decode ``items`` into ``npy`` (temporary name, then renamed) and write its meta file.
+
+    ``num_workers`` threads decode chunks of ``BUILD_BATCH`` images straight into the memory map:
+    PIL releases the GIL while it decodes and resizes, so threads use every core without a
+    process's start-up or the copy of each array back through a pipe (measured on 2 cores, 168
+    JPEGs of 500x375: 0.26-0.31 s with two threads, 0.34-0.42 s with two processes, 0.45 s in one).
+    """
     from tqdm.auto import tqdm
 
     npy.parent.mkdir(parents=True, exist_ok=True)
@@ -231,17 +225,24 @@ def _write(npy: Path, meta_path: Path, key: str, items: list[Any], spec: DecodeS
     meta_tmp = ""
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        workers = max(0, min(num_workers, len(items) // BUILD_BATCH))
-        loader = DataLoader(_Decode(items, spec), batch_size=BUILD_BATCH, shuffle=False, num_workers=workers,
-                            collate_fn=_stack, **({"prefetch_factor": 4} if workers else {}))
-        at = 0
-        h = hashlib.sha256(str(shape).encode())  # the same digest as _checksum, computed as the batches arrive
-        with tqdm(total=len(items), desc=desc, unit="img", file=sys.stderr, disable=not progress, leave=False) as bar:
-            for batch in loader:
-                out[at:at + len(batch)] = batch
-                h.update(np.ascontiguousarray(batch).tobytes())
-                at += len(batch)
-                bar.update(len(batch))
+        starts = range(0, len(items), BUILD_BATCH)
+        h = hashlib.sha256(str(shape).encode())  # the same digest as _checksum, computed as the chunks finish
+        with ThreadPoolExecutor(max(1, min(num_workers, len(starts)))) as pool, \
+                tqdm(total=len(items), desc=desc, unit="img", file=sys.stderr, disable=not progress,
+                     leave=False) as bar:
+            done = [pool.submit(_decode_into, out, items[s:s + BUILD_BATCH], spec, s) for s in starts] \
+                if num_workers > 0 else []
+            try:
+                for k, s in enumerate(starts):
+                    if done:
+                        done[k].result()
+                    else:
+                        _decode_into(out, items[s:s + BUILD_BATCH], spec, s)
+                    h.update(np.ascontiguousarray(out[s:s + BUILD_BATCH]).tobytes())
+                    bar.update(min(BUILD_BATCH, len(items) - s))
+            except BaseException:
+                pool.shutdown(cancel_futures=True)  # a failed image or an interrupt: no more decoding
+                raise
         out.flush()
         meta = {"key": key, "shape": list(shape), "spec": spec.key(), "checksum": h.hexdigest(),
                 "version": CACHE_VERSION}

@@ -4,6 +4,7 @@ invalidation, corruption, the size bound, and ``--precision``."""
 from __future__ import annotations
 
 import collections
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -61,20 +62,23 @@ def sources(tmp_path_factory):
 def decodes(monkeypatch):
     """Count full decodes of image files (``ImageFile.load`` with tiles left) per file name, in this process.
 
-    The cache builds without loader workers here so every decode is seen. The data layer's
-    validation pass (each file's bytes decoded once at 1/8 scale from memory, when the dataset
-    is loaded) has no file name and is not counted: it is the same with or without the cache.
+    The cache decodes in threads of this process, so every decode is seen (two threads here,
+    whatever the machine). The data layer's validation pass (each file's bytes decoded once at
+    1/8 scale from memory, when the dataset is loaded) has no file name and is not counted: it is
+    the same with or without the cache.
     """
     counts: collections.Counter = collections.Counter()
     original = ImageFile.ImageFile.load
+    lock = threading.Lock()
 
     def counted(self):
         if self.tile and self.filename:  # tiles left: this call decodes the file
-            counts[_name(self.filename)] += 1
+            with lock:
+                counts[_name(self.filename)] += 1
         return original(self)
 
     monkeypatch.setattr(ImageFile.ImageFile, "load", counted)
-    monkeypatch.setattr(decode_cache, "default_workers", lambda: 0)
+    monkeypatch.setattr(decode_cache, "default_workers", lambda: 2)
     return counts
 
 
@@ -100,6 +104,7 @@ def test_one_decode_per_image_across_sources_and_epochs(photos, sources, decodes
 def test_without_the_cache_each_source_decodes_again(photos, sources, decodes, tmp_path, monkeypatch):
     """Today's behaviour, kept as the fallback: the counter sees K decodes per image."""
     monkeypatch.setenv(decode_cache.MAX_GB_ENV, "0")
+    monkeypatch.setattr(decode_cache, "default_workers", lambda: 0)  # loader processes would hide their decodes
     ds = load(str(photos))
     rank_sources(ds, sources, ["logme"], device="cpu", cache_dir=tmp_path, progress=False)
     train_names = {_name(ds.items[i]) for i in ds.splits["train"]}
