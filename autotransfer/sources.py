@@ -127,6 +127,18 @@ class Source(ABC):
 
         return self.load_item(Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image), train)
 
+    def decoded_augmentation(self) -> Callable[..., torch.Tensor] | None:
+        """The training augmentation of a batch of cached images, or None (the default): then every
+        training image goes through ``load_decoded(image, train=True)``.
+
+        A callable ``(images, index, rng, device) -> (B, C, h, w) float32 tensor on device``:
+        ``images`` is a split's uint8 ``(N, side, side, channels)`` cache array, ``index`` the batch's
+        rows, ``rng`` a ``numpy.random.Generator`` it must draw every random number from (so an
+        epoch's augmentation depends on its seed alone). ``autotransfer.augment.CropFlipJitter``
+        is one.
+        """
+        return None
+
     def transform_key(self, train: bool = False) -> str:
         """A string that changes whenever the input pipeline changes (part of the feature-cache key)."""
         return f"{self.identity()}|train={train}"

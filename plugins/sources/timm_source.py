@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 
 from autotransfer import hookimpl
+from autotransfer.augment import CropFlipJitter
 from autotransfer.decode_cache import DecodeSpec, centre_crop
 from autotransfer.errors import SourceError
 from autotransfer.sources import (
@@ -525,6 +526,16 @@ class TimmSource(Source):
         arr = np.asarray(img)
         return self._normalised(arr[..., None] if arr.ndim == 2 else arr, steps[-1])
 
+    def decoded_augmentation(self):
+        """The batch form (``autotransfer.augment.CropFlipJitter``) of this source's training transform
+        when it is timm's default shape: random-resized crop, optional horizontal flip, optional
+        colour jitter without hue, to-tensor, normalise. Other transforms (hue, RandAugment, random
+        erasing, vertical flips ...) return None and run per image through ``load_decoded``."""
+        if "_batch_aug" not in self.__dict__:
+            self._batch_aug = _batch_augmentation(self._transform(True).transforms) \
+                if self.decode_spec() is not None else None
+        return self._batch_aug
+
     def _normalised(self, image, norm=None):
         """uint8 HWC -> float CHW tensor: torchvision's ToTensor + Normalize arithmetic (float32 /255, -mean,
         /std, bit for bit), done in numpy: one pass per image instead of several small torch ops, whose
@@ -541,6 +552,34 @@ class TimmSource(Source):
         import torch
 
         return torch.stack(inputs)
+
+
+def _batch_augmentation(steps: list[Any]) -> CropFlipJitter | None:
+    """``CropFlipJitter`` equal to a timm training ``Compose``'s steps, or None when they are another shape.
+
+    A flip and a colour jitter commute (the jitter is per pixel, its contrast mean is flip-invariant),
+    so their order between the crop and the to-tensor step does not matter."""
+    names = [type(step).__name__ for step in steps]
+    if len(steps) < 3 or names[0] not in ("RandomResizedCropAndInterpolation", "RandomResizedCrop") \
+            or names[-2] not in ("MaybeToTensor", "ToTensor") or names[-1] != "Normalize":
+        return None
+    rrc, norm = steps[0], steps[-1]
+    kwargs: dict[str, Any] = {}
+    for step, name in zip(steps[1:-2], names[1:-2], strict=True):
+        if name == "RandomHorizontalFlip" and "hflip" not in kwargs:
+            kwargs["hflip"] = float(step.p)
+        elif name == "ColorJitter" and "brightness" not in kwargs and step.hue in (None, (0, 0), (0.0, 0.0)):
+            for op in ("brightness", "contrast", "saturation"):
+                value = getattr(step, op)
+                kwargs[op] = None if value is None else (float(value[0]), float(value[1]))
+        else:  # an augmentation the batch form does not have (hue, RandAugment, vertical flip ...)
+            return None
+    interp = rrc.interpolation if isinstance(rrc.interpolation, (tuple, list)) else (rrc.interpolation,)
+    size = tuple(rrc.size) if isinstance(rrc.size, (tuple, list)) else (rrc.size, rrc.size)
+    return CropFlipJitter(size=(int(size[0]), int(size[1])), mean=tuple(float(m) for m in norm.mean),
+                          std=tuple(float(v) for v in norm.std), scale=tuple(float(v) for v in rrc.scale),
+                          ratio=tuple(float(v) for v in rrc.ratio),
+                          interpolations=tuple(getattr(m, "value", str(m)) for m in interp), **kwargs)
 
 
 def _timm_groups(model) -> list[list[str]]:
