@@ -301,3 +301,63 @@ def test_batches_from_the_cache_are_the_per_image_path_bit_for_bit_on_cpu(photos
     np.testing.assert_array_equal(batched, per_image)
     np.testing.assert_array_equal(bprobs, probs)
     assert not np.array_equal(per_image[0], per_image[1])  # real, distinct images
+
+
+def test_a_timm_training_transform_becomes_its_batch_augmentation(tmp_path):
+    from torchvision import transforms as T
+
+    from autotransfer_plugins.sources.timm_source import _batch_augmentation
+
+    path = tmp_path / "w.safetensors"
+    save_timm("test_efficientnet", path, num_classes=3)
+    big = resolve_source(f"timm:test_efficientnet@{path}?size=96")
+    aug, steps = big.decoded_augmentation(), big._transform(True).transforms
+    assert aug.size == (96, 96) and aug.scale == tuple(steps[0].scale) and aug.interpolations == ("bicubic",)
+    assert aug.hflip == 0.5 and aug.brightness == aug.contrast == aug.saturation == (0.6, 1.4)
+    np.testing.assert_allclose(aug.mean, steps[-1].mean.tolist())
+    np.testing.assert_allclose(aug.std, steps[-1].std.tolist())
+    tiny = resolve_source(f"timm:test_efficientnet@{path}?size=32").decoded_augmentation()
+    assert tiny.hflip == 0.0 and tiny.scale == (0.5, 1.0)  # tiny images: no flip, milder crops
+    # what the batch form does not have runs per image
+    tail = [T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)]
+    assert _batch_augmentation([T.RandomResizedCrop(32), T.ColorJitter(0.4, 0.4, 0.4, 0.1), *tail]) is None
+    assert _batch_augmentation([T.RandomResizedCrop(32), T.RandomVerticalFlip(), *tail]) is None
+    assert _batch_augmentation([T.Resize(32), T.CenterCrop(32), *tail]) is None
+    assert _batch_augmentation([T.RandomResizedCrop(32), *tail]).jitter == []
+
+
+def test_augmented_epochs_augment_whole_batches(photos, sources, tmp_path, monkeypatch):
+    """With the cache, training images never go through the per-image path: one call per batch."""
+    ds = load(str(photos))
+    src = sources[0]
+    calls = []
+    real = src.decoded_augmentation()
+
+    def counted(images, index, rng, device):
+        calls.append(len(index))
+        return real(images, index, rng, device)
+
+    def per_image(image, train=False):
+        assert not train, "an augmented training image went through load_decoded"
+        return type(src).load_decoded(src, image, train)
+
+    monkeypatch.setattr(src, "decoded_augmentation", lambda: counted)
+    monkeypatch.setattr(src, "load_decoded", per_image)
+    result = train(ds, src, "full", epochs=2, device="cpu", augment=True, batch_size=4, cache_dir=tmp_path)
+    n = len(ds.splits["train"])
+    assert result.epochs_run == 2 and sum(calls) == 2 * n and max(calls) == 4
+
+
+def test_preparing_batches_ahead_gives_the_same_run(photos, sources, tmp_path, monkeypatch):
+    """The look-ahead (used on CUDA) draws in batch order on one thread: the run is the same."""
+    from autotransfer import _train
+
+    ds = load(str(photos))
+    kw = dict(epochs=2, device="cpu", augment=True, batch_size=4, seed=2, cache_dir=tmp_path)
+    plain = train(ds, sources[0], "full", **kw)
+    monkeypatch.setattr(_train._Loop, "look_ahead", True)
+    monkeypatch.setattr(_train._Loop, "_collate", None)  # not the per-image path either
+    ahead = train(ds, sources[0], "full", **{**kw, "num_workers": 2})
+    assert plain.val_curve == ahead.val_curve
+    for x, y in zip(plain.model.state_dict().values(), ahead.model.state_dict().values(), strict=True):
+        assert torch.equal(x, y)
