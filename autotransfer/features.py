@@ -16,6 +16,7 @@ wrong checksum is deleted and recomputed with one warning line.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
     from .sources import Source
 
 CACHE_VERSION = 2  # bump when the file layout changes: old files then miss instead of misloading
+DEVICE_FEATURES_MAX = 2**26  # float values (256 MB) of features held on the card before one copy to the host
+CUDA_READERS = 4  # threads reading batches from the decoded-image cache ahead of the card
 
 
 @dataclass
@@ -204,6 +207,7 @@ def _forward_all(model: Any, head: Any, loader: Any, dev: Any, precision: str, i
     cuda = dev.type == "cuda"
     feats: list[torch.Tensor] = []
     probs: list[torch.Tensor] = []
+    waiting = 0  # feature values kept on the card: a copy to the host per batch would wait for the card each time
     with torch.inference_mode(), autocast(precision, dev), bar:
         for batch in loader:
             batch = move_to(batch, dev, non_blocking=cuda)
@@ -211,10 +215,14 @@ def _forward_all(model: Any, head: Any, loader: Any, dev: Any, precision: str, i
                 batch = batch.contiguous(memory_format=torch.channels_last)
             out = model(batch)
             if head is not None:
-                probs.append(head(out).float().softmax(dim=-1).cpu())
-            feats.append(out.float().cpu())
+                probs.append(head(out).float().softmax(dim=-1))
+            feats.append(out.float())
             bar.update(len(out))
-    return feats, probs
+            waiting += out.numel() + (probs[-1].numel() if head is not None else 0)
+            if cuda and waiting > DEVICE_FEATURES_MAX:
+                feats, probs = [torch.cat(feats).cpu()], [torch.cat(probs).cpu()] if probs else []
+                waiting = 0
+    return [f.cpu() for f in feats], [p.cpu() for p in probs]
 
 
 def _default_batch_size(modality: str, cuda: bool) -> int:
@@ -335,15 +343,18 @@ class EvalCrops:
 
 
 def _cached_batches(source: Source, images: DecodedImages, batch_size: int, dev: torch.device):
-    """``EvalCrops`` batches of a whole split, in order; a thread reads the next batch meanwhile."""
+    """``EvalCrops`` batches of a whole split, in order, read ahead by threads: one on CPU (the
+    forward pass needs the cores), ``CUDA_READERS`` on CUDA (a batch is a large memory-map read,
+    slow in page faults, and pinning; one reader thread kept the card waiting)."""
     crops = EvalCrops(source, images, dev)
     starts = list(range(0, len(crops.arr), batch_size))
-    with ThreadPoolExecutor(1) as pool:
-        nxt = pool.submit(crops.read, slice(starts[0], starts[0] + batch_size)) if starts else None
+    readers = min(CUDA_READERS, decode_cache.default_workers()) if dev.type == "cuda" else 1
+    with ThreadPoolExecutor(max(1, readers)) as pool:
+        ahead = collections.deque(pool.submit(crops.read, slice(s, s + batch_size)) for s in starts[:readers])
         for k in range(len(starts)):
-            x = nxt.result()
-            if k + 1 < len(starts):
-                nxt = pool.submit(crops.read, slice(starts[k + 1], starts[k + 1] + batch_size))
+            x = ahead.popleft().result()
+            if k + readers < len(starts):
+                ahead.append(pool.submit(crops.read, slice(starts[k + readers], starts[k + readers] + batch_size)))
             yield crops.to_device(x)
 
 
