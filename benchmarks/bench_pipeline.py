@@ -190,6 +190,22 @@ def decode_cache_off(off: bool):
                 os.environ[OFF] = old
 
 
+PIPELINES = (("today (no decode cache)", True, True), ("cache, per-image augment", False, True),
+             ("decode cache", False, False))  # (label, decode cache off, per-image augmentation)
+
+
+def epoch_inputs(source, ds, bs: int):
+    """The ceiling's pre-made tensors: train batches (as the loop batches them), their labels, val batches."""
+    import torch
+
+    items = ds.split_items("train")
+    tb = premade(source, items, bs)
+    lb = [torch.as_tensor(ds.split_labels("train")[s:s + bs]) for s in range(0, len(items), bs)]
+    if len(tb[-1]) == 1:  # the loop drops a last batch of one (BatchNorm)
+        tb, lb = tb[:-1], lb[:-1]
+    return tb, lb, premade(source, ds.split_items("val"), bs)
+
+
 @contextlib.contextmanager
 def per_image_augmentation(source, on: bool):
     """The source without its batch augmentation (``decoded_augmentation`` None): every training image
@@ -280,31 +296,27 @@ def main() -> None:
         print(f"training epochs of {src.name.split('@')[0]} ({n} train / {len(val_items)} val JPEGs, augmentation on)")
         for strategy in strategies:
             params = {"depth": 1} if strategy == "partial" else {}
-            seconds = {}
-            result = None
-            for label, off, per_image in (("today (no decode cache)", True, True),
-                                          ("cache, per-image augment", False, True), ("decode cache", False, False)):
-                with decode_cache_off(off), per_image_augmentation(src, per_image), \
-                        contextlib.suppress(StrategyNotApplicable):
-                    result = None
-                    result = train(ds, src, strategy, epochs=args.today_epochs if off else args.epochs,
-                                   device=str(dev), augment=True,
-                                   cache_dir=work / f"cache-train-{off}", evaluate_test=False, batch_size=32,
-                                   precision=precision, **params)
-                if result is None:
+            seconds: dict[str, float] = {}
+            ceiling, premades, applicable = float("inf"), None, True
+            for _ in range(args.repeats):  # interleaved rounds: a slow spell of the machine hits every pipeline
+                for label, off, per_image in PIPELINES:
+                    with decode_cache_off(off), per_image_augmentation(src, per_image):
+                        try:
+                            result = train(ds, src, strategy, epochs=args.today_epochs if off else args.epochs,
+                                           device=str(dev), augment=True, cache_dir=work / f"cache-train-{off}",
+                                           evaluate_test=False, batch_size=32, precision=precision, **params)
+                        except StrategyNotApplicable:
+                            applicable = False
+                            break
+                    # the quietest epoch of the run (others share the machine)
+                    seconds[label] = min(seconds.get(label, float("inf")), *result.epoch_seconds)
+                if not applicable:
                     break
-                seconds[label] = min(result.epoch_seconds)  # the quietest epoch (others share the machine)
-            if result is None:
+                premades = premades or epoch_inputs(src, ds, result.batch_size)
+                ceiling = min(ceiling, bare_epoch(result.model.to(dev), *premades, dev, precision))
+            if not applicable:
                 print(f"  {strategy:8s} skipped: not applicable to {src.name.split('@')[0]}")
                 continue
-            model = result.model.to(dev)
-            bs = result.batch_size
-            tb = premade(src, items, bs)
-            lb = [torch.as_tensor(ds.split_labels("train")[s:s + bs]) for s in range(0, n, bs)]
-            if len(tb[-1]) == 1:  # the loop drops a last batch of one (BatchNorm)
-                tb, lb = tb[:-1], lb[:-1]
-            vb = premade(src, val_items, bs)
-            ceiling = min(bare_epoch(model, tb, lb, vb, dev, precision) for _ in range(args.repeats))
             for label, sec in seconds.items():
                 print(f"  {strategy:8s} {label:25s} epoch {sec:6.2f}s  ceiling {ceiling:6.2f}s  "
                       f"ratio {sec / ceiling:5.2f}")
