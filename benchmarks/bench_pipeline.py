@@ -20,7 +20,9 @@ Measured, side by side in one run:
   training split, then the forward pass over the validation split (an epoch of the loop evaluates).
 
 Ratios are time / ceiling (1.0 = the pipeline adds nothing). Each time is the best of a few
-interleaved rounds (epochs), as other jobs on a shared machine only ever slow a round down.
+interleaved rounds (epochs), as other jobs on a shared machine only ever slow a round down; a
+training round times as many ceiling epochs as the run has epochs, so both minima are over the
+same number of samples.
 
     python benchmarks/bench_pipeline.py                      # 240 images, a few minutes on 2 cores
     python benchmarks/bench_pipeline.py --quick              # a smoke run
@@ -313,7 +315,9 @@ def main() -> None:
                 if not applicable:
                     break
                 premades = premades or epoch_inputs(src, ds, result.batch_size)
-                ceiling = min(ceiling, bare_epoch(result.model.to(dev), *premades, dev, precision))
+                # as many ceiling epochs per round as the runs had: the min of more samples is lower
+                ceiling = min(ceiling, *(bare_epoch(result.model.to(dev), *premades, dev, precision)
+                                         for _ in range(args.epochs)))
             if not applicable:
                 print(f"  {strategy:8s} skipped: not applicable to {src.name.split('@')[0]}")
                 continue
