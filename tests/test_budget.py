@@ -68,8 +68,33 @@ def test_timeout_bounds_ranking_baselines_trials_and_export(slow_source, target_
     assert base["state"] == "COMPLETE" and 2 <= base["epochs_run"] < 12
     assert probe["state"] == "COMPLETE" and probe["trial"] < base["trial"]  # the probe runs first
     # the budget, not --trials, ended the search, and the last trial was stopped by it
-    assert len(rows) < 40 and (rows["prune_reason"] == "timeout").any()
+    # the budget, not --trials, ended the search: the trial it ended after some epochs completed with its
+    # kept epoch (validated like any other) and is a candidate for the answer, not discarded
+    assert len(rows) < 40
+    cut = rows[rows["stop_reason"].fillna("").str.startswith("the search's time budget ended it")]
+    assert len(cut) == 1 and cut.iloc[0]["state"] == "COMPLETE" and cut.iloc[0]["role"] != "scratch"
+    assert 1 <= cut.iloc[0]["epochs_run"] < 12 and cut.iloc[0]["best_epoch"] < cut.iloc[0]["epochs_run"]
+    assert n["val_score"] == rows.loc[rows["state"] == "COMPLETE", "val_score"].max()
     assert res.best_dir is not None and (res.best_dir / "model.safetensors").is_file()
+
+
+def test_no_sampled_trial_starts_when_the_budget_left_fits_too_few_epochs(slow_source, target_dir, tmp_path,
+                                                                           monkeypatch, capsys):
+    """The rule that ends the search when what is left would not fit ``MIN_USEFUL_EPOCHS`` of the cheapest
+    measured fine-tuning epoch: with an absurd minimum, only the probe, the baseline and the default
+    (enqueued) trial run, and the note says why; with the real minimum the same budget samples more."""
+    import autotransfer._search.runner as runner
+
+    kw = dict(sources=["slow"], timeout=10 * TIMEOUT, epochs=3, trials=8, estimators=["logme"], progress=False,
+              cache_dir=str(tmp_path / "cache"), stall_trials=0)
+    monkeypatch.setattr(runner, "MIN_USEFUL_EPOCHS", 10**6)
+    short = autotransfer.search(target_dir, out=tmp_path / "short", **kw)
+    rows = pd.read_csv(short.out_dir / "leaderboards" / "trials.csv")
+    assert set(rows["role"]) == {"default", "scratch"} and (rows["state"] == "COMPLETE").all()
+    assert "epochs of the cheapest fine-tuning trial so far" in capsys.readouterr().err
+    monkeypatch.setattr(runner, "MIN_USEFUL_EPOCHS", 2)
+    roomy = autotransfer.search(target_dir, out=tmp_path / "roomy", **kw)
+    assert (pd.read_csv(roomy.out_dir / "leaderboards" / "trials.csv")["role"] == "search").any()
 
 
 def test_probe_is_never_pruned_by_the_matched_epoch_rule():

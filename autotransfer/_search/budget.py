@@ -26,6 +26,8 @@ from ..monitor import StopTraining, TrainMonitor
 
 BASELINE_SHARE = 0.35  # of the budget left when the first baseline starts, for all baselines together
 MIN_BASELINE_EPOCHS = 2  # a baseline's floor when the whole budget allows it (one epoch is mostly warm-up)
+MIN_USEFUL_EPOCHS = 2  # a sampled trial starts only when the budget left fits this many of the cheapest
+# measured fine-tuning epochs (one epoch is mostly warm-up)
 RESERVE_FLOOR = 2.0  # seconds always kept for writing the reports
 _clock = time.monotonic  # the search's clock (a test may drive it)
 

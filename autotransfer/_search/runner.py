@@ -26,10 +26,11 @@ from ..precision import resolve_precision
 from ..strategies import default_strategies, source_info
 from . import rundir
 from . import storage as st
-from .budget import Budget, now
+from .budget import MIN_USEFUL_EPOCHS, Budget, now
 from .config import SearchConfig
 from .optuna_private import storage_of, trial_id
 from .pruner import (
+    EPOCH_SECONDS,
     ROLE,
     SCRATCH,
     ScratchBaselinePruner,
@@ -328,6 +329,12 @@ def _next_trial(study: optuna.Study, ctx: Context, plan: _Plan) -> optuna.Trial 
         return None
     if not (chosen or waiting):  # cannot happen under the lock; never sample unchosen
         return _AGAIN
+    cheapest = cheapest_epoch(study)
+    if not waiting and cheapest is not None and budget.remaining() < MIN_USEFUL_EPOCHS * cheapest:
+        note(f"{max(0.0, budget.remaining()):.0f} s of the time budget are left, under {MIN_USEFUL_EPOCHS} epochs of "
+             f"the cheapest fine-tuning trial so far ({cheapest:.0f} s each): the search ends after {done} of "
+             f"{plan.trials} trials; raise --timeout for more")
+        return None
     return st.ask(study)
 
 
@@ -398,6 +405,19 @@ def counted(study: optuna.Study, ctx: Context) -> int:
     probes = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
                  if t.user_attrs.get("fixed"))
     return st.counted(study) - max(0, probes - per_top)
+
+
+def cheapest_epoch(study: optuna.Study) -> float | None:
+    """Seconds per epoch of the cheapest finished trial that trained (no probe, no baseline), or None.
+
+    A sampled trial that cannot run ``MIN_USEFUL_EPOCHS`` of those before the deadline would only be
+    cut: in the full-resolution imagenet search (``--timeout 1200``, session 7) the default LP-FT
+    trial planned itself up to the deadline, and the trial started after it was cut at once.
+    """
+    costs = [float(t.user_attrs[EPOCH_SECONDS]) for t in study.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if t.user_attrs.get(EPOCH_SECONDS) and t.user_attrs.get(ROLE) != SCRATCH and not t.user_attrs.get("fixed")]
+    return min(costs) if costs else None
 
 
 def perfect_trial(study: optuna.Study) -> int | None:

@@ -206,8 +206,11 @@ class _TrialRun:
         trial.set_user_attr(PLANNED_EPOCHS, int(monitor.planned))
         if monitor.epoch_seconds:
             trial.set_user_attr(EPOCH_SECONDS, round(monitor.per_epoch(result.epochs_run), 4))
-        if monitor.stopped and self.role != SCRATCH and not self.reason:
-            self.reason = monitor.stopped  # a cut transfer trial is not complete; a cut baseline still is
+        if monitor.stopped and self.role != SCRATCH and not self.reason and not trial.user_attrs.get(CUT_REASON):
+            # the budget ended it after at least one epoch: the kept epoch's weights were validated like any
+            # other epoch's, so the trial completes with them (a candidate for the answer), as a baseline does
+            trial.set_user_attr(CUT_REASON, f"the search's time budget ended it after {result.epochs_run} of "
+                                            f"{self.ctx.epochs} epochs; it keeps epoch {result.best_epoch + 1}")
         trial.set_user_attr("epochs_run", int(result.epochs_run))
         trial.set_user_attr("best_epoch", int(result.best_epoch))
         trial.set_user_attr("trainable_params", int(result.trainable_params))
