@@ -304,9 +304,8 @@ def test_batches_from_the_cache_are_the_per_image_path_bit_for_bit_on_cpu(photos
 
 
 def test_a_timm_training_transform_becomes_its_batch_augmentation(tmp_path):
-    from torchvision import transforms as T
-
     from autotransfer_plugins.sources.timm_source import _batch_augmentation
+    from torchvision import transforms as T
 
     path = tmp_path / "w.safetensors"
     save_timm("test_efficientnet", path, num_classes=3)
