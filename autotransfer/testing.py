@@ -104,7 +104,32 @@ def _check_pipeline(source: Any, items: list[Any], who: str) -> Any:
         key = source.transform_key(train)
         _expect(isinstance(key, str) and key, who, f"transform_key(train={train}) must be a non-empty str", key)
         batches[train] = source.collate([source.load_item(item, train=train) for item in items])
+    _check_decoded_augmentation(source, batches[True], who)
     return batches[False]
+
+
+def _check_decoded_augmentation(source: Any, train_batch: Any, who: str) -> None:
+    """``decoded_augmentation()``, when there is one: the training batch's shape, finite, its draws from ``rng`` alone."""
+    spec = source.decode_spec() if source.modality == "image" else None
+    augment = source.decoded_augmentation() if spec is not None else None
+    if augment is None:
+        return
+    import torch
+
+    images = np.random.default_rng(0).integers(0, 256, (3, spec.side, spec.side, spec.channels), dtype=np.uint8)
+    runs = []
+    for seed in (0, 0):
+        torch.manual_seed(len(runs))  # global generators that differ between the two calls
+        np.random.seed(len(runs))
+        runs.append(augment(images, np.array([2, 0]), np.random.default_rng(seed), torch.device("cpu")))
+    x = runs[0]
+    expected = (2, *tuple(train_batch.shape[1:]))
+    _expect(isinstance(x, torch.Tensor) and tuple(x.shape) == expected and x.dtype == torch.float32, who,
+            f"decoded_augmentation() must give float32 batches shaped like load_item(train=True)'s {expected}",
+            getattr(x, "shape", x))
+    _expect(bool(torch.isfinite(x).all()) and torch.equal(x, runs[1]), who,
+            "decoded_augmentation() must give finite inputs drawn from its rng alone (the same seed, the same batch)",
+            "different batches")
 
 
 def _check_backbone(source: Any, pretrained: bool, batch: Any, n: int, who: str) -> Any:

@@ -6,6 +6,7 @@ import importlib.util
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers_sources import save_timm, save_tiny_bert
@@ -122,6 +123,28 @@ def test_check_source_catches_a_broken_source(source, message):
     check_source(TinySource())
     with pytest.raises(AssertionError, match=f"source 'tiny'.*{message}"):
         check_source(source)
+
+
+def _timm_with_augmentation(path, augmentation):
+    """A timm source whose ``decoded_augmentation`` is replaced (the rest of it passes the contract)."""
+    src = resolve_source(f"timm:test_resnet@{path}?size=32")
+    real = src.decoded_augmentation()
+    src.decoded_augmentation = lambda: (lambda images, index, rng, device: augmentation(real, images, index, rng,
+                                                                                       device))
+    return src
+
+
+@pytest.mark.parametrize(("augmentation", "message"), [
+    (lambda real, images, index, rng, device: real(images, index, np.random.default_rng(int(torch.randint(9, ()))),
+                                                   device), "drawn from its rng alone"),
+    (lambda real, images, index, rng, device: real(images, index, rng, device)[:, :, :16],
+     "shaped like load_item"),
+])
+def test_check_source_catches_a_broken_batch_augmentation(augmentation, message, tmp_path):
+    save_timm("test_resnet", tmp_path / "w.safetensors", num_classes=4)
+    check_source(_timm_with_augmentation(tmp_path / "w.safetensors", lambda real, *a: real(*a)))
+    with pytest.raises(AssertionError, match=f"source 'timm:test_resnet.*{message}"):
+        check_source(_timm_with_augmentation(tmp_path / "w.safetensors", augmentation))
 
 
 class HeadsOnly(Strategy):
