@@ -28,6 +28,6 @@ run features 200 python3 benchmarks/bench_features.py --device cuda --batch-size
   --out "$OUTDIR/bench_features_cuda.csv"
 run estimators 120 python3 benchmarks/bench_estimators.py --device cuda --repeats 5 --budget 15 \
   --out "$OUTDIR/bench_estimators_cuda.csv"
-run pipeline 120 python3 benchmarks/bench_pipeline.py --device cuda --images 2048 --repeats 2 \
+run pipeline 120 python3 benchmarks/bench_pipeline.py --device cuda --images 2048 --repeats 1 --epochs 2 --today-epochs 1 \
   --out "$OUTDIR/bench_pipeline_cuda.csv"
 run train 90 python3 benchmarks/bench_train.py --device cuda --out "$OUTDIR/bench_train_cuda.csv"
