@@ -568,7 +568,7 @@ def _batch_augmentation(steps: list[Any]) -> CropFlipJitter | None:
     for step, name in zip(steps[1:-2], names[1:-2], strict=True):
         if name == "RandomHorizontalFlip" and "hflip" not in kwargs:
             kwargs["hflip"] = float(step.p)
-        elif name == "ColorJitter" and "brightness" not in kwargs and step.hue in (None, (0, 0), (0.0, 0.0)):
+        elif name == "ColorJitter" and "brightness" not in kwargs and (step.hue is None or not any(step.hue)):
             for op in ("brightness", "contrast", "saturation"):
                 value = getattr(step, op)
                 kwargs[op] = None if value is None else (float(value[0]), float(value[1]))
