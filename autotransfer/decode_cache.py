@@ -230,14 +230,10 @@ def _write(npy: Path, meta_path: Path, key: str, items: list[Any], spec: DecodeS
         with ThreadPoolExecutor(max(1, min(num_workers, len(starts)))) as pool, \
                 tqdm(total=len(items), desc=desc, unit="img", file=sys.stderr, disable=not progress,
                      leave=False) as bar:
-            done = [pool.submit(_decode_into, out, items[s:s + BUILD_BATCH], spec, s) for s in starts] \
-                if num_workers > 0 else []
+            done = [pool.submit(_decode_into, out, items[s:s + BUILD_BATCH], spec, s) for s in starts]
             try:
-                for k, s in enumerate(starts):
-                    if done:
-                        done[k].result()
-                    else:
-                        _decode_into(out, items[s:s + BUILD_BATCH], spec, s)
+                for future, s in zip(done, starts, strict=True):
+                    future.result()
                     h.update(memoryview(np.ascontiguousarray(out[s:s + BUILD_BATCH])))
                     bar.update(min(BUILD_BATCH, len(items) - s))
             except BaseException:

@@ -118,10 +118,15 @@ def _check_decoded_augmentation(source: Any, train_batch: Any, who: str) -> None
 
     images = np.random.default_rng(0).integers(0, 256, (3, spec.side, spec.side, spec.channels), dtype=np.uint8)
     runs = []
-    for seed in (0, 0):
-        torch.manual_seed(len(runs))  # global generators that differ between the two calls
-        np.random.seed(len(runs))
-        runs.append(augment(images, np.array([2, 0]), np.random.default_rng(seed), torch.device("cpu")))
+    numpy_state = np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):  # the caller's global generators are left as they were
+            for seed in (0, 0):
+                torch.manual_seed(len(runs))  # global generators that differ between the two calls
+                np.random.seed(len(runs))
+                runs.append(augment(images, np.array([2, 0]), np.random.default_rng(seed), torch.device("cpu")))
+    finally:
+        np.random.set_state(numpy_state)
     x = runs[0]
     expected = (2, *tuple(train_batch.shape[1:]))
     _expect(isinstance(x, torch.Tensor) and tuple(x.shape) == expected and x.dtype == torch.float32, who,

@@ -412,7 +412,7 @@ def cheapest_epoch(study: optuna.Study) -> float | None:
 
     A sampled trial that cannot run ``MIN_USEFUL_EPOCHS`` of those before the deadline would only be
     cut: in the full-resolution imagenet search (``--timeout 1200``, session 7) the default LP-FT
-    trial planned itself up to the deadline, and the trial started after it was cut at once.
+    trial planned itself up to the deadline, and the trial started after it was cut 102 s later.
     """
     costs = [float(t.user_attrs[EPOCH_SECONDS]) for t in study.get_trials(
         deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
