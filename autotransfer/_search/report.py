@@ -176,7 +176,7 @@ def write_reports(study: optuna.Study, ctx: Any, final: bool, extra: dict[str, A
             replace_file(lb / "summary.csv",
                          lambda tmp: pd.DataFrame([summary], columns=SUMMARY_COLUMNS).to_csv(tmp, index=False))
             _plots(study, rows, out)
-            _markdown(out, summary, rows)
+            _markdown(out, summary, rows, study)
     return rows
 
 
@@ -271,7 +271,26 @@ def _md_table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _markdown(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+def _searched_md(study: optuna.Study) -> list[str]:
+    """What the search covered: per group of sources alike, the strategies searched and those that
+    could not apply (with why), so a default strategy skipped without a warning is still on record."""
+    searched: dict[str, dict[str, Any]] = study.user_attrs.get("searched") or {}
+    if not searched:
+        return []
+    tuned = set(study.user_attrs.get("sources") or [])
+    groups: dict[str, list[str]] = {}
+    for source, entry in searched.items():
+        line = ", ".join(f"`{t}`" for t in entry.get("strategies", [])) or "none"
+        for strat, why in sorted((entry.get("skipped") or {}).items()):
+            line += f"; `{strat}` not applicable: {why.removeprefix(f'strategy {strat!r} ')}"
+        groups.setdefault(line, []).append(f"`{source}`" + (" (fine-tuned)" if source in tuned else " (probe only)"))
+    lines = ["## What was searched", "",
+             f"{len(searched)} ranked source(s) probed, the top {len(tuned)} fine-tuned.", ""]
+    lines += [f"- {', '.join(names)}: {line}" for line, names in groups.items()]
+    return [*lines, ""]
+
+
+def _markdown(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]], study: optuna.Study) -> None:
     trans = read_transferability(out)
     t_cols = [c for c in (trans[0].keys() if trans else []) if not c.startswith("rank_") and c not in ("notes",)]
     text = [
@@ -288,6 +307,7 @@ def _markdown(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) ->
         f"{summary['n_trials']} trials: {summary['n_pruned']} pruned "
         f"({summary['negative_transfer_pruned']} behind scratch), {summary['n_failed']} failed; "
         f"{summary['total_seconds']} s in all.", "",
+        *_searched_md(study),
         "## Transferability", "", _md_table(trans, t_cols) if trans else "(none)", "",
         "## Trials", "", _md_table(rows, [c for c in TRIAL_COLUMNS if c not in ("fail_reason",)]), "",
         "![transferability vs validation](transferability_vs_val.png)", "",

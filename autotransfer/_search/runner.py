@@ -246,7 +246,8 @@ def _open_study(plan: _Plan, cfg: SearchConfig, pruner: ScratchBaselinePruner, s
     else:
         ranked = [r["source"] for r in rows if r["rank"] is not None]
     by_name = {s.name: s for s in srcs}
-    screen = SearchSpace([by_name[s] for s in ranked], strategy_names)
+    # only strategies the user named warn when they cannot apply (LoRA on a CNN); the report lists the rest
+    screen = SearchSpace([by_name[s] for s in ranked], strategy_names, quiet=not cfg.strategies)
     if not made:
         _record_study(study, plan, cfg, screen, est_names, rows)
     return study, screen
@@ -264,6 +265,7 @@ def _record_study(study: optuna.Study, plan: _Plan, cfg: SearchConfig, screen: S
     study.set_user_attr("primary", cfg.primary)
     study.set_user_attr("estimators", est_names)
     study.set_user_attr("scores", {r["source"]: {e: r.get(e) for e in est_names} for r in rows})
+    study.set_user_attr("searched", screen.searched())
     study.set_user_attr("architectures", {s.name: (getattr(s, "architecture", "") or s.name)
                                           for s in screen.sources.values()})
     study.set_user_attr("dataset", {

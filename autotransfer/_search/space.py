@@ -37,12 +37,18 @@ def _suggest(trial: optuna.Trial, name: str, spec: ParamSpec) -> Any:
 class SearchSpace:
     """Parameter names are shared where the distribution is the same for every source, and
     suffixed ``@<source>`` where it differs (e.g. ``partial.depth`` ranges over each source's
-    layer groups), so TPE's grouped multivariate model sees a consistent conditional space."""
+    layer groups), so TPE's grouped multivariate model sees a consistent conditional space.
+
+    A strategy that cannot apply to a source is skipped for it and kept in ``skipped`` (the report
+    lists it); only ``quiet=False`` warns, which the search passes when the user named the
+    strategies: a default one that does not fit (LoRA on a CNN) was never asked for.
+    """
 
     def __init__(self, sources: Sequence[Any], strategy_names: Sequence[str], quiet: bool = False):
         self.sources = {s.name: s for s in sources}
         self.strategies = {n: get_strategy(n) for n in strategy_names}
         self.applicable: dict[str, list[str]] = {}
+        self.skipped: dict[str, dict[str, str]] = {}  # source -> strategy -> why it cannot apply
         self.specs: dict[tuple[str, str], dict[str, ParamSpec]] = {}
         for sname, src in self.sources.items():
             info = source_info(src)
@@ -51,6 +57,7 @@ class SearchSpace:
                 try:
                     strat.check(info)
                 except StrategyNotApplicable as exc:
+                    self.skipped.setdefault(sname, {})[tname] = str(exc)
                     if not quiet:
                         warn(f"strategy {tname!r} skipped for source {sname!r}: {exc}")
                     continue
@@ -73,6 +80,11 @@ class SearchSpace:
             per_source = [self.specs[(s, tname)] for s in usable if (s, tname) in self.specs]
             for pname in {p for sp in per_source for p in sp}:
                 self._varies[(tname, pname)] = len({repr(sp.get(pname)) for sp in per_source}) > 1
+
+    def searched(self) -> dict[str, dict[str, Any]]:
+        """Per source: the strategies searched and those skipped with the reason (a study attribute)."""
+        return {s: {"strategies": list(self.applicable.get(s, [])), "skipped": dict(self.skipped.get(s, {}))}
+                for s in {**self.applicable, **self.skipped}}
 
     def strategy_param(self, source: str) -> str:
         return f"strategy@{source}" if self._strategy_varies else "strategy"
