@@ -14,6 +14,7 @@ import numpy as np
 
 from ._search.rundir import refuse_other_data
 from .console import warn
+from .csvsafe import write_csv
 from .data import Dataset, load
 from .errors import AutotransferError, NotApplicable
 from .estimators import DEFAULT_ESTIMATORS, default_estimators, estimate, get_estimator
@@ -134,7 +135,7 @@ def write_transferability(rows: list[dict[str, Any]], estimators: Sequence[str],
 
     path = Path(out_dir) / "leaderboards" / "transferability.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows, columns=rank_columns(rows, estimators)).to_csv(path, index=False)
+    write_csv(pd.DataFrame(rows, columns=rank_columns(rows, estimators)), path)
     return path
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ..csvsafe import read_csv, write_csv
 from ..sources import display_source
 from ..strategies import SCRATCH_RECIPE
 from .pruner import BEHIND_SCRATCH, CUT_REASON, ROLE, SCRATCH, ScratchBaselinePruner
@@ -25,6 +26,8 @@ SUMMARY_COLUMNS = ["data", "modality", "tasks", "n_train", "n_val", "n_test", "b
                    "lr", "val_score", "test_score", "scratch_val_score", "scratch_test_score", "delta_vs_scratch",
                    "negative_transfer", "negative_transfer_pruned", "n_trials", "n_pruned", "n_failed",
                    "total_seconds", "precision", "note"]
+# a failed trial whose worker could not say why (Optuna's own heartbeat check fails it without a word)
+NO_REASON = "no reason recorded: the worker running it stopped before the trial ended (killed, crashed or hung)"
 
 
 def _config(t: FrozenTrial) -> dict[str, Any]:
@@ -91,7 +94,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "delta_vs_scratch": (val - ref) if (val is not None and ref is not None and role != SCRATCH) else None,
             "prune_reason": t.user_attrs.get("prune_reason", "") if t.state == TrialState.PRUNED else "",
             "stop_reason": t.user_attrs.get(CUT_REASON, "") if t.state == TrialState.COMPLETE else "",
-            "fail_reason": t.user_attrs.get("fail_reason", "") if t.state == TrialState.FAIL else "",
+            "fail_reason": (t.user_attrs.get("fail_reason") or NO_REASON) if t.state == TrialState.FAIL else "",
             "seconds": t.user_attrs.get("seconds"),
             "trainable_params": t.user_attrs.get("trainable_params"),
             "precision": t.user_attrs.get("precision"),  # resolved: bf16, fp16 or fp32
@@ -165,7 +168,7 @@ def write_reports(study: optuna.Study, ctx: Any, final: bool, extra: dict[str, A
     lb.mkdir(parents=True, exist_ok=True)
     rows = trial_rows(study)
     table = pd.DataFrame(rows, columns=_columns(rows, study))
-    replace_file(lb / "trials.csv", lambda tmp: table.to_csv(tmp, index=False))
+    replace_file(lb / "trials.csv", lambda tmp: write_csv(table, tmp))
     if final:
         if extra is not None:
             summary = summary_row(study, rows, extra)
@@ -174,24 +177,20 @@ def write_reports(study: optuna.Study, ctx: Any, final: bool, extra: dict[str, A
             summary = study.user_attrs.get("summary")
         if summary:
             replace_file(lb / "summary.csv",
-                         lambda tmp: pd.DataFrame([summary], columns=SUMMARY_COLUMNS).to_csv(tmp, index=False))
+                         lambda tmp: write_csv(pd.DataFrame([summary], columns=SUMMARY_COLUMNS), tmp))
             _plots(study, rows, out)
             _markdown(out, summary, rows, study)
     return rows
 
 
 def read_summary(out_dir: Path) -> dict[str, Any]:
-    import pandas as pd
-
-    row = pd.read_csv(Path(out_dir) / "leaderboards" / "summary.csv").iloc[0].to_dict()
+    row = read_csv(Path(out_dir) / "leaderboards" / "summary.csv").iloc[0].to_dict()
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
 
 
 def read_transferability(out_dir: Path) -> list[dict[str, Any]]:
-    import pandas as pd
-
     path = Path(out_dir) / "leaderboards" / "transferability.csv"
-    return pd.read_csv(path).to_dict("records") if path.exists() else []
+    return read_csv(path).to_dict("records") if path.exists() else []
 
 
 def _figure() -> tuple[Any, Any]:

@@ -222,6 +222,8 @@ def fail_orphans(study: optuna.Study) -> list[int]:
     retry = retry_callback()
     failed = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_user_attr(trial_id(t), "fail_reason", "the process running it ended before the trial "
+                                                                "did (killed or crashed)")
         if storage.set_trial_state_values(trial_id(t), TrialState.FAIL):
             retry(study, storage.get_trial(trial_id(t)))
             failed.append(t.number)
@@ -255,6 +257,8 @@ def fail_stale(study: optuna.Study) -> None:
         if (datetime.now() - t.datetime_start).total_seconds() <= GRACE_SECONDS:
             continue
         try:
+            storage.set_trial_user_attr(trial_id(t), "fail_reason", f"its worker sent no heartbeat in its first "
+                                                                    f"{GRACE_SECONDS} s (killed early?)")
             if storage.set_trial_state_values(trial_id(t), TrialState.FAIL):
                 retry(study, storage.get_trial(trial_id(t)))
         except optuna.exceptions.UpdateFinishedTrialError:  # another worker failed it first

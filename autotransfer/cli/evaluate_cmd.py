@@ -9,6 +9,7 @@ import click
 
 from .._evaluate import evaluate
 from ..console import warn
+from ..csvsafe import write_csv
 from ..textable import format_table
 from .options import json_option
 
@@ -25,7 +26,7 @@ def evaluate_cmd(model_dir, data, out, text_col, label_col, device, as_json):
     """Score an exported model on labelled data: accuracy, balanced accuracy, macro-F1, per class."""
 
     result = evaluate(model_dir, data, text_col=text_col, label_col=label_col, device=device)
-    result.confusion_frame().to_csv(out, index=False)
+    write_csv(result.confusion_frame(), out)
     if result.unreadable:
         warn(f"{len(result.unreadable)} item(s) could not be read and are not scored: "
              + ", ".join(list(result.unreadable)[:5]))

@@ -9,6 +9,7 @@ import click
 from .._leaderboard import read_leaderboards
 from .._search.report import _md_table, write_reports
 from .._search.storage import open_storage
+from ..csvsafe import write_csv
 from ..errors import AutotransferError
 from ..textable import format_table
 
@@ -22,7 +23,7 @@ def print_leaderboards(out_dir: Path, fmt: str) -> None:
         df = tables[name]
         if fmt == "csv":
             click.echo(f"# {name}.csv")
-            click.echo(df.to_csv(index=False).rstrip())
+            click.echo(write_csv(df).rstrip())
         elif fmt == "markdown":
             click.echo(f"## {name}\n")
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..console import warn
+from ..csvsafe import write_csv
 from ..errors import AutotransferError
 from ..loading import load_model
 from ..predict_io import read_items
@@ -39,7 +40,7 @@ def predict_cmd(model_dir, data, out, text_col, device):
                 row[f"{prefix}p[{c}]"] = float(probs[t][i, k])
         row["error"] = errors[i] or ""
         rows.append(row)
-    pd.DataFrame(rows).to_csv(out, index=False)
+    write_csv(pd.DataFrame(rows), out)
     failed = [n for n, e in zip(names, errors, strict=False) if e]
     if failed:
         warn(f"{len(failed)} item(s) could not be read and have no prediction (see the 'error' column of {out}): "

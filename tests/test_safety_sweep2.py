@@ -1,0 +1,197 @@
+"""No silent wrong answers, second sweep (issue 26): formula-like cells, numbers that are not numbers,
+outputs that would overwrite the input, images not read as they look, diverged models, label columns."""
+
+from __future__ import annotations
+
+import csv
+import sys
+import traceback
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from conftest import CliResult
+from helpers_training import timm_spec
+from test_safety_runs import _one_line_error as one_line_error
+
+import autotransfer
+from autotransfer.csvsafe import TRIGGERS, read_csv, write_csv
+from autotransfer.data.offline import digits_arrays, write_images
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# text a spreadsheet would run, text that only looks like it, and text with quotes already in front
+HOSTILE = ["=1+2", "+SUM(1+1)", "-2+3", "@SUM(A1)", "\t=tab", "\r=cr", "'=quoted", "''+twice", "-1", "plain"]
+
+
+def run(*args: str) -> CliResult:
+    """``autotransfer ARGS`` in this process (click's runner); an escaped exception shows as a traceback."""
+    from click.testing import CliRunner
+
+    from autotransfer.cli import cli
+
+    old = sys.argv
+    sys.argv = ["autotransfer", *args]  # the lazy group reads argv to tell a help listing from a run
+    try:
+        r = CliRunner().invoke(cli, list(args))
+    finally:
+        sys.argv = old
+    err = r.stderr
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        err += "Traceback\n" + "".join(traceback.format_exception(r.exception))
+    return CliResult(r.exit_code, r.stdout, err)
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    """Every file at or under ``path``, by its bytes."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return {str(p): p.read_bytes() for p in files}
+
+
+def digit_folder(root: Path, classes: list[str], per_class: int = 6, size: int = 16) -> Path:
+    """``per_class`` sklearn digits per class (digit k for the k-th class name) under ``root/<name>/``."""
+    images, y = digits_arrays()
+    idx = np.concatenate([np.flatnonzero(y == k)[:per_class] for k in range(len(classes))])
+    return write_images(root, images[idx], [classes[y[i]] for i in idx], names=[f"{i:04d}" for i in idx], size=size)
+
+
+def assert_spreadsheet_safe(path: Path) -> list[list[str]]:
+    """No cell of the CSV at ``path`` (header included) would run as a formula; returns its cells."""
+    with open(path, newline="") as f:
+        cells = list(csv.reader(f))
+    for row in cells:
+        for cell in row:
+            if cell.startswith(TRIGGERS):
+                float(cell)  # only a plain number may begin with + or -
+    return cells
+
+
+# --- 11. formula-like cells ---
+
+
+def test_write_csv_escapes_text_keeps_numbers_and_reads_back(tmp_path):
+    df = pd.DataFrame({"name": HOSTILE, "score": [-0.15, 1.0, -2.0, 0.5, 3.0, -1e-9, 7.0, 8.0, -1.0, 0.0],
+                       "n": range(-5, 5), **{h: HOSTILE[::-1] for h in HOSTILE[:3]}})
+    write_csv(df, tmp_path / "x.csv")
+    cells = assert_spreadsheet_safe(tmp_path / "x.csv")
+    assert cells[0][:4] == ["name", "score", "n", "'=1+2"]
+    assert [r[0] for r in cells[1:]][:4] == ["'=1+2", "'+SUM(1+1)", "'-2+3", "'@SUM(A1)"]
+    assert [r[1] for r in cells[1:]][:3] == ["-0.15", "1.0", "-2.0"]  # numbers stay numbers
+    assert cells[9][0] == "-1" and cells[7][0] == "''=quoted"
+    back = read_csv(tmp_path / "x.csv")
+    assert list(back.columns) == list(df.columns)
+    assert back["name"].tolist() == HOSTILE and back["=1+2"].tolist() == HOSTILE[::-1]
+    assert back["score"].tolist() == df["score"].tolist() and back["n"].tolist() == list(range(-5, 5))
+
+
+def _hostile_study() -> tuple[optuna.Study, dict]:
+    """An in-memory study whose sources, reasons and data name are all formula-like."""
+    from optuna.trial import TrialState, create_trial
+
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("estimators", ["logme"])
+    study.set_user_attr("scores", {h: {"logme": -0.15} for h in HOSTILE})
+    study.set_user_attr("dataset", {"modality": "image", "tasks": ["=task"], "n_train": 1, "n_val": 1, "n_test": 1})
+    for i, h in enumerate(HOSTILE):
+        cfg = {"source": h, "strategy": "linear_probe", "lr": 0.01, "weight_decay": 0.0, "params": {"=p": h}}
+        state = TrialState.COMPLETE if i == 0 else TrialState.FAIL
+        study.add_trial(create_trial(state=state, value=0.5 if i == 0 else None,
+                                     user_attrs={"config": cfg, "fail_reason": h, "provider": h}))
+    return study, {"answer": 0, "data": "=data", "seconds": 1.0}
+
+
+def test_every_leaderboard_writer_escapes_and_leaderboard_reads_back(tmp_path):
+    from autotransfer._rank import write_transferability
+    from autotransfer._search.report import write_reports
+
+    rows = [{"source": h, "provider": h, "modality": "image", "logme": -0.15, "rank": i + 1, "notes": h}
+            for i, h in enumerate(HOSTILE)]
+    write_transferability(rows, ["logme"], tmp_path)
+    study, extra = _hostile_study()
+    write_reports(study, None, final=True, extra=extra, out_dir=tmp_path)
+    for name in ("transferability", "trials", "summary"):
+        assert_spreadsheet_safe(tmp_path / "leaderboards" / f"{name}.csv")
+    boards = autotransfer.leaderboard(tmp_path)
+    assert boards["transferability"]["source"].tolist() == HOSTILE
+    assert boards["transferability"]["notes"].tolist() == HOSTILE
+    assert boards["transferability"]["logme"].tolist() == [-0.15] * len(HOSTILE)
+    trials = boards["trials"]
+    assert trials["fail_reason"].fillna("").tolist() == [""] + HOSTILE[1:]
+    assert trials["=p"].tolist() == HOSTILE and trials["provider"].tolist() == HOSTILE
+    assert boards["summary"]["data"].tolist() == ["=data"] and boards["summary"]["tasks"].tolist() == ["=task"]
+    # the CLI's --format csv prints the same escaped cells
+    printed = run("leaderboard", str(tmp_path), "--format", "csv")
+    assert printed.code == 0, printed.err
+    assert "\n'=data," in printed.out and "\n=data" not in printed.out
+
+
+@pytest.fixture(scope="module")
+def hostile_model(tmp_path_factory):
+    """A model trained on class folders with formula-like names, and that data (in a folder named ``=data``)."""
+    work = tmp_path_factory.mktemp("hostile")
+    classes = ["=1+2", "+SUM(1+1)", "@SUM(A1)", "-1"]
+    data = digit_folder(work / "=data", classes)
+    r = run("train", "--data", str(data), "--source", timm_spec(work, "test_resnet", size=16), "--epochs", "1",
+            "--device", "cpu", "--cache-dir", str(work / "cache"), "--out", str(work / "model"))
+    assert r.code == 0, r.err[-3000:]
+    return work / "model", data, classes
+
+
+def test_predict_and_evaluate_csvs_escape_class_names(hostile_model, tmp_path):
+    model, data, classes = hostile_model
+    before = snapshot(data)
+    r = run("predict", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "p.csv"))
+    assert r.code == 0, r.err
+    cells = assert_spreadsheet_safe(tmp_path / "p.csv")
+    assert "p['=1+2]" not in cells[0] and "p[=1+2]" in cells[0]  # inside the header text: nothing to run
+    preds = read_csv(tmp_path / "p.csv", keep_default_na=False)
+    assert set(preds["prediction"]) <= set(classes) and len(preds) == 24
+    assert {c for c in cells[0] if c.startswith("p[")} == {f"p[{c}]" for c in classes}
+    r = run("evaluate", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "c.csv"))
+    assert r.code == 0, r.err
+    cells = assert_spreadsheet_safe(tmp_path / "c.csv")
+    assert sorted(row[1] for row in cells[1:]) == sorted(["'+SUM(1+1)", "-1", "'=1+2", "'@SUM(A1)"])
+    assert sorted(read_csv(tmp_path / "c.csv")["true"].astype(str)) == sorted(classes)
+    assert snapshot(data) == before
+
+
+# --- a failed trial always says why ---
+
+
+def test_a_failed_trial_always_has_a_reason(tmp_path, monkeypatch):
+    from optuna.trial import TrialState, create_trial
+
+    from autotransfer._search import storage as st
+    from autotransfer._search.report import NO_REASON, trial_rows
+
+    study = optuna.create_study(storage=st.open_storage(f"sqlite:///{tmp_path / 's.db'}"), study_name="s")
+    silent = study.ask()
+    study.ask()
+    monkeypatch.setattr(st, "GRACE_SECONDS", 0)
+    st.fail_stale(study)  # neither ever sent a heartbeat
+    assert study.trials[silent.number].user_attrs["fail_reason"].startswith("its worker sent no heartbeat")
+    study.ask()
+    st.fail_orphans(study)
+    reasons = [t.user_attrs.get("fail_reason") for t in study.get_trials(states=(TrialState.FAIL,))]
+    assert len(reasons) == 3 and "killed or crashed" in reasons[-1]
+    # Optuna's own stale check fails a trial without a word: the leaderboard still says something
+    mute = optuna.create_study()
+    mute.add_trial(create_trial(state=TrialState.FAIL))
+    assert trial_rows(mute)[0]["fail_reason"] == NO_REASON
+
+
+@pytest.mark.parametrize("content,why", [(b"", "No columns"), (b"\xff\xfe\x00garbage\x00\x01", "codec"),
+                                         (b"data,modality\n", "no row"), (b'a,b\n"1,2\n', "EOF")])
+def test_an_empty_or_corrupt_leaderboard_is_one_line(tmp_path, content, why):
+    lb = tmp_path / "leaderboards"
+    lb.mkdir()
+    for name in ("transferability", "trials"):
+        (lb / f"{name}.csv").write_text("source,x\na,1\n")
+    (lb / "summary.csv").write_bytes(content)
+    line = one_line_error(run("leaderboard", str(tmp_path)), "summary.csv", why, "--storage", "rerun the search")
+    assert line.count("\n") == 0
+    with pytest.raises(autotransfer.AutotransferError, match="summary.csv"):
+        autotransfer.leaderboard(tmp_path)
+    assert (lb / "summary.csv").read_bytes() == content
