@@ -11,7 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .checks import COUNT, COUNT0, NONNEGATIVE, POSITIVE, SEED, check_fields
 from .errors import AutotransferError
+
+_RULES = {"lr": POSITIVE, "epochs": COUNT, "weight_decay": NONNEGATIVE, "seed": SEED, "batch_size": COUNT,
+          "num_workers": COUNT0}
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,10 @@ class TrainConfig:
     # which epoch's weights the run keeps: "within_se", the latest epoch whose validation score is
     # within one standard error of the best (``kept_epoch``), or "best", the first maximum
     keep: str = "within_se"
+
+    def __post_init__(self) -> None:
+        """A number an option cannot mean is one line naming it, before any work."""
+        check_fields(self, _RULES, optional=("lr", "batch_size", "num_workers"))
 
     @classmethod
     def split_options(cls, config: TrainConfig | None, options: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:

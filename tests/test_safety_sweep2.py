@@ -18,6 +18,7 @@ from test_safety_runs import _one_line_error as one_line_error
 
 import autotransfer
 from autotransfer.csvsafe import TRIGGERS, read_csv, write_csv
+from autotransfer.data import load
 from autotransfer.data.offline import digits_arrays, write_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -195,3 +196,53 @@ def test_an_empty_or_corrupt_leaderboard_is_one_line(tmp_path, content, why):
     with pytest.raises(autotransfer.AutotransferError, match="summary.csv"):
         autotransfer.leaderboard(tmp_path)
     assert (lb / "summary.csv").read_bytes() == content
+
+
+# --- 6. numbers that are not numbers ---
+
+BAD_NUMBERS = [
+    ("search", "--timeout", "inf", "finite number more than 0"), ("search", "--timeout", "nan", "more than 0"),
+    ("search", "--timeout", "-5", "more than 0"), ("search", "--margin", "nan", "cannot be negative"),
+    ("search", "--margin", "inf", "finite"), ("search", "--margin", "-0.1", "cannot be negative"),
+    ("search", "--seed", "-1", "from 0 to"), ("search", "--seed", str(2**64), "from 0 to"),
+    ("search", "--split", "nan,0.5,0.5", "finite, non-negative"), ("search", "--split", "-0.2,0.6,0.6", "non-negative"),
+    ("search", "--split", "inf,1,1", "finite"), ("search", "--top-k", "0", "at least 1"),
+    ("search", "--stall-trials", "-1", "cannot be negative"), ("search", "--scratch-baselines", "0", "at least 1"),
+    ("search", "--max-samples", "-3", "at least 1"), ("search", "--patience", "0", "at least 1"),
+    ("rank", "--seed", "-7", "from 0 to"), ("rank", "--split", "0.5,nan,0.5", "finite"),
+    ("rank", "--max-samples", "0", "at least 1"),
+    ("train", "--lr", "nan", "more than 0"), ("train", "--lr", "inf", "finite"), ("train", "--lr", "-1e-3", "more than 0"),
+    ("train", "--seed", "-2", "from 0 to"), ("train", "--split", "0,0.5,0.5", "train > 0"),
+    ("train", "--batch-size", "-4", "at least 1"),
+]
+
+
+@pytest.mark.parametrize("command,flag,value,expected", BAD_NUMBERS)
+def test_a_number_an_option_cannot_mean_is_one_line_before_any_work(tmp_path, command, flag, value, expected):
+    data = digit_folder(tmp_path / "d", ["a", "b"], per_class=4)
+    before = snapshot(data)
+    extra = ["--source", "timm:test_resnet"] if command == "train" else []
+    r = run(command, "--data", str(data), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"),
+            *extra, flag, value)
+    line = one_line_error(r, flag, expected, "default")
+    assert line.startswith(f"error: {flag} ")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+    assert snapshot(data) == before
+
+
+@pytest.mark.parametrize("config,field,value", [
+    ("SearchConfig", "timeout", float("inf")), ("SearchConfig", "margin", float("nan")),
+    ("SearchConfig", "seed", -1), ("SearchConfig", "trials", 2.5), ("SearchConfig", "epochs", "3"),
+    ("SearchConfig", "split", "0.7,0.15,nan"), ("TrainConfig", "lr", float("nan")), ("TrainConfig", "seed", -1),
+    ("TrainConfig", "weight_decay", -0.1), ("TrainConfig", "epochs", 0), ("TrainConfig", "num_workers", -1),
+])
+def test_the_python_api_rejects_the_same_numbers(tmp_path, config, field, value):
+    flag = "--" + field.replace("_", "-")
+    with pytest.raises(autotransfer.AutotransferError, match=f"^{flag} "):
+        getattr(autotransfer, config)(**{field: value})
+    if config == "SearchConfig":  # search() checks its keyword options before it reads the data
+        with pytest.raises(autotransfer.AutotransferError, match=f"^{flag} "):
+            autotransfer.search(tmp_path / "missing", out=tmp_path / "out", **{field: value})
+        assert not (tmp_path / "out").exists()
+    with pytest.raises(autotransfer.AutotransferError, match="^--seed "):
+        load(tmp_path, seed=-3)

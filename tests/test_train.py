@@ -278,7 +278,7 @@ def test_augmentation_rule(digits5, work, news):
 
 
 def test_bad_inputs_are_one_line_errors(resnet, digits5, news):
-    with pytest.raises(AutotransferError, match="epochs must be at least 1"):
+    with pytest.raises(AutotransferError, match="--epochs 0 is not allowed; expected a whole number, at least 1"):
         autotransfer.train(digits5, resnet, "full", epochs=0)
     with pytest.raises(AutotransferError, match="takes text input but dataset .* is image"):
         autotransfer.train(digits5, news[1], "full", epochs=1)

@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..checks import COUNT, COUNT0, NONNEGATIVE, POSITIVE, SEED, check_fields
 from ..errors import AutotransferError
+
+# the numeric options and what each accepts; None (decided from the data) is accepted where listed
+_RULES = {"trials": COUNT, "timeout": POSITIVE, "top_k": COUNT, "epochs": COUNT, "seed": SEED, "max_samples": COUNT,
+          "warmup_epochs": COUNT0, "patience": COUNT, "margin": NONNEGATIVE, "scratch_baselines": COUNT,
+          "stall_trials": COUNT0}
+_OPTIONAL = ("trials", "timeout", "epochs", "max_samples", "scratch_baselines")
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,14 @@ class SearchConfig:
     # failed), e.g. optuna_integration's MLflowCallback or WeightsAndBiasesCallback; one that raises
     # is warned about once and the search goes on
     callbacks: Sequence[Callable[[Any, Any], None]] = ()
+
+    def __post_init__(self) -> None:
+        """A number an option cannot mean is one line naming it, before any work."""
+        check_fields(self, _RULES, _OPTIONAL)
+        if self.split is not None:
+            from ..data.splits import parse_split
+
+            parse_split(self.split)
 
     @classmethod
     def from_options(cls, config: SearchConfig | None = None, **overrides: Any) -> SearchConfig:

@@ -31,7 +31,7 @@ def source_options(f):
     f = click.option("--device", default=DEFAULTS.device, show_default=True, help="auto, cpu or cuda.")(f)
     f = click.option("--cache-dir", default=DEFAULTS.cache_dir, help="Cache of features and decoded images "
                      "[default: ~/.cache/autotransfer].")(f)
-    f = click.option("--max-samples", type=int, default=DEFAULTS.max_samples, help="Score on a stratified subsample of this size.")(f)
+    f = click.option("--max-samples", type=int, default=DEFAULTS.max_samples, callback=positive, help="Score on a stratified subsample of this size.")(f)
     f = click.option("--primary", default=DEFAULTS.primary, show_default=True, help="Estimator that orders the ranking.")(f)
     f = click.option("--estimators", multiple=True, help="Estimators to run (comma-separated or repeated) [default: the built-in set that is registered].")(f)
     f = click.option("--sources", multiple=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..checks import SEED, check_number
 from ..errors import DataError
 from ..plugins import get_plugin_manager
 from .dataset import LAYOUTS, SPLITS, Dataset, Task
@@ -29,6 +30,7 @@ def load(
     if isinstance(path, Dataset):
         return path
 
+    check_number("seed", seed, SEED, 0)
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(

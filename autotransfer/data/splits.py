@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,10 +35,10 @@ def parse_split(value: Any) -> tuple[float, float, float]:
         parts = [float(p) for p in (value.split(",") if isinstance(value, str) else value)]
     except (TypeError, ValueError):
         parts = []
-    if len(parts) != 3 or any(p < 0 for p in parts) or parts[0] <= 0 or sum(parts) <= 0:
+    if len(parts) != 3 or not all(math.isfinite(p) and p >= 0 for p in parts) or parts[0] <= 0:
         raise DataError(
-            f"--split {value!r} is not three non-negative fractions with train > 0; "
-            "expected e.g. --split 0.7,0.15,0.15"
+            f"--split {value!r} is not three finite, non-negative fractions with train > 0; "
+            "expected e.g. --split 0.7,0.15,0.15, or leave --split out for the default (0.7,0.15,0.15)"
         )
     total = sum(parts)
     return parts[0] / total, parts[1] / total, parts[2] / total
