@@ -16,9 +16,12 @@ from optuna.trial import FrozenTrial, TrialState
 from ..csvsafe import read_csv, write_csv
 from ..sources import display_source
 from ..strategies import SCRATCH_RECIPE
+from . import plots
+from .curves import curves_figure
 from .pruner import BEHIND_SCRATCH, CUT_REASON, ROLE, SCRATCH, ScratchBaselinePruner
 from .rundir import replace_file
 
+CURVES = "curves.png"  # every trial's validation curve, first in the report
 TRIAL_COLUMNS = ["trial", "state", "role", "source", "provider", "strategy", "depth", "lr", "weight_decay",
                  "epochs_run", "val_score", "best_epoch", "baseline_val_same_epoch", "delta_vs_scratch",
                  "prune_reason", "stop_reason", "fail_reason", "seconds", "trainable_params", "precision"]
@@ -173,12 +176,13 @@ def write_reports(study: optuna.Study, ctx: Any, final: bool, extra: dict[str, A
         if extra is not None:
             summary = summary_row(study, rows, extra)
             study.set_user_attr("summary", summary)
+            study.set_user_attr("answer", extra["answer"])  # the chosen trial's number (the plots star it)
         else:
             summary = study.user_attrs.get("summary")
         if summary:
             replace_file(lb / "summary.csv",
                          lambda tmp: write_csv(pd.DataFrame([summary], columns=SUMMARY_COLUMNS), tmp))
-            _plots(study, rows, out)
+            _plots(study, rows, out, ctx.pruner.margin if getattr(ctx, "pruner", None) else None)
             _markdown(out, summary, rows, study)
     return rows
 
@@ -193,70 +197,15 @@ def read_transferability(out_dir: Path) -> list[dict[str, Any]]:
     return read_csv(path).to_dict("records") if path.exists() else []
 
 
-def _figure() -> tuple[Any, Any]:
-    """A figure and its axes on the Agg canvas, without pyplot: the caller's backend (a notebook's
-    inline one, say) is neither switched nor handed figures to show."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4))
-    FigureCanvasAgg(fig)
-    return fig, fig.subplots()
-
-
-def _save(fig: Any, path: Path) -> None:
-    fig.tight_layout()
-    replace_file(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-
-
-def _plots(study: optuna.Study, rows: list[dict[str, Any]], out: Path) -> None:
-    _transferability_plot(study, rows, out / "transferability_vs_val.png")
-    _history_plot(rows, out / "history.png")
-
-
-def _transferability_plot(study: optuna.Study, rows: list[dict[str, Any]], path: Path) -> None:
+def _plots(study: optuna.Study, rows: list[dict[str, Any]], out: Path, margin: float | None) -> None:
     primary = study.user_attrs.get("primary", "logme")
     scores = {display_source(k): v for k, v in study.user_attrs.get("scores", {}).items()}  # rows show names
-    best: dict[str, float] = {}
-    for r in rows:
-        if r["role"] != SCRATCH and r["val_score"] is not None:
-            best[r["source"]] = max(best.get(r["source"], -1.0), r["val_score"])
-    fig, ax = _figure()
-    for s, v in best.items():
-        x = scores.get(s, {}).get(primary)
-        if x is not None:
-            ax.scatter([x], [v])
-            ax.annotate(s[-30:], (x, v), fontsize=7)
-    base = [r for r in rows if r["role"] == SCRATCH and r["val_score"] is not None]
-    if base:
-        top = max(base, key=lambda r: r["val_score"])
-        ax.axhline(top["val_score"], color="grey", ls="--", label=f"best scratch ({top['source']})")
-        ax.legend()
-    ax.set_xlabel(f"transferability ({primary})")
-    ax.set_ylabel("best validation score")
-    ax.set_title("Transferability vs best validation score")
-    _save(fig, path)
-
-
-def _history_plot(rows: list[dict[str, Any]], path: Path) -> None:
-    fig, ax = _figure()
-    for state, marker, colour in (("COMPLETE", "o", "tab:blue"), ("PRUNED", "x", "tab:red"), ("FAIL", "s", "black")):
-        pts = [(r["trial"], r["val_score"] if r["val_score"] is not None else 0.0) for r in rows if r["state"] == state]
-        if pts:
-            ax.scatter(*zip(*pts, strict=False), marker=marker, c=colour, label=state.lower())
-    run_best, xs, ys = -math.inf, [], []
-    for r in rows:
-        if r["state"] == "COMPLETE" and r["val_score"] is not None:
-            run_best = max(run_best, r["val_score"])
-        if run_best > -math.inf:
-            xs.append(r["trial"])
-            ys.append(run_best)
-    ax.step(xs, ys, where="post", color="tab:green", label="best so far")
-    ax.set_xlabel("trial")
-    ax.set_ylabel("validation score")
-    ax.set_title("Optimisation history (x = pruned)")
-    ax.legend(fontsize=7)
-    _save(fig, path)
+    answer = study.user_attrs.get("answer")
+    plots.save(plots.transferability_figure(scores, primary, rows), out / "transferability_vs_val.png")
+    plots.save(plots.history_figure(rows, answer), out / "history.png")
+    if margin is None:  # a rebuilt report: the margin the study was searched with (older studies: the default)
+        margin = (study.user_attrs.get("pruner") or {}).get("margin", ScratchBaselinePruner().margin)
+    plots.save(curves_figure(study.get_trials(deepcopy=False), rows, margin, answer), out / CURVES)
 
 
 def _md_table(rows: list[dict[str, Any]], cols: list[str]) -> str:
@@ -281,7 +230,8 @@ def _searched_md(study: optuna.Study) -> list[str]:
     for source, entry in searched.items():
         line = ", ".join(f"`{t}`" for t in entry.get("strategies", [])) or "none"
         for strat, why in sorted((entry.get("skipped") or {}).items()):
-            line += f"; `{strat}` not applicable: {why.removeprefix(f'strategy {strat!r} ')}"
+            why = why.removeprefix(f"strategy {strat!r} ").replace(f"{source!r} has", "it has")
+            line += f"; `{strat}` not applicable: {why}"
         groups.setdefault(line, []).append(f"`{source}`" + (" (fine-tuned)" if source in tuned else " (probe only)"))
     lines = ["## What was searched", "",
              f"{len(searched)} ranked source(s) probed, the top {len(tuned)} fine-tuned.", ""]
@@ -303,6 +253,7 @@ def _markdown(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]], st
         + (f", test {summary['scratch_test_score']:.4f}" if summary.get("scratch_test_score") is not None else "")
         + ".", "",
         summary["note"] + ".", "",
+        f"![learning curves]({CURVES})", "",
         f"{summary['n_trials']} trials: {summary['n_pruned']} pruned "
         f"({summary['negative_transfer_pruned']} behind scratch), {summary['n_failed']} failed; "
         f"{summary['total_seconds']} s in all.", "",

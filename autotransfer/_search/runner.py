@@ -266,6 +266,8 @@ def _record_study(study: optuna.Study, plan: _Plan, cfg: SearchConfig, screen: S
     study.set_user_attr("estimators", est_names)
     study.set_user_attr("scores", {r["source"]: {e: r.get(e) for e in est_names} for r in rows})
     study.set_user_attr("searched", screen.searched())
+    study.set_user_attr("pruner", {"margin": cfg.margin, "warmup_epochs": cfg.warmup_epochs,
+                                   "patience": cfg.patience})
     study.set_user_attr("architectures", {s.name: (getattr(s, "architecture", "") or s.name)
                                           for s in screen.sources.values()})
     study.set_user_attr("dataset", {
