@@ -27,8 +27,6 @@ def load_model(path: str | Path, *, source: Source | None = None, device: str = 
 
     ``source`` overrides the saved source spec (e.g. a Source object that has no spec).
     """
-    from safetensors.torch import load_model as _load
-
     folder = Path(path)
     cfg_path = folder / CONFIG
     if not cfg_path.is_file() or not (folder / WEIGHTS).is_file():
@@ -36,9 +34,7 @@ def load_model(path: str | Path, *, source: Source | None = None, device: str = 
             f"{str(path)!r} is not a saved autotransfer model; expected a folder with {CONFIG} and {WEIGHTS} "
             "(written by TrainResult.save)"
         )
-    cfg = json.loads(cfg_path.read_text())
-    if cfg.get("format") != FORMAT:
-        raise AutotransferError(f"{str(cfg_path)!r} is not an autotransfer model config (format={cfg.get('format')!r})")
+    cfg = _read_config(cfg_path)
     if source is None and cfg.get("source_export"):
         # self-contained: architecture and input pipeline from the folder, no source files needed
         source = source_from_export(cfg["source_export"], folder, cfg.get("source_name") or cfg.get("source", ""),
@@ -52,12 +48,65 @@ def load_model(path: str | Path, *, source: Source | None = None, device: str = 
     model = TransferModel(backbone, int(cfg["feature_dim"]), tasks, source=source, config=cfg)
     if cfg.get("strategy"):
         get_strategy(cfg["strategy"]).prepare_model(model, dict(cfg.get("strategy_params") or {}))
-    missing, unexpected = _load(model, str(folder / WEIGHTS), strict=False)
+    _load_weights(model, folder / WEIGHTS, cfg)
+    model.eval()
+    return model.to(resolve_device(device))
+
+
+def _damaged(path: Path, what: str) -> AutotransferError:
+    return AutotransferError(f"{str(path)!r} {what}; the model folder is damaged or was edited — export it again "
+                             "(a search's DIR/best, or TrainResult.save) or restore it from a copy")
+
+
+def _read_config(cfg_path: Path) -> dict:
+    """config.json, checked as far as loading relies on it: format, tasks with their classes, feature size."""
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _damaged(cfg_path, f"is not valid JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        found = cfg.get("format") if isinstance(cfg, dict) else type(cfg).__name__
+        raise AutotransferError(f"{str(cfg_path)!r} is not an autotransfer model config (format={found!r})")
+    tasks = cfg.get("tasks")
+    ok = isinstance(tasks, list) and tasks and all(
+        isinstance(t, dict) and isinstance(t.get("name"), str) and isinstance(t.get("classes"), list)
+        and len(t["classes"]) >= 2 and all(isinstance(c, str) and c for c in t["classes"])
+        and len(set(t["classes"])) == len(t["classes"]) for t in tasks)
+    if not ok:
+        raise _damaged(cfg_path, "has no valid 'tasks' (each a name and at least two distinct class names)")
+    if not isinstance(cfg.get("feature_dim"), int) or cfg["feature_dim"] < 1:
+        raise _damaged(cfg_path, f"has no valid 'feature_dim' (got {cfg.get('feature_dim')!r})")
+    return cfg
+
+
+def _classes(tasks: list[dict]) -> str:
+    return "; ".join(f"{t['name']}: {', '.join(map(str, t['classes']))}" for t in tasks)
+
+
+def _load_weights(model: TransferModel, weights: Path, cfg: dict) -> None:
+    """The saved tensors into ``model``; a cut file, or one whose heads do not fit the class lists in
+    config.json (an edited class list), is one line."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_model as _load
+
+    try:
+        with safe_open(str(weights), "pt") as f:
+            saved = (f.metadata() or {}).get("tasks")  # None: saved before the class lists rode along
+        if saved is not None and json.loads(saved) != cfg["tasks"]:
+            raise _damaged(weights.parent / CONFIG, f"lists other tasks or classes than the weights were trained "
+                                                    f"with ({_classes(json.loads(saved))})")
+        missing, unexpected = _load(model, str(weights), strict=False)
+    except (SafetensorError, OSError) as exc:
+        raise _damaged(weights, f"cannot be read ({str(exc).splitlines()[0]}: cut short or not a weights file)") from None
+    except RuntimeError as exc:
+        if "size mismatch" not in str(exc):
+            raise
+        counts = ", ".join(f"{t.name}: {len(t.classes)}" for t in model.tasks)
+        raise _damaged(weights, f"holds heads of another size than the class lists in config.json ({counts} "
+                                "classes)") from None
     if missing or unexpected:
         raise AutotransferError(
-            f"weights in {str(folder / WEIGHTS)!r} do not match the model built from source "
+            f"weights in {str(weights)!r} do not match the model built from source "
             f"{cfg.get('source')!r}: {len(missing)} missing (e.g. {missing[:2]}), "
             f"{len(unexpected)} unexpected (e.g. {unexpected[:2]}); was it saved by another version?"
         )
-    model.eval()
-    return model.to(resolve_device(device))

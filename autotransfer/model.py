@@ -197,7 +197,8 @@ class TransferModel(nn.Module):
         was = self.device
         self.to("cpu")
         try:
-            save_model(self, str(out / WEIGHTS))
+            # the class lists ride along with the heads: an edited config.json is caught at load
+            save_model(self, str(out / WEIGHTS), metadata={"tasks": json.dumps(cfg["tasks"])})
         finally:
             self.to(was)
         os.chmod(out / WEIGHTS, 0o644)  # safetensors writes 0600; a shared model must be readable like the rest

@@ -19,6 +19,9 @@ def read_items(path: Path, modality: str, text_col: str | None = None) -> tuple[
         df = read_table(path)
         col = _pick_text(df, text_col, repr(str(path)))
         texts = df[col].fillna("").astype(str).tolist()
+        if not texts:
+            raise DataError(f"--data {str(path)!r} has a header but no rows; expected a table with one row per "
+                            "item to predict")
         return texts, [f"row {i}" for i in range(len(texts))]
     exts = IMAGE_EXTS if modality == "image" else TEXT_EXTS
     files = [path] if path.is_file() else [f for f in walk_files(path, []) if f.suffix.lower() in exts]

@@ -4,6 +4,9 @@ outputs that would overwrite the input, images not read as they look, diverged m
 from __future__ import annotations
 
 import csv
+import json
+import shutil
+import subprocess
 import sys
 import traceback
 from pathlib import Path
@@ -13,13 +16,14 @@ import optuna
 import pandas as pd
 import pytest
 from conftest import CliResult
-from helpers_training import timm_spec
+from helpers_models import tiny_image_model
+from helpers_training import make_tiny_bert, timm_spec
 from test_safety_runs import _one_line_error as one_line_error
 
 import autotransfer
 from autotransfer.csvsafe import TRIGGERS, read_csv, write_csv
 from autotransfer.data import load
-from autotransfer.data.offline import digits_arrays, write_images
+from autotransfer.data.offline import digits_arrays, write_bbc_folder, write_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -246,3 +250,142 @@ def test_the_python_api_rejects_the_same_numbers(tmp_path, config, field, value)
         assert not (tmp_path / "out").exists()
     with pytest.raises(autotransfer.AutotransferError, match="^--seed "):
         load(tmp_path, seed=-3)
+
+
+# --- 7 and 10. outputs checked before the work, damaged model folders ---
+
+
+@pytest.fixture(scope="module")
+def image_model(tmp_path_factory):
+    """(exported model, its image-folder data): test_resnet linear probe on digits 0-2 at 16 px."""
+    return tiny_image_model(tmp_path_factory.mktemp("model"), per_class=8, epochs=1)
+
+
+@pytest.fixture(scope="module")
+def text_model(tmp_path_factory):
+    """(exported text model, the labelled table it was trained on)."""
+    work = tmp_path_factory.mktemp("text")
+    bbc = load(write_bbc_folder(work / "bbc", per_class=6))
+    rows = [{"body": t, "topic": bbc.tasks[0].classes[y]} for t, y in zip(bbc.items, bbc.labels[:, 0], strict=True)]
+    pd.DataFrame(rows).to_csv(work / "news.csv", index=False)
+    ds = load(work / "news.csv", label_col="topic")
+    r = autotransfer.train(ds, make_tiny_bert(work / "bert", ds.items, vocab_size=300), "linear_probe", epochs=1,
+                           device="cpu")
+    return r.save(work / "best"), work / "news.csv"
+
+
+def test_predict_and_evaluate_never_overwrite_their_input(text_model, image_model, tmp_path):
+    best, table = text_model
+    copy = tmp_path / "news.csv"
+    copy.write_bytes(table.read_bytes())
+    before = snapshot(tmp_path) | snapshot(best)
+    for command in ("predict", "evaluate"):
+        one_line_error(run(command, "--model", str(best), "--data", str(copy), "--out", str(copy)),
+                       f"--out {str(copy)!r} would overwrite --data", "pass an --out outside --data")
+        one_line_error(run(command, "--model", str(best), "--data", str(copy), "--out", str(best / "config.json")),
+                       "would overwrite --model")
+    link = tmp_path / "alias.csv"
+    link.symlink_to(copy)
+    one_line_error(run("predict", "--model", str(best), "--data", str(copy), "--out", str(link)), "would overwrite")
+    model, images = image_model
+    item = sorted((images / "1").iterdir())[0]
+    one_line_error(run("predict", "--model", str(model), "--data", str(images), "--out", str(item)),
+                   "would overwrite --data")
+    assert (snapshot(tmp_path) | snapshot(best)) == before | {str(link): copy.read_bytes()}
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate", "train"])
+def test_an_out_that_cannot_be_written_is_one_line_before_the_work(image_model, tmp_path, command):
+    model, data = image_model
+    (tmp_path / "a-file").write_text("keep me")
+    (tmp_path / "a-folder").mkdir()
+    if command == "train":
+        cases = {tmp_path / "a-file": "is a file", data / "model": "would overwrite --data", data: "would overwrite"}
+        base = ["train", "--data", str(data), "--source", timm_spec(tmp_path, "test_resnet", size=16), "--epochs",
+                "1", "--device", "cpu", "--cache-dir", str(tmp_path / "cache")]
+    else:
+        cases = {tmp_path / "a-folder": "is a folder", tmp_path / "missing" / "p.csv": "does not exist"}
+        base = [command, "--model", str(model), "--data", str(data)]
+    before = snapshot(tmp_path) | snapshot(data)
+    for out, words in cases.items():
+        r = run(*base, "--out", str(out))
+        one_line_error(r, "--out", words)
+        assert "wrote" not in r.out
+    assert not (tmp_path / "cache").exists()  # train: no feature was extracted, nothing trained
+    assert snapshot(tmp_path) | snapshot(data) == before
+    assert not (tmp_path / "missing").exists()
+
+
+def test_a_read_only_out_is_one_line_before_predicting(image_model, tmp_path):
+    from test_safety_runs import _read_only_cmd
+
+    model, data = image_model
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    (folder / "old.csv").write_text("item\n")
+    argv = ["predict", "--model", str(model), "--data", str(data), "--out", str(folder / "p.csv")]
+    proc = subprocess.run(_read_only_cmd(folder, argv), capture_output=True, text=True, timeout=300)
+    r = CliResult(proc.returncode, proc.stdout, proc.stderr)
+    one_line_error(r, f"cannot write --out {str(folder / 'p.csv')!r}", "pass another --out")
+    for p in [folder, *folder.rglob("*")]:
+        p.chmod(p.stat().st_mode | 0o200)
+    assert sorted(q.name for q in folder.iterdir()) == ["old.csv"]
+
+
+def _cut(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+
+
+def _edit_config(change):
+    def edit(folder: Path) -> None:
+        cfg = json.loads((folder / "config.json").read_text())
+        change(cfg)
+        (folder / "config.json").write_text(json.dumps(cfg))
+    return edit
+
+
+def _old_model_dropped_class(folder: Path) -> None:
+    """A model saved before the class lists rode along with the weights, then a class taken out."""
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(folder / "model.safetensors"), folder / "model.safetensors")
+    _edit_config(lambda c: c["tasks"][0]["classes"].pop())(folder)
+
+
+DAMAGE = {
+    "garbled config": (lambda f: (f / "config.json").write_text('{"format": "autotransfer-model", '),
+                       ["config.json", "is not valid JSON", "export it again"]),
+    "cut weights": (lambda f: _cut(f / "model.safetensors"), ["model.safetensors", "cannot be read"]),
+    "reordered classes": (_edit_config(lambda c: c["tasks"][0]["classes"].reverse()),
+                          ["config.json", "other tasks or classes than the weights", "0, 1, 2"]),
+    "renamed class": (_edit_config(lambda c: c["tasks"][0]["classes"].__setitem__(0, "zero")),
+                      ["config.json", "other tasks or classes"]),
+    "dropped class": (_edit_config(lambda c: c["tasks"][0]["classes"].pop()), ["config.json", "other tasks"]),
+    "dropped class, older model": (_old_model_dropped_class, ["model.safetensors", "another size", "label: 2 classes"]),
+    "no tasks": (_edit_config(lambda c: c.pop("tasks")), ["config.json", "no valid 'tasks'"]),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_model_folder_is_one_line(image_model, tmp_path, damage):
+    model, data = image_model
+    broken = tmp_path / "best"
+    shutil.copytree(model, broken)
+    write, words = DAMAGE[damage]
+    write(broken)
+    before = snapshot(broken)
+    for command in ("predict", "evaluate"):
+        r = run(command, "--model", str(broken), "--data", str(data), "--out", str(tmp_path / f"{command}.csv"))
+        one_line_error(r, *words)
+        assert not (tmp_path / f"{command}.csv").exists()
+    assert snapshot(broken) == before
+    with pytest.raises(autotransfer.AutotransferError):
+        autotransfer.load_model(broken)
+
+
+def test_predict_on_a_table_with_only_a_header_is_one_line(text_model, tmp_path):
+    best, _ = text_model
+    (tmp_path / "empty.csv").write_text("body\n")
+    r = run("predict", "--model", str(best), "--data", str(tmp_path / "empty.csv"), "--out", str(tmp_path / "p.csv"))
+    one_line_error(r, "empty.csv", "has a header but no rows")
+    assert not (tmp_path / "p.csv").exists()

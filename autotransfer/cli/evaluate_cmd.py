@@ -10,6 +10,7 @@ import click
 from .._evaluate import evaluate
 from ..console import warn
 from ..csvsafe import write_csv
+from ..outputs import check_out_file
 from ..textable import format_table
 from .options import json_option
 
@@ -25,6 +26,7 @@ from .options import json_option
 def evaluate_cmd(model_dir, data, out, text_col, label_col, device, as_json):
     """Score an exported model on labelled data: accuracy, balanced accuracy, macro-F1, per class."""
 
+    check_out_file(out, {"--data": data, "--model": model_dir})
     result = evaluate(model_dir, data, text_col=text_col, label_col=label_col, device=device)
     write_csv(result.confusion_frame(), out)
     if result.unreadable:

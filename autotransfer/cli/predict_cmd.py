@@ -10,6 +10,7 @@ from ..console import warn
 from ..csvsafe import write_csv
 from ..errors import AutotransferError
 from ..loading import load_model
+from ..outputs import check_out_file
 from ..predict_io import read_items
 
 
@@ -27,6 +28,7 @@ def predict_cmd(model_dir, data, out, text_col, device):
         raise AutotransferError(
             f"--model {model_dir!r} is not an exported model (no config.json); expected DIR/best from a search"
         )
+    check_out_file(out, {"--data": data, "--model": model_dir})
     model = load_model(model_dir, device=device)
     items, names = read_items(Path(data), model.modality, text_col)
     preds, probs, errors = model.predict_rows(items)

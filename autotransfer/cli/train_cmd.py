@@ -9,6 +9,7 @@ import click
 from .._train import train
 from .._train_config import DEFAULTS
 from ..data import load
+from ..outputs import check_out_folder
 from ..sources import SourceOptions, resolve_source
 from .options import checked_precision, data_options, positive, precision_option
 
@@ -33,11 +34,12 @@ def train_cmd(data, text_col, label_col, split, seed, source_spec, strategy, epo
 
     precision = checked_precision(precision, device)
     ds = load(data, text_col=text_col, label_col=label_col, split=split, seed=seed)
+    out = check_out_folder(out or Path("autotransfer-runs") / ds.name / "train", {"--data": data})
     src = resolve_source(source_spec, SourceOptions(offline=offline))
     strategy_params = {"depth": depth} if depth is not None else {}  # a strategy parameter like any other
     result = train(ds, src, strategy, lr=lr, epochs=epochs, seed=seed, device=device,
                    batch_size=batch_size, cache_dir=cache_dir, precision=precision, verbose=True, **strategy_params)
-    path = result.save(Path(out) if out else Path("autotransfer-runs") / ds.name / "train")
+    path = result.save(out)
     click.echo(f"{src.name} {result.strategy}: val {result.val_score:.4f}, test {result.test_score:.4f} "
                f"(precision {precision}, {result.seconds:.1f}s)")
     click.echo(f"wrote {path}")
