@@ -17,6 +17,7 @@ from ..csvsafe import read_csv, write_csv
 from ..sources import display_source
 from ..strategies import SCRATCH_RECIPE
 from . import plots
+from .card import write_card
 from .curves import curves_figure
 from .pruner import BEHIND_SCRATCH, CUT_REASON, ROLE, SCRATCH, ScratchBaselinePruner
 from .rundir import replace_file
@@ -184,6 +185,7 @@ def write_reports(study: optuna.Study, ctx: Any, final: bool, extra: dict[str, A
                          lambda tmp: write_csv(pd.DataFrame([summary], columns=SUMMARY_COLUMNS), tmp))
             _plots(study, rows, out, ctx.pruner.margin if getattr(ctx, "pruner", None) else None)
             _markdown(out, summary, rows, study)
+            write_card(out, study, summary, rows, read_transferability(out))  # best/README.md, with the export
     return rows
 
 

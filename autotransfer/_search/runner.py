@@ -272,7 +272,8 @@ def _record_study(study: optuna.Study, plan: _Plan, cfg: SearchConfig, screen: S
                                           for s in screen.sources.values()})
     study.set_user_attr("dataset", {
         "name": ds.name, "modality": ds.modality, "tasks": ds.task_names,
-        **{f"n_{k}": int(len(v)) for k, v in ds.splits.items()}})
+        **{f"n_{k}": int(len(v)) for k, v in ds.splits.items()},
+        "counts": ds.class_counts()})  # split -> task -> class -> items (the model card's table)
 
 
 def _recover_and_enqueue_probes(study: optuna.Study, screen: SearchSpace, plan: _Plan, sole: bool) -> None:

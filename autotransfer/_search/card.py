@@ -1,0 +1,193 @@
+"""best/README.md: the exported model's card, in the Hugging Face model-card layout.
+
+YAML front matter (library, tags, and a ``model-index`` with the validation and test scores), then
+prose: what the model is, the data it learned from, what it was chosen over, its scores with 95%
+intervals, how to load it, and its limits. Every number comes from the study and summary.csv, so a
+rebuilt report writes the same card.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from ..sources import display_source
+from .pruner import SCRATCH
+from .rundir import replace_file
+
+CARD = "README.md"
+TOP_ROWS = 5  # rows of the transferability table shown
+
+
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion ``p`` observed on ``n`` items (95% by default)."""
+    if n <= 0:
+        return (math.nan, math.nan)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _score(value: float | None, n: int | None) -> str:
+    if value is None:
+        return "not measured"
+    if not n:
+        return f"{value:.4f}"
+    lo, hi = wilson(value, int(n))
+    return f"{value:.4f} (95% interval {lo:.3f}–{hi:.3f}, n = {n})"
+
+
+def _front_matter(summary: dict[str, Any], config: dict[str, Any], name: str) -> str:
+    import yaml
+
+    task = f"{summary.get('modality') or config.get('modality') or 'image'}-classification"
+    results = [{"task": {"type": task}, "dataset": {"name": name, "type": name, "split": split},
+                "metrics": [{"type": "accuracy", "value": float(summary[key]), "name": f"{split} accuracy"}]}
+               for split, key in (("validation", "val_score"), ("test", "test_score")) if summary.get(key) is not None]
+    front: dict[str, Any] = {
+        "library_name": "autotransfer",
+        "pipeline_tag": task,
+        "tags": [t for t in ("autotransfer", "transfer-learning", task, summary.get("strategy"),
+                             config.get("architecture")) if t],
+        "metrics": ["accuracy"],
+    }
+    source = str(config.get("source") or "")
+    if source.startswith("hf:") and not source[3:].startswith(("/", ".", "~")):
+        front["base_model"] = source[3:].split("?")[0]  # a Hub id, never a local path
+    front["model-index"] = [{"name": f"{name}-{summary.get('best_source')}-{summary.get('strategy')}",
+                             "results": results}]
+    return "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n"
+
+
+def _model_md(summary: dict[str, Any], config: dict[str, Any], answer: Any) -> list[str]:
+    attrs = answer.user_attrs if answer is not None else {}
+    params = dict((attrs.get("config") or {}).get("params") or {})
+    lines = ["## Model", "",
+             f"- source: `{summary.get('best_source')}` (architecture `{config.get('architecture') or '?'}`, "
+             f"{config.get('modality') or summary.get('modality')})",
+             f"- strategy: `{summary.get('strategy')}`"
+             + (f", {', '.join(f'{k} {v}' for k, v in sorted(params.items()))}" if params else "")
+             + (f", learning rate {summary['lr']:.3g}" if summary.get("lr") is not None else "")]
+    if attrs.get("trainable_params") is not None:
+        lines.append(f"- parameters: {attrs['trainable_params']:,} trained of {attrs.get('total_params', 0):,}")
+    if attrs.get("epochs_run") is not None:
+        lines.append(f"- trained {attrs['epochs_run']} epoch(s), keeping epoch {int(attrs.get('best_epoch', 0)) + 1} "
+                     f"(the best on validation); precision {summary.get('precision') or 'fp32'}")
+    for task in config.get("tasks", []):
+        lines.append(f"- task `{task['name']}`: {len(task['classes'])} classes: "
+                     + ", ".join(f"`{c}`" for c in task["classes"]))
+    return [*lines, ""]
+
+
+def _data_md(summary: dict[str, Any], data: dict[str, Any], name: str, fingerprint: str) -> list[str]:
+    lines = ["## Data", "",  # its name, not its path: the card travels, the training machine's folders do not
+             f"`{name}`, fingerprint `{fingerprint or 'not recorded'}` (sha256 over the items, their "
+             "labels and the split). "
+             f"Items per split: train {summary.get('n_train')}, validation {summary.get('n_val')}, "
+             f"test {summary.get('n_test')}.", ""]
+    counts: dict[str, dict[str, dict[str, int]]] = data.get("counts") or {}
+    splits = [s for s in ("train", "val", "test") if s in counts]
+    for task in (data.get("tasks") or []):
+        classes = list(dict.fromkeys(c for s in splits for c in counts[s].get(task, {})))
+        if not classes:
+            continue
+        lines += [f"Items per class (task `{task}`):", "", "| class | " + " | ".join(splits) + " |",
+                  "|---|" + "---:|" * len(splits)]
+        lines += [f"| `{c}` | " + " | ".join(str(counts[s][task].get(c, 0)) for s in splits) + " |" for c in classes]
+        lines.append("")
+    return lines
+
+
+def _chosen_md(summary: dict[str, Any], trans: list[dict[str, Any]], primary: str,
+               probes: dict[str, float], scratch: str) -> list[str]:
+    """The transferability table's top rows (with each source's solved probe), and the scratch baseline."""
+    lines = ["## What it was chosen over", ""]
+    ranked = sorted((r for r in trans if r.get("rank") is not None and not _nan(r.get("rank"))),
+                    key=lambda r: r["rank"])[:TOP_ROWS]
+    if ranked:
+        probe = {display_source(k): v for k, v in probes.items()}
+        lines += [f"Sources ranked by transferability ({primary}; top {len(ranked)} of {len(trans)}), each with its "
+                  "linear probe's validation accuracy:", "",
+                  f"| rank | source | {primary} | probe validation |", "|---:|---|---:|---:|"]
+        for r in ranked:
+            name = display_source(str(r["source"]))
+            score = r.get(primary)
+            lines.append(f"| {int(r['rank'])} | `{name}` | {'' if _nan(score) else f'{score:.4g}'} | "
+                         f"{'' if probe.get(name) is None else f'{probe[name]:.4f}'} |")
+        lines.append("")
+    if summary.get("scratch_val_score") is not None:
+        lines.append(f"The best scratch baseline, `{scratch}` from random initialisation (what every trial was "
+                     f"checked against), reached validation {summary['scratch_val_score']:.4f}"
+                     + (f" and test {summary['scratch_test_score']:.4f}"
+                        if summary.get("scratch_test_score") is not None else "") + ".")
+    else:
+        lines.append("No scratch baseline completed, so this model was not checked against training from scratch.")
+    lines += ["", f"{summary.get('n_trials')} trials ({summary.get('n_pruned')} pruned, {summary.get('n_failed')} "
+              f"failed) in {summary.get('total_seconds')} s. {summary.get('note')}.", ""]
+    return lines
+
+
+def _nan(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _scores_md(summary: dict[str, Any]) -> list[str]:
+    return ["## Scores", "",
+            "Accuracy (the mean over tasks when there are several), with Wilson 95% intervals:", "",
+            f"- validation: {_score(summary.get('val_score'), summary.get('n_val'))} — the split that chose this "
+            "model among all trials, so it is optimistic",
+            f"- test: {_score(summary.get('test_score'), summary.get('n_test'))} — measured once, after the choice",
+            ""]
+
+
+def _use_md(modality: str) -> list[str]:
+    items = "image paths" if modality == "image" else "texts"
+    return ["## How to use", "",
+            "This folder is self-contained (weights, configuration, preprocessing). With autotransfer installed:",
+            "", "```python", "import autotransfer", "",
+            'model = autotransfer.load_model("best")  # this folder',
+            f"labels = model.predict_names(items)  # items: a list of {items}; one label per task each",
+            "```", "", "or from the command line:", "", "```",
+            "autotransfer predict --model best --data NEW_ITEMS --out predictions.csv",
+            "autotransfer evaluate --model best --data LABELLED_ITEMS", "```", ""]
+
+
+def _limits_md(summary: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    classes = sum(len(t["classes"]) for t in config.get("tasks", []))
+    return ["## Limits", "",
+            f"- Learned from {summary.get('n_train')} training items and chosen on {summary.get('n_val')} validation "
+            f"items; its test score rests on {summary.get('n_test')} items, so the intervals above are wide when "
+            "those are small.",
+            f"- It knows only the {classes} class(es) listed above: every input gets one of them, even one that "
+            "belongs to none.",
+            "- Its scores hold for data like the data above; no claim is made for other sources of items.",
+            "- The probabilities it outputs are not calibrated: no calibration was measured or applied.", ""]
+
+
+def write_card(out: Path, study: Any, summary: dict[str, Any], rows: list[dict[str, Any]],
+               trans: list[dict[str, Any]]) -> Path | None:
+    """Write ``out/best/README.md`` for the exported model; None when this run has no ``best/``."""
+    best = Path(out) / "best"
+    if not (best / "config.json").is_file():
+        return None
+    config = json.loads((best / "config.json").read_text())
+    attrs = study.user_attrs
+    data = attrs.get("dataset") or {}
+    name = str(data.get("name") or Path(str(summary.get("data") or "data")).name)
+    answer = next((t for t in study.get_trials(deepcopy=False) if t.number == attrs.get("answer")), None)
+    title = f"# {summary.get('best_source')} + {summary.get('strategy')} for `{name}`"
+    modality = str(summary.get("modality") or config.get("modality") or "image")
+    bases = [r for r in rows if r["role"] == SCRATCH and r["state"] == "COMPLETE" and r["val_score"] is not None]
+    scratch = max(bases, key=lambda r: r["val_score"])["source"] if bases else ""
+    text = "\n".join([
+        _front_matter(summary, config, name), title, "",
+        f"{'An' if modality[0] in 'aeiou' else 'A'} {modality} classifier chosen by `autotransfer search`: the best of the searched "
+        "pretrained sources and transfer strategies on validation, never worse there than training from scratch.",
+        "", *_model_md(summary, config, answer), *_data_md(summary, data, name, str(attrs.get("fingerprint") or "")),
+        *_chosen_md(summary, trans, str(attrs.get("primary", "logme")), attrs.get("probe_scores") or {}, scratch),
+        *_scores_md(summary), *_use_md(modality),
+        *_limits_md(summary, config)])
+    replace_file(best / CARD, lambda tmp: tmp.write_text(text))
+    return best / CARD

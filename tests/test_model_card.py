@@ -1,0 +1,92 @@
+"""best/README.md, the exported model's card: Hugging Face layout, and the numbers of summary.csv
+(issue 25, item 4)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def run(zoo, target_dir, tmp_path_factory):
+    import autotransfer
+
+    tmp = tmp_path_factory.mktemp("card")
+    res = autotransfer.search(target_dir, out=tmp / "run", sources=[zoo["digits-test_resnet"].spec,
+                                                                   zoo["shuffled-test_resnet"].spec],
+                              strategies=["linear_probe", "full"], trials=4, epochs=2, top_k=1, progress=False,
+                              estimators=["logme"], cache_dir=str(tmp / "cache"))
+    card = (res.out_dir / "best" / "README.md").read_text()
+    front, body = card.removeprefix("---\n").split("\n---\n", 1)
+    summary = pd.read_csv(res.out_dir / "leaderboards" / "summary.csv").iloc[0]
+    return res, yaml.safe_load(front), body, summary
+
+
+def test_front_matter_is_a_hugging_face_card_with_the_summary_scores(run):
+    _, meta, _, summary = run
+    assert meta["library_name"] == "autotransfer" and meta["pipeline_tag"] == "image-classification"
+    assert {"autotransfer", "transfer-learning", summary["strategy"]} <= set(meta["tags"])
+    results = meta["model-index"][0]["results"]
+    scores = {r["dataset"]["split"]: r["metrics"][0] for r in results}
+    assert scores["validation"]["type"] == "accuracy"
+    assert scores["validation"]["value"] == pytest.approx(summary["val_score"], abs=1e-12)
+    assert scores["test"]["value"] == pytest.approx(summary["test_score"], abs=1e-12)
+    assert "base_model" not in meta  # a local file is no Hub id
+
+
+def _section(body: str, title: str) -> str:
+    return body.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_prose_holds_the_summary_numbers_and_the_data(run):
+    from autotransfer import load_dataset
+    from autotransfer._search.card import wilson
+
+    _, _, body, summary = run
+    assert body.lstrip("\n").startswith(f"# {summary['best_source']} + {summary['strategy']} for `target`")
+    scores = _section(body, "Scores")
+    lo, hi = wilson(summary["test_score"], int(summary["n_test"]))
+    assert f"test: {summary['test_score']:.4f} (95% interval {lo:.3f}–{hi:.3f}, n = {summary['n_test']})" in scores
+    assert f"validation: {summary['val_score']:.4f}" in scores
+    data = _section(body, "Data")
+    assert f"`target`, fingerprint `{load_dataset(summary['data']).fingerprint}`" in data
+    assert str(summary["data"]) not in body  # the card travels; the training machine's path stays behind
+    assert (f"train {summary['n_train']}, validation {summary['n_val']}, test {summary['n_test']}") in data
+    # per class: the target task has digits 5-9, 20 training images each
+    rows = [line for line in data.splitlines() if line.startswith("| `")]
+    assert len(rows) == 5 and all(line.split("|")[2].strip() == "20" for line in rows)
+    chosen = _section(body, "What it was chosen over")
+    assert f"validation {summary['scratch_val_score']:.4f} and test {summary['scratch_test_score']:.4f}" in chosen
+    assert "best scratch baseline, `scratch:test_resnet` from random initialisation" in chosen
+    assert chosen.index("digits-test_resnet") < chosen.index("shuffled-test_resnet")  # the ranking's order
+
+
+def test_model_section_names_source_strategy_parameters_and_classes(run):
+    res, _, body, summary = run
+    model = _section(body, "Model")
+    assert f"source: `{summary['best_source']}`" in model and f"strategy: `{summary['strategy']}`" in model
+    trials = pd.read_csv(res.out_dir / "leaderboards" / "trials.csv")
+    answer = trials[(trials["source"] == summary["best_source"]) & (trials["strategy"] == summary["strategy"])
+                    & (trials["val_score"] == summary["val_score"])].iloc[0]
+    assert f"parameters: {int(answer['trainable_params']):,} trained of" in model
+    assert "5 classes: `5`, `6`, `7`, `8`, `9`" in model
+    assert "no calibration" in _section(body, "Limits") and "autotransfer.load_model" in body
+
+
+def test_the_card_loads_as_the_model_it_describes(run):
+    """The card's loading line works on the folder it sits in, and the model scores the card's test number."""
+    import autotransfer
+    from autotransfer.data import load
+
+    res, _, _, summary = run
+    model = autotransfer.load_model(res.out_dir / "best")
+    ds = load(summary["data"])
+    pred = model.predict_names(ds.split_items("test"))
+    truth = [ds.tasks[0].classes[k] for k in ds.split_labels("test", 0)]
+    acc = sum(p[0] == t for p, t in zip(pred, truth, strict=True)) / len(truth)
+    assert math.isclose(acc, summary["test_score"], abs_tol=1e-9)
