@@ -56,6 +56,7 @@ from .features import EvalCrops, extract, resolve_device
 from .model import TransferModel, to_device
 from .monitor import StopTraining, TrainMonitor
 from .precision import autocast, grad_scaler, resolve_precision
+from .probe import L2_PATH, solve_path
 from .sources import Source, SourceOptions, display_source
 from .strategies import SourceInfo, get_strategy
 
@@ -70,9 +71,6 @@ WARMUP = 0.1  # fraction of training spent in linear warm-up
 MIN_AUGMENT_SIDE = 64  # images smaller than this (e.g. 8x8 digits) train without augmentation
 
 Report = Callable[[int, float], "bool | None"]
-L2_PATH = tuple(10.0 ** (k / 2) for k in range(0, -9, -1))  # probe L2 strengths, strongest first: 1 ... 1e-4
-SOLVER_ITERS = 500  # most L-BFGS iterations per point of the L2 path (warm-started from the previous point)
-PATH_PATIENCE = 2  # stop the path after this many points without a better validation score
 
 
 @dataclass
@@ -494,78 +492,35 @@ def _train_epoch(model: TransferModel, loop: _Loop, opt: torch.optim.Optimizer, 
         monitor.batch(loop.stage, epoch, i, n_batches, epochs)
 
 
-def _logistic(x: np.ndarray, y: np.ndarray, l2: float, w: np.ndarray, b: np.ndarray
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """Multinomial logistic regression (mean cross-entropy + l2/2 ||w||²) by L-BFGS from (w, b), float64."""
-    from scipy.optimize import minimize
+def solve_probe(heads: torch.nn.ModuleList, train: _Split, val: _Split, path: Sequence[float] = L2_PATH,
+                check: Callable[[], None] | None = None) -> tuple[list[float], float]:
+    """Solve the heads on (standardised) cached features; the L2 strength is chosen on val.
 
-    n, (c, d) = len(x), w.shape
-    onehot = np.eye(c)[y]
-
-    def loss_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        wt, bt = theta[:c * d].reshape(c, d), theta[c * d:]
-        z = x @ wt.T + bt
-        z -= z.max(1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(1, keepdims=True))
-        g = (np.exp(logp) - onehot) / n
-        loss = -(logp * onehot).sum() / n + 0.5 * l2 * float((wt * wt).sum())
-        return loss, np.concatenate([(g.T @ x + l2 * wt).ravel(), g.sum(0)])
-
-    res = minimize(loss_grad, np.concatenate([w.ravel(), b]), jac=True, method="L-BFGS-B",
-                   options={"maxiter": SOLVER_ITERS, "gtol": 1e-8, "ftol": 1e-12})
-    return res.x[:c * d].reshape(c, d), res.x[c * d:]
-
-
-def solve_probe(heads: torch.nn.ModuleList, train: _Split, val: _Split,
-                path: Sequence[float] = L2_PATH) -> tuple[list[float], float]:
-    """Solve the heads to convergence on (standardised) cached features; the L2 strength is chosen on val.
-
-    Along ``path`` (strongest first, each point warm-started from the last) every task's head is a
-    logistic regression solved by scipy's L-BFGS in float64; the point with the best mean val accuracy wins
-    (ties: the lower val cross-entropy). The path stops ``PATH_PATIENCE`` points after its best.
-    Returns the winner's per-task val accuracies and its L2 strength; the heads hold its weights.
+    ``autotransfer.probe.solve_path`` on the heads' device in float32: a logistic regression per
+    task along ``path`` (strongest first, warm-started, cut ``PATIENCE`` points after its best;
+    ties on mean val accuracy go to the lower val cross-entropy). ``check`` is called before
+    every gradient and may raise to stop. Returns the winner's per-task val accuracies and its
+    L2 strength; the heads hold its weights.
     """
-    x, xv = (d.features.double().cpu().numpy() for d in (train, val))
-    ys, yvs = train.labels.cpu().numpy(), val.labels.cpu().numpy()
-    basis = None
-    if x.shape[0] < x.shape[1]:
-        # With an L2 penalty the weights lie in the span of the training features: solving in that
-        # basis (rank <= n) is the same problem, exactly, in far fewer dimensions when n < D.
-        _, sv, vh = np.linalg.svd(x, full_matrices=False)
-        basis = vh[sv > sv[0] * 1e-10].T  # (D, r)
-        x, xv = x @ basis, xv @ basis
-    state = [(np.zeros((h.out_features, x.shape[1])), np.zeros(h.out_features)) for h in heads]
-    best: tuple[tuple[float, float], list[float], float, list] | None = None
-    since_best = 0
-    for l2 in path:
-        state = [_logistic(x, ys[:, t], l2, w, b) for t, (w, b) in enumerate(state)]
-        accs, losses = [], []
-        for t, (w, b) in enumerate(state):
-            z = xv @ w.T + b
-            z -= z.max(1, keepdims=True)
-            logp = z - np.log(np.exp(z).sum(1, keepdims=True))
-            accs.append(float((z.argmax(1) == yvs[:, t]).mean()))
-            losses.append(float(-logp[np.arange(len(z)), yvs[:, t]].mean()))
-        key = (float(np.mean(accs)), -float(np.mean(losses)))
-        if best is None or key > best[0]:
-            best, since_best = (key, accs, l2, state), 0
-        else:
-            since_best += 1
-            if since_best >= PATH_PATIENCE:
-                break
-    assert best is not None
+    dev = heads[0].weight.device
+    res = solve_path(train.features.to(dev, torch.float32), train.labels.to(dev),
+                     val.features.to(dev, torch.float32), val.labels.to(dev), path,
+                     classes=[h.out_features for h in heads], check=check)
     with torch.no_grad():
-        for head, (w, b) in zip(heads, best[3], strict=False):
-            head.weight.copy_(torch.from_numpy(w if basis is None else w @ basis.T))
-            head.bias.copy_(torch.from_numpy(b))
-    return best[1], best[2]
+        for head, (w, b) in zip(heads, res.weights, strict=True):
+            head.weight.copy_(w)
+            head.bias.copy_(b)
+    return res.accuracies, res.l2
 
 
 def _solve_stage(model: TransferModel, train: _Split, val: _Split, epochs: int,
-                 report: Report | None) -> tuple[_FitOut, float]:
-    """A solver stage: one solve, reported once as the run's last epoch (nothing is left to run)."""
+                 report: Report | None, monitor: TrainMonitor | None) -> tuple[_FitOut, float]:
+    """A solver stage: one solve, reported once as the run's last epoch (nothing is left to run).
+
+    The monitor checks before every gradient, so a deadline stops the solve as it stops an epoch.
+    """
     t0 = time.perf_counter()
-    accs, l2 = solve_probe(model.heads, train, val)
+    accs, l2 = solve_probe(model.heads, train, val, check=monitor.check if monitor is not None else None)
     score = float(np.mean(accs))
     model.eval()
     stopped = False
@@ -631,8 +586,9 @@ class _Features:
 
     def __init__(self, model: TransferModel, source: Source, dataset: Dataset, device: torch.device,
                  cache_dir: Any, pretrained: bool, batch_size: int | None, progress: bool = False,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", check: Callable[[], None] | None = None):
         self.model, self.source, self.dataset, self.device = model, source, dataset, device
+        self.check = check  # before every extraction batch (the run's deadline)
         self.cache_dir, self.pretrained, self.batch_size = cache_dir, pretrained, batch_size
         self.progress, self.precision = progress, precision
         self.splits: dict[str, _Split] = {}
@@ -645,7 +601,7 @@ class _Features:
             if self.pretrained:
                 f = extract(self.source, self.dataset, split, device=str(self.device),
                             batch_size=self.batch_size, cache_dir=self.cache_dir, progress=self.progress,
-                            precision=self.precision)
+                            precision=self.precision, check=self.check)
                 feats = torch.as_tensor(np.asarray(f.features, dtype=np.float32))
                 self.from_cache = bool(f.cached) and self.from_cache is not False
             else:  # random-init backbone: nothing to share through the cache; one pass of our own
@@ -666,6 +622,8 @@ class _Features:
         bs = self.batch_size or 64
         items = _Items(self.source, base.items, False, base.images)
         for s in range(0, len(items), bs):
+            if self.check is not None:
+                self.check()
             batch = self.source.collate([items[i] for i in range(s, min(s + bs, len(items)))])
             with autocast(self.precision, self.device):
                 out.append(self.model.backbone(to_device(batch, self.device)).float().cpu())
@@ -784,7 +742,7 @@ class _Run:
         if cfg.evaluate_test:
             self.splits["test"] = _split(ds, "test")
         self.features = _Features(model, src, ds, dev, cfg.cache_dir, cfg.pretrained, cfg.batch_size,
-                                  cfg.progress, prec)
+                                  cfg.progress, prec, cfg.monitor.check if cfg.monitor is not None else None)
 
     def decode_images(self) -> None:
         """Decode every split's images once (the decoded-image cache), for stages that read items."""
@@ -847,7 +805,8 @@ def _run_stage(run: _Run, stage: Any, res: _StagesOut) -> tuple[_FitOut, _Loop]:
     groups = stage.strategy.param_groups(model, lr=stage_lr, weight_decay=run.weight_decay, **stage.params)
     stage_report = run.report if stage.reported else None
     if stage.solver and cached:
-        out, res.solved[stage.name] = _solve_stage(model, train_data, val_data, run.epochs, stage_report)
+        out, res.solved[stage.name] = _solve_stage(model, train_data, val_data, run.epochs, stage_report,
+                                                    run.monitor)
     else:
         out = fit(model, loop, groups, train_data, val_data, epochs=int(stage.epochs or run.epochs), cached=cached,
                   weight_decay=run.weight_decay, report=stage_report, verbose=run.verbose, monitor=run.monitor,

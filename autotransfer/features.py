@@ -25,6 +25,7 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,8 +201,8 @@ def _backbone(source: Source, dev: Any) -> tuple[Any, Any]:
 
 
 def _forward_all(model: Any, head: Any, loader: Any, dev: Any, precision: str, image: bool,
-                 bar: Any) -> tuple[list[Any], list[Any]]:
-    """Pooled features (and source-head probabilities) of every batch, on the CPU."""
+                 bar: Any, check: Callable[[], None] | None = None) -> tuple[list[Any], list[Any]]:
+    """Pooled features (and source-head probabilities) of every batch, on the CPU; ``check()`` before each."""
     import torch
 
     cuda = dev.type == "cuda"
@@ -210,6 +211,8 @@ def _forward_all(model: Any, head: Any, loader: Any, dev: Any, precision: str, i
     waiting = 0  # feature values kept on the card: a copy to the host per batch would wait for the card each time
     with torch.inference_mode(), autocast(precision, dev), bar:
         for batch in loader:
+            if check is not None:
+                check()
             batch = move_to(batch, dev, non_blocking=cuda)
             if cuda and image and isinstance(batch, torch.Tensor):
                 batch = batch.contiguous(memory_format=torch.channels_last)
@@ -242,6 +245,7 @@ def extract(
     num_workers: int | None = None,
     progress: bool = True,
     precision: str = "auto",
+    check: Callable[[], None] | None = None,
 ) -> Features:
     """Pooled features of ``source``'s pretrained backbone over ``dataset.splits[split]``.
 
@@ -258,6 +262,7 @@ def extract(
             pass needs the cores and a crop + normalise per image is cheap).
         progress: show a progress bar on stderr.
         precision: auto, bf16, fp16 or fp32 (``autotransfer.precision``); part of the cache key.
+        check: called before every batch; raise from it to stop (a deadline). Nothing is cached then.
 
     Returns:
         ``Features``; ``cached`` says whether it came from the cache without a forward pass.
@@ -280,7 +285,8 @@ def extract(
     images = decoded(dataset, split, source.decode_spec() if source.modality == "image" else None,
                      cache_dir=cache_dir, progress=progress)
     feats, probs = _compute(source, items, device=dev, batch_size=batch_size, num_workers=num_workers,
-                            progress=progress, desc=f"{source.name} [{split}]", images=images, precision=prec)
+                            progress=progress, desc=f"{source.name} [{split}]", images=images, precision=prec,
+                            check=check)
     if path is not None:
         try:
             _save_cached(path, key, source, split, feats, probs)
@@ -390,7 +396,8 @@ def _read_cache(path: Path, key: str, n: int) -> tuple[np.ndarray, np.ndarray | 
 
 def _compute(source: Source, items: list[Any], *, device: Any, batch_size: int | None,
              num_workers: int | None, progress: bool, desc: str, images: DecodedImages | None = None,
-             precision: str = "fp32", cached_batches: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+             precision: str = "fp32", cached_batches: bool | None = None,
+             check: Callable[[], None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     import torch
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
@@ -420,7 +427,7 @@ def _compute(source: Source, items: list[Any], *, device: Any, batch_size: int |
         )
     bar = tqdm(total=n, desc=desc, unit="img" if image else "text", file=sys.stderr,
                disable=not progress, leave=False)
-    feats, probs = _forward_all(model, head, loader, dev, precision, image, bar)
+    feats, probs = _forward_all(model, head, loader, dev, precision, image, bar, check)
     if feats:
         f = torch.cat(feats).numpy()
     else:

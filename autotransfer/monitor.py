@@ -14,6 +14,10 @@ class TrainMonitor:
     def batch(self, stage: str, epoch: int, i: int, n_batches: int, epochs: int) -> None:
         """After each training batch; raise ``StopTraining`` to end the run now (e.g. a deadline)."""
 
+    def check(self) -> None:
+        """Between units of work that are not training batches (a batch of feature extraction, a
+        solver's gradient); raise ``StopTraining`` to end the run now."""
+
     def evaluated(self, n_items: int, seconds: float, cached: bool) -> None:
         """After each validation pass: ``n_items`` took ``seconds`` (through the backbone unless ``cached``)."""
 

@@ -16,6 +16,7 @@ from autotransfer import AutotransferError
 from autotransfer._train import StopTraining, auto_augment, auto_batch_size, kept_epoch, lr_factor, standard_error
 from autotransfer.data import load
 from autotransfer.data.offline import digits_arrays, write_bbc_folder, write_images
+from autotransfer.monitor import TrainMonitor
 from autotransfer.sources import resolve_source
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -305,22 +306,30 @@ def test_public_functions_are_plain_functions_after_their_modules_are_imported()
 def test_solve_probe_matches_sklearn_and_picks_l2_on_validation():
     from sklearn.linear_model import LogisticRegression
 
+    from autotransfer import probe
     from autotransfer._train import _Split, solve_probe
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(4, 300))
     y = rng.integers(0, 4, size=260)
-    x = centres[y] + rng.normal(scale=3.0, size=(260, 300))  # n < D: solved in the span of the features
+    x = centres[y] + rng.normal(scale=3.0, size=(260, 300))  # n < D
     tr, va = slice(0, 60), slice(60, 260)
     split = {k: _Split(torch.as_tensor(y[s, None]), features=torch.as_tensor(x[s], dtype=torch.float32))
              for k, s in (("train", tr), ("val", va))}
     heads = torch.nn.ModuleList([torch.nn.Linear(300, 4)])
-    accs, l2 = solve_probe(heads, split["train"], split["val"], path=(1e-2,))
     # the same problem in sklearn's terms (C = 1 / (l2 n) for a mean loss), solved independently
     ref = LogisticRegression(C=1.0 / (1e-2 * 60), tol=1e-10, max_iter=5000).fit(x[tr], y[tr])
+    xv = torch.as_tensor(x[va], dtype=torch.float32)
+    # solved tightly, the float32 torch solver reaches the exact float64 solution
+    tight = probe.solve_path(split["train"].features, split["train"].labels, xv, split["val"].labels, (1e-2,),
+                             tol=1e-7, walk_tol=1e-7)
+    w, b = tight.weights[0]
+    assert np.abs((xv @ w.T + b).softmax(1).numpy() - ref.predict_proba(x[va])).max() < 1e-3
+    # at its default tolerance, the answer is the exact solver's: same val accuracy, probabilities close
+    accs, l2 = solve_probe(heads, split["train"], split["val"], path=(1e-2,))
     with torch.no_grad():
-        ours = heads[0](torch.as_tensor(x[va], dtype=torch.float32)).softmax(1).numpy()
-    assert np.abs(ours - ref.predict_proba(x[va])).max() < 1e-3
+        ours = heads[0](xv).softmax(1).numpy()
+    assert np.abs(ours - ref.predict_proba(x[va])).max() < 5e-3
     assert l2 == 1e-2 and accs[0] == pytest.approx(ref.score(x[va], y[va]))
     # along a path, no point of it does better on validation than the one chosen
     path = (1.0, 1e-1, 1e-2, 1e-3)
@@ -339,3 +348,29 @@ def test_linear_probe_is_solved_in_one_report_at_the_last_epoch(resnet, digits5,
     again = autotransfer.train(digits5, resnet, "linear_probe", epochs=2, lr=0.5, weight_decay=0.3,
                                cache_dir=work / "cache")
     assert again.val_score == r.val_score  # lr, weight decay and epochs mean nothing to a solved probe
+
+
+class _Deadline(TrainMonitor):
+    """A monitor whose deadline falls after ``after`` checks (a fake clock: no wall time involved)."""
+
+    def __init__(self, after: int):
+        self.after, self.checks = after, 0
+
+    def check(self) -> None:
+        self.checks += 1
+        if self.checks > self.after:
+            raise StopTraining("the search's time budget ended")
+
+
+def test_the_deadline_stops_an_extraction_and_a_probe_inside_train(resnet, digits5, work):
+    # extraction: the first batch's check already falls after the deadline; nothing is cached
+    monitor = _Deadline(after=0)
+    with pytest.raises(StopTraining):
+        autotransfer.train(digits5, resnet, "linear_probe", cache_dir=work / "cache-a", monitor=monitor)
+    assert monitor.checks == 1 and not any((work / "cache-a").rglob("*.npz"))
+    # features cached first, then the solve is stopped: its checks come from the solver's gradients
+    autotransfer.train(digits5, resnet, "linear_probe", cache_dir=work / "cache-b")
+    monitor = _Deadline(after=3)
+    with pytest.raises(StopTraining):
+        autotransfer.train(digits5, resnet, "linear_probe", cache_dir=work / "cache-b", monitor=monitor)
+    assert monitor.checks == 4

@@ -98,7 +98,10 @@ class TrialMonitor(TrainMonitor):
             self.bar.n = round(min(self.planned, epoch + (i + 1) / n_batches), 2)
             self.bar.set_postfix_str(self._postfix(stage), refresh=False)
             self.bar.refresh()
-        if t > self.budget.hard_deadline:
+        self.check(t)
+
+    def check(self, t: float | None = None) -> None:
+        if (now() if t is None else t) > self.budget.hard_deadline:
             self.stopped = "timeout"
             raise StopTraining("the search's time budget ended")
 

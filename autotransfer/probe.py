@@ -1,0 +1,156 @@
+"""The linear probe's solver: multinomial logistic regression along an L2 path, in torch.
+
+``solve_path`` fits one logistic-regression head per task on (standardised) cached features,
+for each L2 strength of a path, strongest first, and keeps the point with the best mean
+validation accuracy (ties: the lower validation cross-entropy). It runs where the features are
+(a GPU when the source's device is one), in float32, with full-batch L-BFGS stopped at a
+statistically meaningful tolerance (``TOL`` on the gradient's largest entry relative to the
+first one, as scikit-learn's ``tol``), not at the last digit. Work is shared along the path:
+
+- every point starts from the previous point's solution (the weakening penalty moves it little);
+- the path is walked at a looser tolerance (``WALK_TOL``: enough to rank the strengths on
+  validation), and only the chosen strength is polished to ``TOL``;
+- the path stops ``PATIENCE`` points after its best validation score;
+- when the training split is large, the path is walked on a stratified, seeded subsample of
+  ``SELECT_ITEMS`` items, and only the chosen strength is solved on every item.
+
+``check()`` is called before every gradient; it raises to stop the solve (the search's deadline).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+L2_PATH = tuple(10.0 ** (k / 2) for k in range(0, -9, -1))  # strongest first: 1 ... 1e-4 (mean loss)
+WALK_TOL = 1e-3  # the path's points are solved to this, enough to compare them on validation
+TOL = 1e-5  # the answer: L-BFGS stops when the gradient's largest entry is below TOL × its value at zero weights
+MAX_ITER = 500  # most L-BFGS iterations per point of the path
+PATIENCE = 2  # points without a better validation score before the path stops
+SELECT_ITEMS = 4096  # above this many training items, the path is walked on a stratified subsample
+HISTORY = 20  # L-BFGS curvature pairs
+
+
+@dataclass
+class PathResult:
+    """What ``solve_path`` found: per-task weights at the chosen strength and its validation scores."""
+
+    weights: list[tuple[torch.Tensor, torch.Tensor]]  # per task (W (C, D), b (C,)), float32
+    accuracies: list[float]  # per-task validation accuracy at the chosen strength
+    l2: float  # the chosen strength (mean-loss scale: loss = mean CE + l2/2 ||W||²)
+    points: int  # path points solved
+    gradients: int  # gradient evaluations, over every point and task
+
+
+def _fit(x: torch.Tensor, y: torch.Tensor, l2: float, w: torch.Tensor, b: torch.Tensor, tol: float,
+         check: Callable[[], None], counter: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One task's head at one strength by L-BFGS from (w, b); the tolerance is relative to zero weights'."""
+    c, d = w.shape
+    theta = torch.cat([w.reshape(-1), b]).detach().clone().requires_grad_(True)
+    n = x.shape[0]
+    with torch.no_grad():  # the gradient at zero weights sets the scale of "converged"
+        onehot_mean = torch.bincount(y, minlength=c).to(x.dtype) / n
+        g0 = (torch.full((n, c), 1.0 / c, device=x.device, dtype=x.dtype) - torch.nn.functional.one_hot(
+            y, c).to(x.dtype)).T @ x / n
+        scale = float(torch.maximum(g0.abs().max(), (1.0 / c - onehot_mean).abs().max()))
+    opt = torch.optim.LBFGS([theta], lr=1, max_iter=MAX_ITER, history_size=HISTORY,
+                            tolerance_grad=tol * max(scale, 1e-12), tolerance_change=1e-9,
+                            line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        check()
+        counter[0] += 1
+        opt.zero_grad()
+        wt, bt = theta[:c * d].view(c, d), theta[c * d:]
+        loss = torch.nn.functional.cross_entropy(x @ wt.T + bt, y) + 0.5 * l2 * (wt * wt).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    theta = theta.detach()
+    return theta[:c * d].view(c, d).clone(), theta[c * d:].clone()
+
+
+@torch.no_grad()
+def _scores(xv: torch.Tensor, yv: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """Validation (accuracy, mean cross-entropy) of one head."""
+    z = xv @ w.T + b
+    return float((z.argmax(1) == yv).float().mean()), float(torch.nn.functional.cross_entropy(z, yv))
+
+
+def stratified_rows(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """Sorted row indices of a stratified (first task's classes), seeded subsample of about ``size`` rows.
+
+    Every class keeps its share of ``size`` (at least 2 rows, or all it has when fewer).
+    """
+    y = np.asarray(labels)
+    y = y[:, 0] if y.ndim == 2 else y
+    if size >= len(y):
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed)
+    keep: list[np.ndarray] = []
+    classes, counts = np.unique(y, return_counts=True)
+    quota = np.maximum(2, np.floor(counts * size / len(y)).astype(int))
+    for c, q in zip(classes, quota, strict=True):
+        members = np.flatnonzero(y == c)
+        keep.append(rng.choice(members, size=min(q, len(members)), replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+def _walk(x: torch.Tensor, ys: torch.Tensor, xv: torch.Tensor, yvs: torch.Tensor, path: Sequence[float],
+          classes: Sequence[int], tol: float, check: Callable[[], None], counter: list[int]):
+    """The path on (x, ys): the best point's (key, accuracies, l2, weights) and the points solved."""
+    state = [(x.new_zeros(c, x.shape[1]), x.new_zeros(c)) for c in classes]
+    best, since, points = None, 0, 0
+    for l2 in path:
+        state = [_fit(x, ys[:, t], l2, w, b, tol, check, counter) for t, (w, b) in enumerate(state)]
+        points += 1
+        accs, losses = zip(*(_scores(xv, yvs[:, t], w, b) for t, (w, b) in enumerate(state)), strict=True)
+        key = (float(np.mean(accs)), -float(np.mean(losses)))
+        if best is None or key > best[0]:
+            best, since = (key, list(accs), l2, state), 0
+        else:
+            since += 1
+            if since >= PATIENCE:
+                break
+    return best, points
+
+
+def solve_path(x: torch.Tensor, ys: torch.Tensor, xv: torch.Tensor, yvs: torch.Tensor,
+               path: Sequence[float] = L2_PATH, *, classes: Sequence[int] | None = None, tol: float = TOL,
+               walk_tol: float = WALK_TOL, select_items: int | None = SELECT_ITEMS,
+               seed: int = 0, check: Callable[[], None] | None = None) -> PathResult:
+    """Solve the heads along ``path`` and choose the strength on validation.
+
+    Args:
+        x, xv: training and validation features (N, D) and (Nv, D), standardised; their device and
+            dtype are the solve's (float32 unless the caller asks for more).
+        ys, yvs: integer labels (N, T) and (Nv, T), one column per task.
+        classes: each task's class count (default: the largest label seen + 1).
+        path: L2 strengths, strongest first.
+        tol: L-BFGS gradient tolerance of the answer, relative to the gradient at zero weights.
+        walk_tol: the tolerance of the path's points (the chosen one is then polished to ``tol``).
+        select_items: above this many training items, walk the path on a stratified subsample of
+            this size and solve only the chosen strength on all items (None: never).
+        seed: the subsample's seed.
+        check: called before every gradient evaluation; raise from it to stop.
+    """
+    check = check or (lambda: None)
+    counter = [0]
+    if classes is None:
+        classes = [int(max(ys[:, t].max(), yvs[:, t].max())) + 1 for t in range(ys.shape[1])]
+    sub = None
+    if select_items and x.shape[0] > select_items and len(path) > 1:
+        sub = torch.as_tensor(stratified_rows(ys.cpu().numpy(), select_items, seed), device=x.device)
+    best, points = _walk(x if sub is None else x[sub], ys if sub is None else ys[sub], xv, yvs, path, classes,
+                         max(tol, walk_tol), check, counter)
+    assert best is not None
+    key, accs, l2, state = best
+    if sub is not None or walk_tol > tol:  # the chosen strength on every item, to ``tol``, from the walk's solution
+        state = [_fit(x, ys[:, t], l2, w, b, tol, check, counter) for t, (w, b) in enumerate(state)]
+        accs = [_scores(xv, yvs[:, t], w, b)[0] for t, (w, b) in enumerate(state)]
+        points += 1
+    return PathResult(state, [float(a) for a in accs], float(l2), points, counter[0])
