@@ -42,6 +42,7 @@ import numpy as np
 
 from .console import note, warn
 from .errors import AutotransferError
+from .pixels import DECODE_VERSION, open_image
 
 if TYPE_CHECKING:
     from .data.dataset import Dataset
@@ -84,8 +85,8 @@ def images_dir(cache_dir: str | os.PathLike | None = None) -> Path:
 
 
 def cache_key(dataset: Dataset, split: str, spec: DecodeSpec) -> str:
-    """sha256 of (layout version, dataset fingerprint, split, resize geometry)."""
-    parts = [f"v{CACHE_VERSION}", dataset.fingerprint, split, spec.key()]
+    """sha256 of (layout version, decoding version, dataset fingerprint, split, resize geometry)."""
+    parts = [f"v{CACHE_VERSION}", f"decode{DECODE_VERSION}", dataset.fingerprint, split, spec.key()]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -95,15 +96,10 @@ def _centre(length: int, crop: int) -> int:
 
 def decode(item: Any, spec: DecodeSpec) -> np.ndarray:
     """One image (path or PIL image) as uint8 ``(side, side, channels)``: decoded, resized, squared."""
-    from PIL import Image
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as F
 
-    if isinstance(item, Image.Image):
-        img = item.convert(spec.mode)
-    else:
-        with Image.open(item) as im:
-            img = im.convert(spec.mode)
+    img = open_image(item, spec.mode)
     img = F.resize(img, spec.side, interpolation=InterpolationMode(spec.interpolation), antialias=True)
     w, h = img.size
     # the square's offset is chosen so that its own centre crop lands where the crop of the whole image would

@@ -389,3 +389,104 @@ def test_predict_on_a_table_with_only_a_header_is_one_line(text_model, tmp_path)
     r = run("predict", "--model", str(best), "--data", str(tmp_path / "empty.csv"), "--out", str(tmp_path / "p.csv"))
     one_line_error(r, "empty.csv", "has a header but no rows")
     assert not (tmp_path / "p.csv").exists()
+
+
+# --- 2. images read as a viewer shows them ---
+
+
+def _pattern() -> np.ndarray:
+    """A 24x16 grey image no rotation or flip maps onto itself (values 0..255)."""
+    y, x = np.mgrid[0:24, 0:16]
+    return ((x * 13 + y * y * 3) % 256).astype(np.uint8)
+
+
+def _write_as(path: Path, grey: np.ndarray, how: str) -> None:
+    """``grey`` saved by Pillow so that a viewer shows exactly it (lossless formats only)."""
+    from PIL import Image
+
+    im = Image.fromarray(grey)
+    if how == "16-bit":
+        Image.fromarray(grey.astype(np.uint16) * 257).save(path)  # mode I;16: 255 -> 65535
+    elif how == "exif-rotated":  # pixels stored turned a quarter; the tag says how to turn them back
+        exif = Image.Exif()
+        exif[0x0112] = 6  # "rotate 90 CW to view"
+        im.transpose(Image.Transpose.ROTATE_90).save(path, exif=exif.tobytes())
+    elif how == "palette":
+        im.convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE, colors=256).save(path)
+    elif how == "cmyk":
+        im.convert("CMYK").save(path)
+    elif how == "grey+alpha":
+        Image.merge("LA", [im, Image.new("L", im.size, 255)]).save(path)
+    else:
+        im.save(path)
+
+
+SUFFIX = {"16-bit": ".png", "exif-rotated": ".png", "palette": ".png", "cmyk": ".tiff", "grey+alpha": ".png"}
+
+
+@pytest.mark.parametrize("how", list(SUFFIX))
+def test_every_mode_decodes_as_a_viewer_shows_it(tmp_path, how):
+    from PIL import Image
+
+    from autotransfer.decode_cache import DecodeSpec, decode
+    from autotransfer.pixels import open_image
+
+    grey = _pattern()
+    path = tmp_path / f"x{SUFFIX[how]}"
+    _write_as(path, grey, how)
+    with Image.open(path) as im:
+        assert im.mode == {"16-bit": "I;16", "exif-rotated": "L", "palette": "P", "cmyk": "CMYK",
+                           "grey+alpha": "LA"}[how]
+    shown = np.asarray(open_image(path, "RGB"))
+    assert shown.shape == (24, 16, 3) and (shown == grey[..., None]).all()
+    assert (np.asarray(open_image(path, "L")) == grey).all()
+    # the decoded-image cache (training) decodes the same pixels as a reference 8-bit PNG
+    _write_as(tmp_path / "ref.png", grey, "8-bit")
+    spec = DecodeSpec(side=12, crop=(12, 12), interpolation="bilinear")
+    assert (decode(path, spec) == decode(tmp_path / "ref.png", spec)).all()
+
+
+def test_exif_orientation_of_a_jpeg_and_transparency_over_white(tmp_path):
+    from PIL import Image
+
+    from autotransfer.pixels import open_image
+
+    grey = np.kron(_pattern() // 64 * 80, np.ones((4, 4), np.uint8))  # flat blocks: JPEG keeps them
+    exif = Image.Exif()
+    exif[0x0112] = 8  # "rotate 90 CCW to view"
+    Image.fromarray(grey).transpose(Image.Transpose.ROTATE_270).save(tmp_path / "phone.jpg", exif=exif.tobytes(),
+                                                                     quality=95)
+    shown = np.asarray(open_image(tmp_path / "phone.jpg", "L")).astype(int)
+    assert shown.shape == grey.shape and np.abs(shown - grey).mean() < 3
+    # a black stroke on a transparent background stays visible (convert("RGB") alone shows black on black)
+    alpha = np.where(grey > 100, 0, 255).astype(np.uint8)
+    Image.merge("RGBA", [Image.new("L", (64, 96), 0)] * 3 + [Image.fromarray(alpha)]).save(tmp_path / "icon.png")
+    shown = np.asarray(open_image(tmp_path / "icon.png", "L"))
+    assert (shown == np.where(alpha == 0, 255, 0)).all()
+
+
+def test_predict_and_evaluate_answer_the_same_for_every_encoding(image_model, tmp_path):
+    """The 8-bit digits the model was trained on, re-encoded: the same predictions, to the float."""
+    from PIL import Image
+
+    model, data = image_model
+    r = run("predict", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "ref.csv"))
+    assert r.code == 0, r.err
+    ref = pd.read_csv(tmp_path / "ref.csv").sort_values("item")
+    for how, suffix in SUFFIX.items():
+        copy = tmp_path / how
+        for f in sorted(data.rglob("*.png")):
+            (copy / f.parent.name).mkdir(parents=True, exist_ok=True)
+            with Image.open(f) as im:
+                _write_as(copy / f.parent.name / f"{f.stem}{suffix}", np.asarray(im.convert("L")), how)
+        r = run("predict", "--model", str(model), "--data", str(copy), "--out", str(tmp_path / f"{how}.csv"))
+        assert r.code == 0, r.err
+        got = pd.read_csv(tmp_path / f"{how}.csv").sort_values("item")
+        assert got["item"].str.replace(suffix, ".png").tolist() == ref["item"].tolist()
+        assert got["prediction"].tolist() == ref["prediction"].tolist(), how
+        probs = [c for c in ref.columns if c.startswith("p[")]
+        assert np.allclose(got[probs].to_numpy(), ref[probs].to_numpy(), atol=1e-6), how
+        r = run("evaluate", "--model", str(model), "--data", str(copy), "--json", "--out", str(tmp_path / "c.csv"))
+        assert r.code == 0, r.err
+        assert json.loads(r.out)["tasks"][0]["accuracy"] == (got["prediction"].astype(str).str[0]
+                                                              == got["item"].str[0]).mean()

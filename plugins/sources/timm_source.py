@@ -380,7 +380,9 @@ class TimmSource(Source):
         return f"timm:{self.model_name}|{cfg.get('hf_hub_id') or cfg.get('url') or ''}|{args}"
 
     def transform_key(self, train: bool = False) -> str:
-        return f"{self.identity()}|{self.in_chans}|{self._transform(train)!r}|train={train}"
+        from autotransfer.pixels import DECODE_VERSION
+
+        return f"{self.identity()}|{self.in_chans}|{self._transform(train)!r}|train={train}|decode={DECODE_VERSION}"
 
     @property
     def feature_dim(self) -> int:
@@ -469,15 +471,9 @@ class TimmSource(Source):
         return _backbone_cls()(model, head)
 
     def load_item(self, item: Any, train: bool = False):
-        from PIL import Image
+        from autotransfer.pixels import open_image
 
-        mode = "L" if self.in_chans == 1 else "RGB"
-        if isinstance(item, Image.Image):
-            img = item.convert(mode)
-        else:
-            with Image.open(item) as im:
-                img = im.convert(mode)
-        return self._transform(train)(img)
+        return self._transform(train)(open_image(item, "L" if self.in_chans == 1 else "RGB"))
 
     def decode_spec(self):
         """The decoded-image cache geometry of the eval pipeline, when it is Resize(short side) + CenterCrop.
