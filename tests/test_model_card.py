@@ -90,3 +90,26 @@ def test_the_card_loads_as_the_model_it_describes(run):
     truth = [ds.tasks[0].classes[k] for k in ds.split_labels("test", 0)]
     acc = sum(p[0] == t for p, t in zip(pred, truth, strict=True)) / len(truth)
     assert math.isclose(acc, summary["test_score"], abs_tol=1e-9)
+
+
+def test_no_card_for_a_best_folder_that_holds_another_model(run, tmp_path):
+    """best/ left by an older run while this answer was trained on another worker gets no card."""
+    import json
+    import shutil
+
+    import optuna
+
+    from autotransfer._search.card import write_card
+    from autotransfer._search.report import read_transferability, trial_rows
+
+    res, _, _, summary = run
+    out = tmp_path / "run"
+    shutil.copytree(res.out_dir / "best", out / "best")
+    (out / "best" / "README.md").unlink()
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{res.out_dir / 'study.db'}")
+    rows = trial_rows(study)
+    assert write_card(out, study, dict(summary), rows, read_transferability(res.out_dir)) == out / "best" / "README.md"
+    cfg = json.loads((out / "best" / "config.json").read_text())
+    (out / "best" / "config.json").write_text(json.dumps({**cfg, "strategy": "not-the-answer's"}))
+    (out / "best" / "README.md").unlink()
+    assert write_card(out, study, dict(summary), rows, []) is None and not (out / "best" / "README.md").exists()

@@ -177,6 +177,9 @@ def write_card(out: Path, study: Any, summary: dict[str, Any], rows: list[dict[s
     data = attrs.get("dataset") or {}
     name = str(data.get("name") or Path(str(summary.get("data") or "data")).name)
     answer = next((t for t in study.get_trials(deepcopy=False) if t.number == attrs.get("answer")), None)
+    trained = (answer.user_attrs.get("config") or {}) if answer is not None else {}
+    if trained and (trained.get("source"), trained.get("strategy")) != (config.get("source_name"), config.get("strategy")):
+        return None  # best/ holds an older run's model (this answer was trained on another worker): no card for it
     title = f"# {summary.get('best_source')} + {summary.get('strategy')} for `{name}`"
     modality = str(summary.get("modality") or config.get("modality") or "image")
     bases = [r for r in rows if r["role"] == SCRATCH and r["state"] == "COMPLETE" and r["val_score"] is not None]
