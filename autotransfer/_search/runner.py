@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import shutil
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,6 +267,9 @@ def _record_study(study: optuna.Study, plan: _Plan, cfg: SearchConfig, screen: S
     study.set_user_attr("estimators", est_names)
     study.set_user_attr("scores", {r["source"]: {e: r.get(e) for e in est_names} for r in rows})
     study.set_user_attr("searched", screen.searched())
+    with warnings.catch_warnings():  # experimental in Optuna; it names the objective in optuna-dashboard
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["validation accuracy"])
     study.set_user_attr("pruner", {"margin": cfg.margin, "warmup_epochs": cfg.warmup_epochs,
                                    "patience": cfg.patience})
     study.set_user_attr("architectures", {s.name: (getattr(s, "architecture", "") or s.name)

@@ -17,6 +17,7 @@ from ..console import warn
 from ..data import Dataset
 from ..errors import AutotransferError
 from ..monitor import StopTraining
+from ..sources import display_source
 from ..strategies import SCRATCH_RECIPE
 from . import rundir
 from . import storage as st
@@ -103,6 +104,11 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, ctx: Context) -> None:
     cfg = _trial_config(trial, role, ctx)
     trial.set_user_attr("config", {"source": cfg.source, "strategy": cfg.strategy, "lr": cfg.lr,
                                    "weight_decay": cfg.weight_decay, "params": cfg.params})
+    # what the trial is, at the top level: a probe's or a baseline's params are empty, so without these
+    # optuna-dashboard shows them as anonymous rows (its trial table can show user attributes as columns)
+    arch = (study.user_attrs.get("architectures") or {}).get(cfg.source, cfg.source)
+    trial.set_user_attr("source", display_source(f"scratch:{arch}" if role == SCRATCH else cfg.source))
+    trial.set_user_attr("strategy", cfg.strategy)
     if role == SCRATCH and _baselines_share_spent(study, ctx):
         trial.set_user_attr(st.SKIPPED, "the baselines' share of the time budget is spent")
         trial.set_user_attr("prune_reason", "budget: baselines' share spent")
