@@ -176,3 +176,29 @@ def test_a_dollar_in_a_source_name_is_drawn_as_text_not_parsed_as_mathtext(run):
     for fig in (transferability_figure({odd: {"logme": -0.2}}, "logme", renamed),
                 curves_figure(study.get_trials(), renamed, MARGIN, 8)):
         fig.savefig(io.BytesIO(), format="png")
+
+
+@pytest.mark.parametrize("n_sources", [1, 8, 25])
+def test_many_long_source_names_still_fit_and_only_fine_tuned_sources_get_colours(n_sources):
+    """Every ranked source is probed, the top 3 fine-tuned: long names wrap, the legends grow the
+    figure instead of overflowing it, and the curves' legend lists the fine-tuned sources only."""
+    from autotransfer._search.curves import curves_figure
+    from autotransfer._search.plots import history_figure, transferability_figure
+    from autotransfer._search.report import trial_rows
+
+    study = optuna.create_study(direction="maximize")
+    names = [f"timm:a_long_model_name_{i}@weights-file-number-{i}-of-the-zoo.safetensors" for i in range(n_sources)]
+    for i, n in enumerate(names):
+        study.add_trial(_trial(TrialState.COMPLETE, "default", n, "linear_probe", value=0.5 + i / 60,
+                               fixed={"source": n, "strategy": "linear_probe"}))
+    study.add_trial(_trial(TrialState.COMPLETE, "scratch", names[0], "scratch", (0.3, 0.4, 0.5), 0.5))
+    for j, strategy in enumerate(["partial", "full", "lp_ft", "lora"]):
+        for n in names[:3]:
+            study.add_trial(_trial(TrialState.COMPLETE, "search", n, strategy, (0.5, 0.6 + j / 20), 0.6 + j / 20))
+    rows = trial_rows(study)
+    curves = curves_figure(study.get_trials(), rows, MARGIN, answer=len(study.trials) - 1)
+    scores = {n: {"logme": -i / 10} for i, n in enumerate(names)}
+    for fig in (curves, transferability_figure(scores, "logme", rows), history_figure(rows, 0)):
+        _inside_canvas(fig)
+    coloured = [t.get_text() for t in curves.legends[0].get_texts() if t.get_text().startswith("timm:a_long")]
+    assert len(coloured) == min(3, n_sources)

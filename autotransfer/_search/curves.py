@@ -15,7 +15,7 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
-from .plots import figure, plain
+from .plots import figure, fit_height, plain
 from .pruner import SCRATCH
 
 LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 2)))
@@ -35,12 +35,13 @@ def _is_probe(t: FrozenTrial) -> bool:
 class _Styles:
     """One colour per source and one line style per strategy, in the order they first appear."""
 
-    def __init__(self, rows: Sequence[dict[str, Any]], lines: Sequence[dict[str, Any]]):
-        """``rows``: the transfer trials drawn (sources); ``lines``: those drawn as curves (strategies)."""
+    def __init__(self, lines: Sequence[dict[str, Any]]):
+        """``lines``: the transfer trials drawn as curves; a source only probed is drawn grey, so the
+        legend grows with the sources fine-tuned (the top-k), not with every source ranked."""
         from matplotlib import colormaps
 
         palette = colormaps["tab10"].colors
-        sources = list(dict.fromkeys(r["source"] for r in rows if r["source"]))
+        sources = list(dict.fromkeys(r["source"] for r in lines if r["source"]))  # probe-only ones: grey
         strategies = list(dict.fromkeys(r["strategy"] for r in lines if r["strategy"]))
         self.colour = {s: palette[i % len(palette)] for i, s in enumerate(sources)}
         self.style = {s: LINESTYLES[i % len(LINESTYLES)] for i, s in enumerate(strategies)}
@@ -74,7 +75,7 @@ def _draw_trials(ax: Any, trials: Sequence[FrozenTrial], rows: dict[int, dict[st
         r = rows.get(t.number)
         if r is None or r["role"] == SCRATCH:
             continue
-        colour = styles.colour.get(r["source"], "grey")
+        colour = styles.colour.get(r["source"], "darkgrey")
         if _is_probe(t):
             if r["val_score"] is not None:
                 ax.scatter([0], [r["val_score"]], color=colour, marker="o", s=36, edgecolors="white", zorder=4,
@@ -116,10 +117,12 @@ def _legend(fig: Any, ax: Any, styles: _Styles, has_probes: bool) -> None:
     handles += [Line2D([], [], ls="none", marker=m, color="dimgrey", markeredgecolor="black", markersize=7,
                        label=f"pruned: {plain(reason)}") for reason, m in styles.reasons.items()]
     if has_probes:
-        handles.append(Line2D([], [], ls="none", marker="o", color="dimgrey", label="solved probe (x = 0)"))
+        handles.append(Line2D([], [], ls="none", marker="o", color="dimgrey", label="solved probe at x = 0\n(grey: a source only probed)"))
     drawn, _ = ax.get_legend_handles_labels()
-    fig.legend(handles + drawn, [h.get_label() for h in handles + drawn], loc="outside right upper", fontsize=7,
-               frameon=False)
+    entries = handles + drawn
+    labels = [h.get_label() for h in entries]
+    fit_height(fig, sum(label.count("\n") + 1 for label in labels), 0.6)
+    fig.legend(entries, labels, loc="outside right upper", fontsize=7, frameon=False)
 
 
 def curves_figure(trials: Sequence[FrozenTrial], rows: Sequence[dict[str, Any]], margin: float,
@@ -130,8 +133,7 @@ def curves_figure(trials: Sequence[FrozenTrial], rows: Sequence[dict[str, Any]],
 
     by_num = {r["trial"]: r for r in rows}
     transfer = [t for t in trials if t.number in by_num and by_num[t.number]["role"] != SCRATCH]
-    styles = _Styles([by_num[t.number] for t in transfer],
-                     [by_num[t.number] for t in transfer if t.intermediate_values and not _is_probe(t)])
+    styles = _Styles([by_num[t.number] for t in transfer if t.intermediate_values and not _is_probe(t)])
     fig, ax = figure(9.0, 4.8)
     _draw_baselines(ax, trials, by_num, margin)
     _draw_trials(ax, trials, by_num, styles, answer)

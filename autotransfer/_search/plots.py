@@ -18,9 +18,23 @@ DPI = 150  # the report shows the PNGs at their own size: 150 dpi keeps 8-pt tex
 MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*", "<", ">")
 
 
-def plain(text: Any) -> str:
-    """``text`` as a label shows it: a ``$`` in a source's name would otherwise start matplotlib mathtext."""
-    return str(text).replace("$", r"\$")
+WRAP = 40  # characters per legend line: a long source name wraps onto more lines rather than squeeze the plot
+LINE_INCHES = 0.2  # height of one legend line at 7-8 pt, with its share of the spacing between entries
+
+
+def plain(text: Any, width: int = WRAP) -> str:
+    """``text`` as a label shows it: wrapped at ``width`` characters, and a ``$`` escaped (in a
+    source's name it would otherwise start matplotlib mathtext)."""
+    import textwrap
+
+    lines = textwrap.wrap(str(text), width, break_long_words=True, break_on_hyphens=False) or [""]
+    return "\n".join(lines).replace("$", r"\$")
+
+
+def fit_height(fig: Any, lines: int, room: float) -> None:
+    """Grow the figure so that ``lines`` legend lines fit beside (or below) ``room`` inches of plot."""
+    width, height = fig.get_size_inches()
+    fig.set_size_inches(width, max(height, room + LINE_INCHES * lines))
 
 
 def figure(width: float = 6.4, height: float = 4.2) -> tuple[Any, Any]:
@@ -42,7 +56,11 @@ def legend_below(fig: Any, ax: Any, ncols: int = 2) -> Any:
     handles, labels = ax.get_legend_handles_labels()
     if not handles:
         return None
-    return fig.legend(handles, labels, loc="outside lower center", ncols=min(ncols, len(handles)), fontsize=8,
+    longest = max(len(line) for label in labels for line in label.split("\n"))
+    ncols = min(ncols if longest <= 32 else 1, len(handles))  # two columns of 40 characters overflow the width
+    per_col = [sum(label.count("\n") + 1 for label in labels[i::ncols]) for i in range(ncols)]
+    fit_height(fig, max(per_col), fig.get_size_inches()[1] - LINE_INCHES * 3)  # the default fits 3 lines
+    return fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize=8,
                       frameon=False)
 
 
@@ -58,7 +76,7 @@ def transferability_figure(scores: dict[str, dict[str, float]], primary: str,
     for i, (s, v) in enumerate(sorted(best.items(), key=lambda kv: -kv[1])):
         x = scores.get(s, {}).get(primary)
         if x is not None and not math.isnan(x):
-            ax.scatter([x], [v], marker=MARKERS[i % len(MARKERS)], s=50, label=plain(s), zorder=3)
+            ax.scatter([x], [v], marker=MARKERS[(i + i // 10) % len(MARKERS)], s=50, label=plain(s), zorder=3)
     base = [r for r in rows if r["role"] == SCRATCH and r["val_score"] is not None]
     if base:
         top = max(base, key=lambda r: r["val_score"])
