@@ -51,9 +51,9 @@ from .augment import CropFlipJitter
 from .console import note
 from .data import load
 from .decode_cache import decoded
-from .errors import AutotransferError, DataError
+from .errors import AutotransferError, DataError, Diverged
 from .features import EvalCrops, extract, resolve_device
-from .model import TransferModel, to_device
+from .model import TransferModel, non_finite, to_device
 from .monitor import StopTraining, TrainMonitor
 from .precision import autocast, grad_scaler, resolve_precision
 from .probe import L2_PATH, solve_path
@@ -414,6 +414,7 @@ def fit(model: TransferModel, loop: _Loop, groups: list[dict[str, Any]], train: 
         except StopTraining:
             stopped = True
             break
+        _check_finite(module, state_names, loop.stage, epoch, base_lrs)
         model.eval()
         t_eval = time.perf_counter()
         accs = _accuracies(loop, val, cached)
@@ -441,6 +442,16 @@ def fit(model: TransferModel, loop: _Loop, groups: list[dict[str, Any]], train: 
         module.load_state_dict(best_state, strict=False)
     model.eval()
     return _FitOut(curve, task_curve, best_epoch, stopped, seconds)
+
+
+def _check_finite(module: torch.nn.Module, names: set[str], stage: str, epoch: int, base_lrs: list[float]) -> None:
+    """A run whose trained weights turned nan or inf fails here, naming why: it is never evaluated,
+    kept, saved or used to predict."""
+    bad = non_finite((n, t) for n, t in module.state_dict().items() if n in names)
+    if bad:
+        raise Diverged(f"training diverged: after epoch {epoch + 1} of {stage}, {len(bad)} weight tensor(s) hold nan "
+                       f"or inf (e.g. {bad[0]}) at a peak learning rate of {max(base_lrs):g} (the strategy scales "
+                       "--lr per layer group); lower --lr")
 
 
 def _epoch_with_backoff(model: TransferModel, loop: _Loop, opt: torch.optim.Optimizer, base_lrs: list[float],

@@ -25,5 +25,9 @@ class EstimatorError(AutotransferError):
     """An estimator cannot score the given arrays."""
 
 
+class Diverged(AutotransferError):
+    """Training made weights or outputs non-finite (nan or inf): the run fails rather than save or use them."""
+
+
 class NotApplicable(EstimatorError):
     """An estimator needs an input this source cannot provide (e.g. LEEP without a source head)."""

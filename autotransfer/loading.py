@@ -14,7 +14,7 @@ from . import sources as sources_mod  # looked up at call time: a plugin or a te
 from .data import Task
 from .errors import AutotransferError
 from .features import resolve_device
-from .model import CONFIG, FORMAT, WEIGHTS, TransferModel
+from .model import CONFIG, FORMAT, WEIGHTS, TransferModel, non_finite
 from .sources import SourceOptions, source_from_export
 from .strategies import get_strategy
 
@@ -104,6 +104,10 @@ def _load_weights(model: TransferModel, weights: Path, cfg: dict) -> None:
         counts = ", ".join(f"{t.name}: {len(t.classes)}" for t in model.tasks)
         raise _damaged(weights, f"holds heads of another size than the class lists in config.json ({counts} "
                                 "classes)") from None
+    bad = non_finite(model.state_dict().items())
+    if bad:
+        raise _damaged(weights, f"holds nan or inf in {len(bad)} tensor(s) (e.g. {bad[0]}): the model diverged "
+                                "while training; retrain it with a lower --lr")
     if missing or unexpected:
         raise AutotransferError(
             f"weights in {str(weights)!r} do not match the model built from source "

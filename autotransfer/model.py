@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import AutotransferError
+from .errors import AutotransferError, Diverged
 
 if TYPE_CHECKING:
     from .data import Task
@@ -34,6 +34,15 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+NON_FINITE_OUTPUT = ("the model's output is not finite (nan or inf) for this item: its weights diverged in training; "
+                     "retrain it with a lower --lr")
+
+
+def non_finite(named: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
+    """Names of the floating-point tensors in ``named`` that hold a nan or an inf."""
+    return [n for n, t in named if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -159,10 +168,15 @@ class TransferModel(nn.Module):
                     out[t][rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
         finally:
             self.train(was_training)
+        ok = np.all([np.isfinite(p).all(axis=1) for p in out], axis=0) if out else np.ones(len(items), bool)
+        for i in np.flatnonzero(~ok):
+            if errors[i] is None:  # read, but the weights turned it into nan: never a class
+                if not tolerant:
+                    raise Diverged(f"{NON_FINITE_OUTPUT} (item {items[i]!r})")
+                errors[i] = NON_FINITE_OUTPUT
         pred = np.zeros((len(items), len(self.heads)), np.int64)
         for t, p in enumerate(out):
-            ok = ~np.isnan(p).any(axis=1)
-            pred[:, t] = np.where(ok, np.nan_to_num(p, nan=-1.0).argmax(axis=1), -1)
+            pred[:, t] = np.where(ok, np.nan_to_num(p, nan=-1.0, posinf=-1.0, neginf=-1.0).argmax(axis=1), -1)
         return pred, out, errors
 
     def predict_names(self, items: Sequence[Any], batch_size: int = 64) -> list[list[str]]:
@@ -177,6 +191,10 @@ class TransferModel(nn.Module):
         from safetensors.torch import save_model
 
         out = Path(path)
+        bad = non_finite(self.state_dict().items())
+        if bad:
+            raise Diverged(f"not saving the model to {str(out)!r}: {len(bad)} weight tensor(s) hold nan or inf "
+                           f"(e.g. {bad[0]}), so its training diverged; retrain it with a lower --lr")
         out.mkdir(parents=True, exist_ok=True)
         src = self.source
         cfg = {

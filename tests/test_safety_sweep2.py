@@ -15,6 +15,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+import torch
 from conftest import CliResult
 from helpers_models import tiny_image_model
 from helpers_training import make_tiny_bert, timm_spec
@@ -490,3 +491,64 @@ def test_predict_and_evaluate_answer_the_same_for_every_encoding(image_model, tm
         assert r.code == 0, r.err
         assert json.loads(r.out)["tasks"][0]["accuracy"] == (got["prediction"].astype(str).str[0]
                                                               == got["item"].str[0]).mean()
+
+
+# --- 5. a diverged model is never saved, loaded or used ---
+
+
+def test_training_that_diverges_fails_with_the_reason_and_saves_nothing(image_model, tmp_path):
+    _, data = image_model
+    before = snapshot(data)
+    r = run("train", "--data", str(data), "--source", timm_spec(tmp_path, "test_resnet", size=16), "--strategy",
+            "full", "--lr", "1e6", "--epochs", "2", "--device", "cpu", "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(tmp_path / "model"))
+    one_line_error(r, "training diverged", "nan or inf", "lower --lr")
+    assert not (tmp_path / "model").exists() and snapshot(data) == before
+
+
+def _poisoned(model_dir: Path, tmp_path: Path, value: float) -> Path:
+    """A copy of the model whose first head's weights all equal ``value``."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    copy = tmp_path / "poisoned"
+    shutil.copytree(model_dir, copy)
+    tensors = load_file(copy / "model.safetensors")
+    with safe_open(str(copy / "model.safetensors"), "pt") as f:
+        meta = f.metadata()
+    head = next(k for k in tensors if k.startswith("heads.0.") and k.endswith("weight"))
+    tensors[head] = torch.full_like(tensors[head], value)
+    save_file(tensors, copy / "model.safetensors", metadata=meta)
+    return copy
+
+
+def test_a_model_with_nan_weights_is_neither_saved_nor_loaded(image_model, tmp_path):
+    from autotransfer.errors import Diverged
+
+    model_dir, data = image_model
+    poisoned = _poisoned(model_dir, tmp_path, float("nan"))
+    r = run("predict", "--model", str(poisoned), "--data", str(data), "--out", str(tmp_path / "p.csv"))
+    one_line_error(r, "model.safetensors", "holds nan or inf", "lower --lr")
+    assert not (tmp_path / "p.csv").exists()
+    model = autotransfer.load_model(model_dir)
+    with torch.no_grad():
+        model.heads[0].weight[0, 0] = float("inf")
+    with pytest.raises(Diverged, match="not saving the model"):
+        model.save(tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_outputs_that_overflow_are_errors_never_a_class(image_model, tmp_path):
+    from autotransfer.errors import Diverged
+
+    model_dir, data = image_model
+    huge = _poisoned(model_dir, tmp_path, 3e38)  # finite weights, infinite logits (inf - inf: nan)
+    r = run("predict", "--model", str(huge), "--data", str(data), "--out", str(tmp_path / "p.csv"))
+    df = pd.read_csv(tmp_path / "p.csv", keep_default_na=False)
+    broken = df[df["error"] != ""]
+    assert len(broken) > 0 and (broken["prediction"] == "").all()
+    assert broken["error"].str.startswith("the model's output is not finite").all()
+    assert "wrote" in r.out and str(len(df) - len(broken)) in r.out
+    items = [str(p) for p in sorted(data.rglob("*.png"))]
+    with pytest.raises(Diverged, match="not finite"):
+        autotransfer.load_model(huge).predict(items)
