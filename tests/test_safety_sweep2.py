@@ -552,3 +552,63 @@ def test_outputs_that_overflow_are_errors_never_a_class(image_model, tmp_path):
     items = [str(p) for p in sorted(data.rglob("*.png"))]
     with pytest.raises(Diverged, match="not finite"):
         autotransfer.load_model(huge).predict(items)
+
+
+# --- 4. label and text columns ---
+
+
+@pytest.fixture(scope="module")
+def news_rows(tmp_path_factory):
+    """40 BBC articles as rows: body, subject (5 topics), year (2 values), stars (3 values), section (2 values)."""
+    bbc = load(write_bbc_folder(tmp_path_factory.mktemp("news") / "bbc", per_class=8))
+    return [{"body": t, "subject": bbc.tasks[0].classes[y], "year": 2004 + i % 2, "stars": 1 + i % 3,
+             "section": ("world", "home")[i % 2]}
+            for i, (t, y) in enumerate(zip(bbc.items, bbc.labels[:, 0], strict=True))]
+
+
+def _table(tmp_path: Path, rows: list[dict], cols: list[str], rename: dict | None = None) -> Path:
+    path = tmp_path / "news.csv"
+    pd.DataFrame(rows)[cols].rename(columns=rename or {}).to_csv(path, index=False)
+    return path
+
+
+def test_a_text_column_is_preferred_as_label_over_a_numeric_one_and_the_choice_is_shown(tmp_path, news_rows):
+    path = _table(tmp_path, news_rows, ["body", "subject", "year"])
+    r = run("inspect", "--data", str(path), "--json")
+    assert r.code == 0, r.err
+    info = json.loads(r.out)
+    assert [t["name"] for t in info["tasks"]] == ["subject"] and info["meta"]["text_col"] == "body"
+    assert "'year' passed over" in info["meta"]["columns"]
+    text = run("inspect", "--data", str(path)).out
+    assert "columns     text 'body' (named like a text column); label 'subject' (the only text column" in text
+    # one numeric column with few values, and nothing else: it is the label, and inspect says why
+    info = json.loads(run("inspect", "--data", str(_table(tmp_path, news_rows, ["body", "stars"])), "--json").out)
+    assert [t["name"] for t in info["tasks"]] == ["stars"] and "only numeric column" in info["meta"]["columns"]
+    # no column named like text: the longest text column (pandas' string dtype included)
+    path = _table(tmp_path, news_rows, ["body", "subject"], {"body": "words"})
+    info = json.loads(run("inspect", "--data", str(path), "--json").out)
+    assert info["meta"]["text_col"] == "words" and "longest text" in info["meta"]["columns"]
+
+
+@pytest.mark.parametrize("cols,words", [(["body", "subject", "section"], ["'subject', 'section'", "--label-col"]),
+                                        (["body", "year", "stars"], ["'year', 'stars'", "--label-col"])])
+def test_two_equally_likely_label_columns_are_one_line(tmp_path, news_rows, cols, words):
+    path = _table(tmp_path, news_rows, cols)
+    before = snapshot(path)
+    one_line_error(run("inspect", "--data", str(path)), "cannot tell which column", *words)
+    r = run("inspect", "--data", str(path), "--label-col", cols[1], "--json")  # the fix the line names
+    assert r.code == 0 and [t["name"] for t in json.loads(r.out)["tasks"]] == [cols[1]]
+    assert snapshot(path) == before
+
+
+def test_a_column_cannot_be_both_text_and_label(tmp_path, news_rows):
+    path = _table(tmp_path, news_rows, ["body", "subject"], {"subject": "topic"})
+    one_line_error(run("inspect", "--data", str(path), "--text-col", "topic", "--label-col", "topic"),
+                   "'topic'", "cannot be both the text and the label")
+    one_line_error(run("train", "--data", str(path), "--text-col", "body", "--label-col", "body", "--source", "x"),
+                   "cannot be both")
+    # the label column the user names is never auto-picked as the text, even when named like one
+    path = _table(tmp_path, news_rows, ["body", "subject"], {"body": "comment", "subject": "text"})
+    r = run("inspect", "--data", str(path), "--label-col", "text", "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["meta"]["text_col"] == "comment"

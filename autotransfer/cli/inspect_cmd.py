@@ -27,6 +27,8 @@ def inspect_cmd(data, text_col, label_col, split, seed, as_json):
     click.echo(f"items       {info['n_items']}  " + "  ".join(f"{s}={n}" for s, n in info["splits"].items())
                + ("  (pre-split)" if info["presplit"] else ""))
     click.echo(f"fingerprint {info['fingerprint'][:16]}")
+    if info.get("meta", {}).get("columns"):
+        click.echo(f"columns     {info['meta']['columns']}")
     for t in ds.tasks:
         click.echo(f"\ntask {t.name!r}: {t.num_classes} classes")
         counts = info["counts"]

@@ -58,25 +58,40 @@ def looks_like_table(path: Path) -> bool:
     return False
 
 
-def _pick_text(df, explicit: str | None, where: str) -> str:
+def _is_text(series) -> bool:
+    from pandas.api.types import is_string_dtype
+
+    return series.dtype == object or is_string_dtype(series.dtype)
+
+
+def _pick_text(df, explicit: str | None, where: str, exclude: list[str] | None = None) -> str:
+    """The text column of ``df``: ``explicit``, else one named like text, else the longest text."""
+    return _choose_text(df, explicit, where, exclude or [])[0]
+
+
+def _choose_text(df, explicit: str | None, where: str, exclude: list[str]) -> tuple[str, str]:
+    """(text column, why it was chosen); ``exclude`` are the label columns the user named."""
     cols = [str(c) for c in df.columns]
     if explicit:
         if explicit not in cols:
             raise DataError(
                 f"text column {explicit!r} not in {where}; columns are: {', '.join(cols)} — pass one with --text-col"
             )
-        return explicit
-    lower = {c.lower(): c for c in cols}
+        return explicit, "given with --text-col"
+    lower = {c.lower(): c for c in cols if c not in exclude}
     for n in TEXT_NAMES:
         if n in lower:
-            return lower[n]
-    strings = [c for c in cols if df[c].dtype == object]
+            return lower[n], "named like a text column"
+    strings = [c for c in cols if c not in exclude and _is_text(df[c])]
     if not strings:
         raise DataError(f"no text column found in {where}; columns are: {', '.join(cols)} — pass one with --text-col")
-    return max(strings, key=lambda c: df[c].astype(str).str.len().mean())
+    return max(strings, key=lambda c: df[c].astype(str).str.len().mean()), "the column with the longest text"
 
 
-def _pick_labels(df, explicit: list[str] | None, text_col: str, where: str) -> list[str]:
+def _pick_labels(df, explicit: list[str] | None, text_col: str, where: str) -> tuple[list[str], str]:
+    """(label columns, why): ``explicit``, else one named like a label, else the one column of few
+    distinct values — a text column before a numeric one (a year or an id with few values is rarely
+    the label); two equally likely columns are an error naming them."""
     cols = [str(c) for c in df.columns]
     if explicit:
         for c in explicit:
@@ -84,15 +99,25 @@ def _pick_labels(df, explicit: list[str] | None, text_col: str, where: str) -> l
                 raise DataError(
                     f"label column {c!r} not in {where}; columns are: {', '.join(cols)} — pass one with --label-col"
                 )
-        return list(explicit)
+            if c == text_col:
+                raise DataError(f"column {c!r} of {where} cannot be both the text and the label; pass --text-col "
+                                "and --label-col naming different columns")
+        return list(explicit), "given with --label-col"
     lower = {c.lower(): c for c in cols}
     for n in LABEL_NAMES:
         if n in lower and lower[n] != text_col:
-            return [lower[n]]
-    candidates = [c for c in cols if c != text_col and 1 < df[c].nunique() <= max(2, len(df) // 2)]
-    if not candidates:
+            return [lower[n]], "named like a label column"
+    few = [c for c in cols if c != text_col and 1 < df[c].nunique() <= max(2, len(df) // 2)]
+    if not few:
         raise DataError(f"no label column found in {where}; columns are: {', '.join(cols)} — pass one with --label-col")
-    return [min(candidates, key=lambda c: df[c].nunique())]
+    texts = [c for c in few if _is_text(df[c])]
+    pool, kind = (texts, "text") if texts else (few, "numeric")
+    if len(pool) > 1:
+        raise DataError(f"cannot tell which column of {where} holds the labels: {', '.join(map(repr, pool))} could "
+                        "each be one; pass --label-col with one of them (or several, comma-separated, for multi-task)")
+    others = [c for c in few if c != pool[0]]
+    why = f"the only {kind} column with few distinct values, {df[pool[0]].nunique()} of them"
+    return pool, why + (f"; numeric {', '.join(map(repr, others))} passed over" if others else "")
 
 
 def _label_str(v: Any) -> str:
@@ -116,8 +141,9 @@ def load_table(path: Path, options: dict) -> Dataset:
     where = repr(str(files[first_split]))
     if len(first) == 0:
         raise DataError(f"table {where} has no rows; expected one row per example")
-    text_col = _pick_text(first, options.get("text_col"), where)
-    label_cols = _pick_labels(first, label_opt, text_col, where)
+    text_col, text_why = _choose_text(first, options.get("text_col"), where, list(label_opt or []))
+    label_cols, label_why = _pick_labels(first, label_opt, text_col, where)
+    chosen = f"text {text_col!r} ({text_why}); label {', '.join(map(repr, label_cols))} ({label_why})"
 
     warnings: list[str] = []
     records: list[Record] = []
@@ -147,5 +173,5 @@ def load_table(path: Path, options: dict) -> Dataset:
     name = path.resolve().stem if path.is_file() else path.resolve().name
     return assemble(
         name=name, path=str(path), modality="text", records=records, task_names=label_cols,
-        options=options, warnings=warnings, meta={"text_col": text_col, "label_cols": label_cols},
+        options=options, warnings=warnings, meta={"text_col": text_col, "label_cols": label_cols, "columns": chosen},
     )
