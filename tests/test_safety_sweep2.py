@@ -612,3 +612,18 @@ def test_a_column_cannot_be_both_text_and_label(tmp_path, news_rows):
     r = run("inspect", "--data", str(path), "--label-col", "text", "--json")
     assert r.code == 0, r.err
     assert json.loads(r.out)["meta"]["text_col"] == "comment"
+
+
+def test_an_empty_test_split_has_no_test_score_and_no_numpy_warning(image_model):
+    import warnings
+
+    from autotransfer._search.runner import _accuracy
+
+    model_dir, data = image_model
+    ds = load(data, split="0.8,0.2,0")
+    assert len(ds.split_items("test")) == 0
+    model = autotransfer.load_model(model_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice" would raise here
+        assert _accuracy(model, ds, "test") is None
+        assert 0.0 <= _accuracy(model, ds, "val") <= 1.0

@@ -115,7 +115,10 @@ def baseline_sources(architectures: dict[str, str], ranked: list[str], limit: in
     return picked[:limit]
 
 
-def _accuracy(model: Any, dataset: Dataset, split: str) -> float:
+def _accuracy(model: Any, dataset: Dataset, split: str) -> float | None:
+    """Mean accuracy over the tasks on ``split``; None for an empty split (``--split 0.8,0.2,0``): no score, not nan."""
+    if not len(dataset.split_items(split)):
+        return None
     preds, _ = model.predict(dataset.split_items(split))
     y = dataset.split_labels(split)
     return float(np.mean([(preds[:, t] == y[:, t]).mean() for t in range(y.shape[1])]))
