@@ -113,3 +113,33 @@ def test_no_card_for_a_best_folder_that_holds_another_model(run, tmp_path):
     (out / "best" / "config.json").write_text(json.dumps({**cfg, "strategy": "not-the-answer's"}))
     (out / "best" / "README.md").unlink()
     assert write_card(out, study, dict(summary), rows, []) is None and not (out / "best" / "README.md").exists()
+
+
+def test_a_scratch_answer_is_called_what_it_is(tmp_path):
+    """Negative transfer: the card says the model is the scratch baseline, not a transfer."""
+    import json
+
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from autotransfer._search.card import write_card
+    from autotransfer._search.report import summary_row, trial_rows
+
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("dataset", {"name": "d", "modality": "text", "tasks": ["label"], "n_train": 8, "n_val": 4,
+                                    "n_test": 4, "counts": {"train": {"label": {"a": 4, "b": 4}}}})
+    for role, source, strategy, value in (("default", "s", "linear_probe", 0.5), ("scratch", "s", "scratch", 0.75)):
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=value, user_attrs={
+            "role": role, "config": {"source": source, "strategy": strategy, "lr": 1e-3, "weight_decay": 0.01,
+                                                    "params": {}}}))
+    rows = trial_rows(study)
+    summary = summary_row(study, rows, {"answer": 1, "baseline": 1, "tests": {1: 0.5}, "negative": True})
+    study.set_user_attr("answer", 1)
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best" / "config.json").write_text(json.dumps(
+        {"source_name": "s", "strategy": "scratch", "modality": "text", "tasks": [{"name": "label", "classes": ["a", "b"]}]}))
+    text = write_card(tmp_path, study, summary, rows, []).read_text()
+    assert "A text classifier chosen by `autotransfer search`, trained from scratch" in text
+    assert "(negative transfer), so this is the scratch model." in text
+    assert "Negative transfer detected for every source" in text  # the summary's note, as a sentence
+    assert "| `a` | 4 |" in text and "test: 0.5000 (95% interval" in text

@@ -202,3 +202,16 @@ def test_many_long_source_names_still_fit_and_only_fine_tuned_sources_get_colour
         _inside_canvas(fig)
     coloured = [t.get_text() for t in curves.legends[0].get_texts() if t.get_text().startswith("timm:a_long")]
     assert len(coloured) == min(3, n_sources)
+
+
+@pytest.mark.parametrize("name", ["timm:test_resnet@digits-test_resnet.safetensors", LONG, "x" * 95,
+                                  "timm:some_long_model_name_0@weights-file-number-0-of-the-zoo.safetensors",
+                                  "hf:/very/long/path/to/a/folder/of/models/bert-base-uncased-finetuned"])
+def test_a_legend_name_wraps_at_its_joints_and_loses_no_character(name):
+    from autotransfer._search.plots import WRAP, plain
+
+    lines = plain(name).split("\n")
+    assert "".join(lines) == name and all(len(line) <= WRAP for line in lines)
+    assert len(lines) == -(-len(name) // WRAP) or lines[0][-1] in "@/"  # cut only where it must, else at a joint
+    if name.startswith("timm:test_resnet@digits"):
+        assert lines == ["timm:test_resnet@", "digits-test_resnet.safetensors"]

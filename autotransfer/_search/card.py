@@ -125,7 +125,8 @@ def _chosen_md(summary: dict[str, Any], trans: list[dict[str, Any]], primary: st
     else:
         lines.append("No scratch baseline completed, so this model was not checked against training from scratch.")
     lines += ["", f"{summary.get('n_trials')} trials ({summary.get('n_pruned')} pruned, {summary.get('n_failed')} "
-              f"failed) in {summary.get('total_seconds')} s. {summary.get('note')}.", ""]
+              f"failed) in {summary.get('total_seconds')} s. {str(summary.get('note') or '')[:1].upper()}"
+              f"{str(summary.get('note') or '')[1:]}.", ""]
     return lines
 
 
@@ -166,6 +167,15 @@ def _limits_md(summary: dict[str, Any], config: dict[str, Any]) -> list[str]:
             "- The probabilities it outputs are not calibrated: no calibration was measured or applied.", ""]
 
 
+def _intro(modality: str, negative: bool) -> str:
+    kind = f"{'An' if modality[:1] in tuple('aeiou') else 'A'} {modality} classifier chosen by `autotransfer search`"
+    if negative:
+        return (f"{kind}, trained from scratch: no searched pretrained source and transfer strategy beat training "
+                "from scratch on validation (negative transfer), so this is the scratch model.")
+    return (f"{kind}: the best of the searched pretrained sources and transfer strategies on validation, never "
+            "worse there than training from scratch.")
+
+
 def write_card(out: Path, study: Any, summary: dict[str, Any], rows: list[dict[str, Any]],
                trans: list[dict[str, Any]]) -> Path | None:
     """Write ``out/best/README.md`` for the exported model; None when this run has no ``best/``."""
@@ -186,8 +196,7 @@ def write_card(out: Path, study: Any, summary: dict[str, Any], rows: list[dict[s
     scratch = max(bases, key=lambda r: r["val_score"])["source"] if bases else ""
     text = "\n".join([
         _front_matter(summary, config, name), title, "",
-        f"{'An' if modality[0] in 'aeiou' else 'A'} {modality} classifier chosen by `autotransfer search`: the best of the searched "
-        "pretrained sources and transfer strategies on validation, never worse there than training from scratch.",
+        _intro(modality, bool(summary.get("negative_transfer"))),
         "", *_model_md(summary, config, answer), *_data_md(summary, data, name, str(attrs.get("fingerprint") or "")),
         *_chosen_md(summary, trans, str(attrs.get("primary", "logme")), attrs.get("probe_scores") or {}, scratch),
         *_scores_md(summary), *_use_md(modality),

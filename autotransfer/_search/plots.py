@@ -8,6 +8,7 @@ points, so a long name is never clipped at the edge nor laid over another.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,22 @@ LINE_INCHES = 0.2  # height of one legend line at 7-8 pt, with its share of the 
 def plain(text: Any, width: int = WRAP) -> str:
     """``text`` as a label shows it: wrapped at ``width`` characters, and a ``$`` escaped (in a
     source's name it would otherwise start matplotlib mathtext)."""
-    import textwrap
+    return "\n".join(_wrap(str(text), width)).replace("$", r"\$")
 
-    lines = textwrap.wrap(str(text), width, break_long_words=True, break_on_hyphens=False) or [""]
-    return "\n".join(lines).replace("$", r"\$")
+
+def _wrap(text: str, width: int) -> list[str]:
+    """Lines of at most ``width`` characters, broken after a space, ``@``, ``/``, ``?`` or ``:`` where
+    one is near (a source spec's natural joints), else at ``width``."""
+    lines, line = [], ""
+    for part in re.split(r"(?<=[ @/?:])", text):
+        if line and len(line) + len(part) > width:
+            lines.append(line)
+            line = ""
+        while len(part) > width:  # a part longer than a line: cut it
+            lines.append(part[:width])
+            part = part[width:]
+        line += part
+    return [x.rstrip() for x in [*lines, line] if x.strip()] or [""]
 
 
 def fit_height(fig: Any, lines: int, room: float) -> None:
