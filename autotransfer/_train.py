@@ -341,11 +341,18 @@ def _accuracies(model_loop: _Loop, data: _Split, cached: bool) -> list[float]:
     while True:
         try:
             correct = torch.zeros(data.labels.shape[1], dtype=torch.long)
+            broken = 0  # items whose outputs are nan or inf: a diverged model, whatever argmax says
             with torch.no_grad():
                 for inputs, y in model_loop.batches(data, torch.arange(len(data)),
                                                     model_loop.batch_size * (8 if cached else 1), False):
                     for t, lg in enumerate(model_loop.logits(inputs, cached)):
-                        correct[t] += (lg.argmax(1) == y[:, t]).sum().cpu()
+                        right, bad = torch.stack([(lg.argmax(1) == y[:, t]).sum(),
+                                                  (~torch.isfinite(lg)).any(1).sum()]).cpu().tolist()
+                        correct[t] += right
+                        broken += bad
+            if broken:
+                raise Diverged(f"training diverged: in {model_loop.stage}, {broken} output row(s) for {len(data)} "
+                               "evaluated item(s) are nan or inf; lower --lr (or train in fp32: --precision fp32)")
             return (correct.double() / max(1, len(data))).tolist()
         except Exception as exc:
             if not is_oom(exc):

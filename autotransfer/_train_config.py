@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checks import COUNT, COUNT0, NONNEGATIVE, POSITIVE, SEED, check_fields
+from .checks import COUNT, COUNT0, NONNEGATIVE, SEED, check_fields
 from .errors import AutotransferError
 
-_RULES = {"lr": POSITIVE, "epochs": COUNT, "weight_decay": NONNEGATIVE, "seed": SEED, "batch_size": COUNT,
+# lr 0 is allowed here (it freezes a stage: a test's probe); the CLI's --lr must be above 0
+_RULES = {"lr": NONNEGATIVE, "epochs": COUNT, "weight_decay": NONNEGATIVE, "seed": SEED, "batch_size": COUNT,
           "num_workers": COUNT0}
 
 

@@ -238,7 +238,8 @@ def test_a_number_an_option_cannot_mean_is_one_line_before_any_work(tmp_path, co
 @pytest.mark.parametrize("config,field,value", [
     ("SearchConfig", "timeout", float("inf")), ("SearchConfig", "margin", float("nan")),
     ("SearchConfig", "seed", -1), ("SearchConfig", "trials", 2.5), ("SearchConfig", "epochs", "3"),
-    ("SearchConfig", "split", "0.7,0.15,nan"), ("TrainConfig", "lr", float("nan")), ("TrainConfig", "seed", -1),
+    ("SearchConfig", "split", "0.7,0.15,nan"), ("TrainConfig", "lr", float("nan")), ("TrainConfig", "lr", -1e-3),
+    ("TrainConfig", "seed", -1),
     ("TrainConfig", "weight_decay", -0.1), ("TrainConfig", "epochs", 0), ("TrainConfig", "num_workers", -1),
 ])
 def test_the_python_api_rejects_the_same_numbers(tmp_path, config, field, value):
@@ -627,3 +628,21 @@ def test_an_empty_test_split_has_no_test_score_and_no_numpy_warning(image_model)
         warnings.simplefilter("error")  # numpy's "Mean of empty slice" would raise here
         assert _accuracy(model, ds, "test") is None
         assert 0.0 <= _accuracy(model, ds, "val") <= 1.0
+
+
+def test_outputs_that_turn_non_finite_in_evaluation_fail_the_run(image_model, tmp_path, monkeypatch):
+    """Finite weights whose outputs overflow (fp16 on an older card, say): the run fails, never scores."""
+    from autotransfer import _train
+    from autotransfer.errors import Diverged
+
+    _, data = image_model
+    logits = _train._Loop.logits
+
+    def overflowing(self, inputs, cached):
+        out = logits(self, inputs, cached)
+        return out if torch.is_grad_enabled() else [lg * float("inf") for lg in out]  # evaluation only
+
+    monkeypatch.setattr(_train._Loop, "logits", overflowing)
+    with pytest.raises(Diverged, match="output row"):
+        autotransfer.train(load(data), timm_spec(tmp_path, "test_resnet", size=16), "full", epochs=1, device="cpu",
+                           cache_dir=False)
