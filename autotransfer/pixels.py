@@ -4,9 +4,8 @@ Pillow opens many files in a form that ``convert("RGB")`` gets wrong: a 16-bit g
 (mode ``I;16`` or ``I``) is clipped at 255, so nearly every pixel is white; a phone's JPEG keeps
 its EXIF orientation beside unrotated pixels; a transparent pixel's hidden colour (often black)
 shows through once the alpha is dropped. ``open_image`` applies the orientation, scales 16-bit
-and 32-bit values to 8 bits the way a viewer does (65535 is white: divide by 257; values outside
-0..65535, and float images outside 0..1, by the image's own range), and lays transparency over
-white, before converting to the mode a source wants.
+and 32-bit values to 8 bits the way a viewer does (``_eight_bit``: 65535 is white), and lays
+transparency over white, before converting to the mode a source wants.
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ def as_shown(im: Any, mode: str = "RGB") -> Any:
     if _orientation(im) != 1:
         im = ImageOps.exif_transpose(im)
     if im.mode in _WIDE:
-        im = Image.fromarray(_eight_bit(np.asarray(im)))
+        im = Image.fromarray(_eight_bit(np.asarray(im), im.mode))
     elif im.mode == "LAB":
         im = _lab_to_rgb(im)
     if im.mode in _ALPHA or (im.mode == "P" and "transparency" in im.info):
@@ -54,15 +53,19 @@ def _orientation(im: Any) -> int:
         return 1
 
 
-def _eight_bit(values: np.ndarray) -> np.ndarray:
-    """16-bit, 32-bit or float pixels as uint8, as a viewer scales them."""
+def _eight_bit(values: np.ndarray, mode: str) -> np.ndarray:
+    """16-bit, 32-bit or float pixels as uint8, as a viewer scales them: a 16-bit image by its type's
+    range (65535 is white); a 32-bit one holding 8-bit values (``convert("I")``'s) as they are; a
+    float one in 0..1 times 255; anything else stretched over its own range."""
     v = values.astype(np.float64)
     lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
-    if values.dtype.kind == "f" and lo >= 0 and hi <= 1:
+    if lo >= 0 and hi <= 255 and mode in ("I", "F") and not (mode == "F" and hi <= 1):
+        scaled = v
+    elif mode == "F" and lo >= 0 and hi <= 1:
         scaled = v * 255.0
-    elif values.dtype.kind != "f" and lo >= 0 and hi <= 65535:
+    elif mode != "F" and lo >= 0 and hi <= 65535:
         scaled = v / 257.0
-    else:  # outside the type's usual range: stretch the image's own range
+    else:
         scaled = (v - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(v)
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 

@@ -419,11 +419,16 @@ def _write_as(path: Path, grey: np.ndarray, how: str) -> None:
         im.convert("CMYK").save(path)
     elif how == "grey+alpha":
         Image.merge("LA", [im, Image.new("L", im.size, 255)]).save(path)
+    elif how == "32-bit":  # mode I holding 8-bit values, as convert("I") makes them
+        im.convert("I").save(path)
+    elif how == "float":  # mode F in 0..1
+        Image.fromarray(grey.astype(np.float32) / 255).save(path)
     else:
         im.save(path)
 
 
-SUFFIX = {"16-bit": ".png", "exif-rotated": ".png", "palette": ".png", "cmyk": ".tiff", "grey+alpha": ".png"}
+SUFFIX = {"16-bit": ".png", "exif-rotated": ".png", "palette": ".png", "cmyk": ".tiff", "grey+alpha": ".png",
+          "32-bit": ".tiff", "float": ".tiff"}
 
 
 @pytest.mark.parametrize("how", list(SUFFIX))
@@ -438,7 +443,7 @@ def test_every_mode_decodes_as_a_viewer_shows_it(tmp_path, how):
     _write_as(path, grey, how)
     with Image.open(path) as im:
         assert im.mode == {"16-bit": "I;16", "exif-rotated": "L", "palette": "P", "cmyk": "CMYK",
-                           "grey+alpha": "LA"}[how]
+                           "grey+alpha": "LA", "32-bit": "I", "float": "F"}[how]
     shown = np.asarray(open_image(path, "RGB"))
     assert shown.shape == (24, 16, 3) and (shown == grey[..., None]).all()
     assert (np.asarray(open_image(path, "L")) == grey).all()
