@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .checks import COUNT, check_number
 from .data import load
 from .errors import DataError
 from .loading import load_model
@@ -69,6 +70,7 @@ def evaluate(model_dir: str | Path, data: Any, *, text_col: str | None = None, l
              device: str = "cpu", batch_size: int = 64) -> Evaluation:
     """Score the model saved in ``model_dir`` on the labelled data at ``data`` (any supported layout)."""
 
+    check_number("batch_size", batch_size, COUNT, 64)
     model = load_model(model_dir, device=device)
     labels = label_col or ",".join(t.name for t in model.tasks)
     ds = load(data, text_col=text_col, label_col=labels, split="1,0,0")

@@ -250,8 +250,13 @@ def test_the_python_api_rejects_the_same_numbers(tmp_path, config, field, value)
         with pytest.raises(autotransfer.AutotransferError, match=f"^{flag} "):
             autotransfer.search(tmp_path / "missing", out=tmp_path / "out", **{field: value})
         assert not (tmp_path / "out").exists()
-    with pytest.raises(autotransfer.AutotransferError, match="^--seed "):
+
+
+def test_load_and_evaluate_check_their_numbers_too(tmp_path):
+    with pytest.raises(autotransfer.AutotransferError, match="^--seed -3 "):
         load(tmp_path, seed=-3)
+    with pytest.raises(autotransfer.AutotransferError, match="^--batch-size 0 "):
+        autotransfer.evaluate(tmp_path / "no-model", tmp_path, batch_size=0)
 
 
 # --- 7 and 10. outputs checked before the work, damaged model folders ---
