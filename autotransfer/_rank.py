@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from .errors import AutotransferError, NotApplicable
 from .estimators import DEFAULT_ESTIMATORS, default_estimators, estimate, get_estimator
 from .features import extract, resolve_device
 from .precision import resolve_precision
+from .rank_plan import RankDeadline, RankPlan, plan_ranking
 from .sources import SourceOptions, default_source_specs, resolve_sources
 
 BASE_COLUMNS = ["source", "provider", "modality", "feature_dim", "n_samples"]
@@ -69,10 +70,13 @@ def rank_sources(
     seed: int = 0,
     progress: bool = True,
     precision: str = "auto",
+    check: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per source (best first by ``primary``) with every estimator's score and rank.
 
     ``precision`` (auto / bf16 / fp16 / fp32) is the extraction's; features are cached per precision.
+    ``check()`` runs before every extraction batch and every estimator; a ``RankDeadline`` it raises
+    leaves the source out (its row says why) or the source's remaining estimators empty.
     """
     ests = {name: get_estimator(name) for name in estimators}
     if primary not in ests:
@@ -81,10 +85,15 @@ def rank_sources(
     tasks = dataset.tasks
     rows: list[dict[str, Any]] = []
     for src in sources:
-        feats = extract(src, ds, "train", device=device, cache_dir=cache_dir, progress=progress, precision=precision)
-        rows.append(_score_source(src, feats, list(ests), tasks, "cpu" if device == "auto" else device))
+        try:
+            feats = extract(src, ds, "train", device=device, cache_dir=cache_dir, progress=progress,
+                            precision=precision, check=check)
+        except RankDeadline as exc:
+            rows.append(left_out_row(src, f"left out: {exc}"))
+            continue
+        rows.append(_score_source(src, feats, list(ests), tasks, "cpu" if device == "auto" else device, check))
     for name, est in ests.items():
-        for row, r in zip(rows, _ranks([row[name] for row in rows], est.higher_is_better), strict=False):
+        for row, r in zip(rows, _ranks([row.get(name) for row in rows], est.higher_is_better), strict=False):
             row[f"rank_{name}"] = r
     for row in rows:
         row["rank"] = row[f"rank_{primary}"]
@@ -94,7 +103,14 @@ def rank_sources(
     return rows
 
 
-def _score_source(src: Any, feats: Any, estimators: list[str], tasks: list[Any], device: str) -> dict[str, Any]:
+def left_out_row(src: Any, why: str) -> dict[str, Any]:
+    """The row of a source that was not ranked: no scores, no rank, the reason in its notes."""
+    return {"source": src.name, "provider": str(getattr(src, "provider", "")), "modality": src.modality,
+            "feature_dim": getattr(src, "feature_dim", None), "n_samples": 0, "rank": None, "notes": why}
+
+
+def _score_source(src: Any, feats: Any, estimators: list[str], tasks: list[Any], device: str,
+                  check: Callable[[], None] | None = None) -> dict[str, Any]:
     """One source's row: every estimator's score on its features (mean over tasks), timings, notes."""
     row: dict[str, Any] = {
         "source": src.name, "provider": str(getattr(src, "provider", "")), "modality": src.modality,
@@ -104,6 +120,13 @@ def _score_source(src: Any, feats: Any, estimators: list[str], tasks: list[Any],
     start = time.perf_counter()
     for name in estimators:
         per_task = []
+        try:
+            if check is not None:
+                check()
+        except RankDeadline as exc:
+            notes.append(f"{name}: not computed ({exc})")
+            row[name] = None
+            continue
         for t, task in enumerate(tasks):
             try:
                 v = estimate(name, feats.features, feats.labels[:, t], source_probs=feats.source_probs,
@@ -119,6 +142,8 @@ def _score_source(src: Any, feats: Any, estimators: list[str], tasks: list[Any],
     row["extract_seconds"] = round(feats.seconds, 3)
     row["score_seconds"] = round(time.perf_counter() - start, 3)
     row["notes"] = "; ".join(dict.fromkeys(n.split(" (")[0] for n in notes))
+    if any("not computed" in n for n in notes):
+        row["notes"] += " (ranking's share of the time budget ended)"
     return row
 
 
@@ -141,7 +166,9 @@ def write_transferability(rows: list[dict[str, Any]], estimators: Sequence[str],
 
 def warn_not_applicable(rows: list[dict[str, Any]]) -> None:
     for row in rows:
-        if row.get("notes"):
+        if str(row.get("notes") or "").startswith("left out"):
+            warn(f"source {row['source']!r}: {row['notes']}")
+        elif row.get("notes"):
             warn(f"source {row['source']!r}: {row['notes']} (cell left empty)")
 
 
@@ -167,14 +194,44 @@ def resolve_and_rank(
 
     ``options`` go to ``rank_sources``. Returns the sources, the estimator names and the rows.
     """
+    srcs, est, rows, _ = plan_and_rank(dataset, sources, estimators, offline=offline,
+                                       trust_remote_code=trust_remote_code, **options)
+    return srcs, est, rows
+
+
+def plan_and_rank(
+    dataset: Dataset,
+    sources: str | Sequence[str] | None = None,
+    estimators: str | Sequence[str] | None = None,
+    *,
+    share: float | None = None,
+    offline: bool = False,
+    trust_remote_code: bool = False,
+    **options: Any,
+) -> tuple[list[Any], list[str], list[dict[str, Any]], RankPlan | None]:
+    """``resolve_and_rank`` within ``share`` seconds (None: no limit): ``rank_plan.plan_ranking`` times
+    each source first and sizes the work (a stratified subsample of the training split, or sources
+    left out, each with its reason in its row). Returns the sources, estimators, rows and the plan."""
 
     opts = SourceOptions(offline=offline, trust_remote_code=trust_remote_code)
     specs = _names(sources) or default_source_specs(dataset.modality, opts)
     srcs = resolve_sources(specs, opts, modality=dataset.modality)
     est = _names(estimators) or default_estimators()
-    rows = rank_sources(dataset, srcs, est, **options)
+    plan = None
+    ranked = srcs
+    if share is not None:
+        plan = plan_ranking(dataset, srcs, share, device=options.get("device", "auto"),
+                            precision=options.get("precision", "auto"), cache_dir=options.get("cache_dir"),
+                            check=options.get("check"))
+        ranked = plan.sources
+        if plan.items is not None:
+            cap = options.get("max_samples")
+            options["max_samples"] = plan.items if cap is None else min(cap, plan.items)
+    rows = rank_sources(dataset, ranked, est, **options)
+    if plan is not None:
+        rows += [left_out_row(s, f"left out: {plan.left_out[s.name]}") for s in srcs if s.name in plan.left_out]
     warn_not_applicable(rows)
-    return srcs, est, rows
+    return srcs, est, rows, plan
 
 
 def rank_into(out_dir: str | Path | None, dataset: Dataset, data: Any, sources: Any, estimators: Any,

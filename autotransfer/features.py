@@ -296,6 +296,44 @@ def extract(
     return Features(feats, labels, probs, False, time.perf_counter() - start, str(path) if path else None)
 
 
+def is_cached(source: Source, dataset: Dataset, split: str, *, device: str | Any = "auto",
+              precision: str = "auto", cache_dir: str | os.PathLike | None | bool = None) -> bool:
+    """Whether ``extract`` would find these features in the cache (no forward pass)."""
+    _check_inputs(source, dataset, split)
+    path, key = _cache_path(source, dataset, split, resolve_precision(precision, resolve_device(device)), cache_dir)
+    return path is not None and path.exists() and _read_cache(path, key, len(dataset.splits[split])) is not None
+
+
+def seconds_per_item(source: Source, dataset: Dataset, split: str = "train", *, device: str | Any = "auto",
+                     precision: str = "auto", items: int = 8, check: Callable[[], None] | None = None) -> float:
+    """Seconds per item of ``source``'s extraction, timed on a few items: read, preprocess and forward.
+
+    One warm-up batch of ``items`` items, then one timed batch of the next ``items`` (fewer when
+    the split is small). The plan of a search's ranking multiplies this by the items to extract.
+    """
+    import torch
+
+    _check_inputs(source, dataset, split)
+    dev = resolve_device(device)
+    prec = resolve_precision(precision, dev)
+    pool = dataset.split_items(split)[:2 * items]
+    if not pool:
+        return 0.0
+    model, _ = _backbone(source, dev)
+    timed = pool[len(pool) // 2:] or pool
+    for batch_items in (pool[:len(pool) // 2] or pool, timed):
+        if check is not None:
+            check()
+        start = time.perf_counter()
+        batch = source.collate([source.load_item(it, train=False) for it in batch_items])
+        with torch.inference_mode(), autocast(prec, dev):
+            model(move_to(batch, dev))
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        seconds = time.perf_counter() - start
+    return seconds / len(timed)
+
+
 class EvalCrops:
     """Eval inputs straight from a split's decoded-image cache, a batch at a time: the batch's uint8
     centre crops are one read of the memory map (no per-image work, no collate copy, no loader

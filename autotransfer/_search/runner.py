@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .._leaderboard import leaderboard
-from .._rank import resolve_and_rank, write_transferability
+from .._rank import plan_and_rank, subsample, write_transferability
 from ..console import note, warn
 from ..data import Dataset, load
 from ..errors import AutotransferError
@@ -24,6 +24,7 @@ from ..features import resolve_device
 from ..loading import load_model
 from ..plugins import get_plugin_manager
 from ..precision import resolve_precision
+from ..rank_plan import RANK_SHARE, RankDeadline
 from ..strategies import default_strategies, source_info
 from . import rundir
 from . import storage as st
@@ -169,7 +170,7 @@ def _run_search(data: Any, cfg: SearchConfig) -> SearchResult:
     """The search's steps: plan, rank, open the study, run until the budget ends, finish."""
     pruner = _pruner(cfg)  # first: a bad pruning option is one line before any work
     plan = _plan(data, cfg)
-    srcs, est_names, rows = _rank(plan, cfg)
+    srcs, est_names, rows, probe_data = _rank(plan, cfg)
     st.quiet_optuna()
     with st.RunOwner(plan.out_dir) as owner:
         with st.study_lock(plan.url, plan.name, plan.out_dir):
@@ -177,6 +178,7 @@ def _run_search(data: Any, cfg: SearchConfig) -> SearchResult:
             plan.epochs = int(study.user_attrs.get("epochs", plan.epochs))
             _recover_and_enqueue_probes(study, screen, plan, owner.sole)
         ctx = _context(plan, cfg, screen, pruner, rows)
+        ctx.probe_dataset = probe_data
         interrupted = False
         try:
             _run_until_budget_ends(study, ctx, plan)
@@ -210,15 +212,29 @@ def _plan(data: Any, cfg: SearchConfig) -> _Plan:
                  cfg.study_name or f"autotransfer-{ds.name}", t0, tuple(cfg.callbacks))
 
 
-def _rank(plan: _Plan, cfg: SearchConfig) -> tuple[list[Any], list[str], list[dict[str, Any]]]:
-    """Resolve the sources and rank them with the estimators; writes transferability.csv."""
+def _rank(plan: _Plan, cfg: SearchConfig) -> tuple[list[Any], list[str], list[dict[str, Any]], Dataset | None]:
+    """Resolve the sources and rank them with the estimators within ranking's share of the budget
+    (``rank_plan``); writes transferability.csv. The last value is the ranking's training subsample
+    (the probes train on it), None when every training item was ranked."""
 
-    srcs, est_names, rows = resolve_and_rank(
-        plan.dataset, cfg.sources, cfg.estimators, offline=cfg.offline, trust_remote_code=cfg.trust_remote_code,
-        primary=cfg.primary, max_samples=cfg.max_samples, device=cfg.device, cache_dir=cfg.cache_dir, seed=cfg.seed,
-        progress=cfg.progress, precision=plan.precision)
+    rank_end = plan.t0 + RANK_SHARE * plan.timeout
+
+    def check() -> None:
+        if now() > rank_end:
+            raise RankDeadline(f"ranking's share of the time budget ({RANK_SHARE:.0%} of --timeout) ended")
+
+    srcs, est_names, rows, ranking = plan_and_rank(
+        plan.dataset, cfg.sources, cfg.estimators, share=max(0.0, rank_end - now()), offline=cfg.offline,
+        trust_remote_code=cfg.trust_remote_code, primary=cfg.primary, max_samples=cfg.max_samples,
+        device=cfg.device, cache_dir=cfg.cache_dir, seed=cfg.seed, progress=cfg.progress, precision=plan.precision,
+        check=check)
     write_transferability(rows, est_names, plan.out_dir)
-    return srcs, est_names, rows
+    sub = None
+    if ranking is not None and (ranking.items is not None or ranking.left_out):
+        note(ranking.describe(len(plan.dataset.splits["train"])))
+    if ranking is not None and ranking.items is not None:
+        sub = subsample(plan.dataset, min(ranking.items, cfg.max_samples or ranking.items), cfg.seed)
+    return srcs, est_names, rows, sub
 
 
 def _open_study(plan: _Plan, cfg: SearchConfig, pruner: ScratchBaselinePruner, srcs: list[Any],

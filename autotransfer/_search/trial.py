@@ -47,6 +47,7 @@ class Context:
     space: SearchSpace | None = None  # the top-k sources, sampled; None until the probes have chosen them
     precision: str = "fp32"  # resolved (bf16 / fp16 / fp32): every trial trains at it
     stall_trials: int = 0  # end after this many sampled trials in a row without a better score (0: never)
+    probe_dataset: Dataset | None = None  # ranking's training subsample, the probes' data (None: all of it)
     models_dir: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -141,8 +142,12 @@ class _TrialRun:
 
     def run(self, source: Any) -> None:
         ctx, cfg = self.ctx, self.cfg
+        data = ctx.dataset
+        if self.trial.user_attrs.get("fixed") and ctx.probe_dataset is not None:
+            data = ctx.probe_dataset  # a probe solves on the features ranking extracted
+            self.trial.set_user_attr("train_items", len(data.splits["train"]))
         try:  # cfg.params are the strategy's own (partial's depth among them)
-            result = train(ctx.dataset, source, cfg.strategy, lr=cfg.lr, epochs=ctx.epochs,
+            result = train(data, source, cfg.strategy, lr=cfg.lr, epochs=ctx.epochs,
                            weight_decay=cfg.weight_decay, seed=ctx.seed, device=ctx.device, report=self.report,
                            pretrained=self.role != SCRATCH, evaluate_test=False, cache_dir=ctx.cache_dir,
                            progress=False, monitor=self.monitor, precision=ctx.precision, **cfg.params)
