@@ -9,6 +9,7 @@ route both through your own logging with ``log.handlers.clear(); log.propagate =
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 
@@ -66,3 +67,20 @@ def note(message: str) -> None:
 def seen_warnings() -> list[str]:
     """Every warning given so far in this process (oldest first)."""
     return list(_seen)
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' load-report warnings and progress bars for one load or save."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()

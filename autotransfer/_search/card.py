@@ -152,7 +152,14 @@ def _use_md(modality: str) -> list[str]:
             f"labels = model.predict_names(items)  # items: a list of {items}; one label per task each",
             "```", "", "or from the command line:", "", "```",
             "autotransfer predict --model best --data NEW_ITEMS --out predictions.csv",
-            "autotransfer evaluate --model best --data LABELLED_ITEMS", "```", ""]
+            "autotransfer evaluate --model best --data LABELLED_ITEMS",
+            f"autotransfer export --model best --format {_export_formats(modality)} --out EXPORTED  # plain libraries",
+            "```", ""]
+
+
+def _export_formats(modality: str) -> str:
+    """The ``export`` formats to name for this modality (a multi-task model fits onnx only; export says so)."""
+    return "timm|onnx" if modality == "image" else "transformers|onnx" if modality == "text" else "onnx"
 
 
 def _limits_md(summary: dict[str, Any], config: dict[str, Any]) -> list[str]:

@@ -26,6 +26,7 @@ COMMANDS = {
     "predict": "autotransfer.cli.predict_cmd:predict_cmd",
     "evaluate": "autotransfer.cli.evaluate_cmd:evaluate_cmd",
     "demo": "autotransfer.cli.demo_cmd:demo_cmd",
+    "export": "autotransfer.cli.export_cmd:export_cmd",
 }
 
 HELP = {
@@ -41,6 +42,7 @@ HELP = {
     "predict": "Predict labels (and probabilities) for new items with an exported model.",
     "evaluate": "Score an exported model on labelled data: accuracy, balanced accuracy, macro-F1, per class.",
     "demo": "Run a complete search offline on digits (or BBC news with --text).",
+    "export": "Export a trained model to plain timm, transformers or ONNX, checked against autotransfer.",
 }
 
 

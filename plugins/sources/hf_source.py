@@ -34,7 +34,6 @@ local folder instead.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import importlib.util
 import inspect
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from autotransfer import hookimpl
+from autotransfer.console import quiet_transformers as _quiet_transformers
 from autotransfer.errors import SourceError
 from autotransfer.sources import (
     Source,
@@ -74,22 +74,6 @@ IDENTITY_FILES = ("config.json", "tokenizer.json", "vocab.txt", "merges.txt", "v
                   "sentencepiece.bpe.model", "tokenizer_config.json", "special_tokens_map.json")
 EXPORT_FOLDER = "source"  # inside an exported model folder: tokenizer + config.json
 _LAYER = re.compile(r"(?:^|\.)(?:layer|layers|block|blocks|h)\.(\d+)(?:\.|$)")
-
-@contextlib.contextmanager
-def _quiet_transformers():
-    """Silence transformers' load-report warnings and progress bars for one load."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 class HFSource(Source):
