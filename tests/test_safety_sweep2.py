@@ -133,6 +133,14 @@ def test_every_leaderboard_writer_escapes_and_leaderboard_reads_back(tmp_path):
     assert "\n'=data," in printed.out and "\n=data" not in printed.out
 
 
+def test_every_csv_the_tool_writes_goes_through_csvsafe():
+    root = Path(autotransfer.__file__).parent
+    writers = [f"{p.relative_to(root.parent)}:{i}" for folder in (root, root.parent / "plugins")
+               for p in sorted(folder.rglob("*.py")) if p.name != "csvsafe.py"
+               for i, line in enumerate(p.read_text().splitlines(), 1) if ".to_csv(" in line or "csv.writer(" in line]
+    assert writers == [], "write CSVs with autotransfer.csvsafe.write_csv"
+
+
 @pytest.fixture(scope="module")
 def hostile_model(tmp_path_factory):
     """A model trained on class folders with formula-like names, and that data (in a folder named ``=data``)."""
