@@ -92,6 +92,7 @@ def test_timm_export_loads_with_local_dir_and_predicts_like_autotransfer(image_m
     pcfg = cfg["pretrained_cfg"]
     assert pcfg["input_size"] == [3, 16, 16] and pcfg["crop_pct"] == 1.0 and pcfg["interpolation"] == "bilinear"
     assert pcfg["mean"] == [0.5, 0.5, 0.5] and pcfg["std"] == [0.5, 0.5, 0.5]
+    assert "tag" not in pcfg  # test_resnet's own checkpoint tag would name weights these are not
 
     net = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
     transform = create_transform(**resolve_data_config(model=net), is_training=False)

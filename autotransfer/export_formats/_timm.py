@@ -57,6 +57,9 @@ def write(model: Any, folder: Path) -> None:
     data_config = _tuples(dict(export["data_config"]))
     save_for_hf(net, str(folder), model_config={"label_names": classes}, model_args=args,
                 data_config=data_config, safe_serialization=True)
+    config = json.loads((folder / "config.json").read_text())
+    config["pretrained_cfg"].pop("tag", None)  # the source checkpoint's tag: these weights are not that checkpoint
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
 def load_plain(folder: Path, local_dir: bool = True):

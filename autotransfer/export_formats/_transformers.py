@@ -40,7 +40,8 @@ def misfit(model: Any) -> str:
                 "heads read the first token only (train with a ?pooling=cls source to export it here)")
     kind = model.source.config_json().get("model_type")
     if kind not in HEADS:
-        return f"model type {kind!r} has no head export maps faithfully (supported: {', '.join(HEADS)})"
+        return (f"transformers' head for model type {kind!r} has no exact mapping here "
+                f"(model types with one: {', '.join(HEADS)})")
     return ""
 
 
