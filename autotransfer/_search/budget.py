@@ -99,6 +99,9 @@ class TrialMonitor(TrainMonitor):
             self.bar.set_postfix_str(self._postfix(stage), refresh=False)
             self.bar.refresh()
         self.check(t)
+        if self.floor_deadline is not None and t > self.floor_deadline:  # a baseline past its share
+            self.stopped = "timeout"
+            raise StopTraining("the baselines' share of the time budget ended")
 
     def check(self, t: float | None = None) -> None:
         if (now() if t is None else t) > self.budget.hard_deadline:

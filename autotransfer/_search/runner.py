@@ -25,6 +25,7 @@ from ..loading import load_model
 from ..plugins import get_plugin_manager
 from ..precision import resolve_precision
 from ..rank_plan import RANK_SHARE, RankDeadline
+from ..sources import SourceOptions
 from ..strategies import default_strategies, source_info
 from . import rundir
 from . import storage as st
@@ -179,6 +180,7 @@ def _run_search(data: Any, cfg: SearchConfig) -> SearchResult:
             _recover_and_enqueue_probes(study, screen, plan, owner.sole)
         ctx = _context(plan, cfg, screen, pruner, rows)
         ctx.probe_dataset = probe_data
+        ctx.source_options = SourceOptions(offline=cfg.offline, trust_remote_code=cfg.trust_remote_code)
         interrupted = False
         try:
             _run_until_budget_ends(study, ctx, plan)

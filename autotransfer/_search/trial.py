@@ -12,8 +12,9 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from .. import sources as sources_mod
 from .._train import standard_error, train
-from ..console import warn
+from ..console import note, warn
 from ..data import Dataset
 from ..errors import AutotransferError
 from ..monitor import StopTraining
@@ -24,6 +25,7 @@ from . import storage as st
 from .budget import MIN_BASELINE_EPOCHS, Budget, TrialMonitor, now
 from .optuna_private import storage_of, trial_id
 from .pruner import CUT_REASON, EPOCH_SECONDS, PLANNED_EPOCHS, ROLE, SCRATCH, ScratchBaselinePruner
+from .scratch_size import affordable_side, epoch_seconds, native_side, resized_spec
 from .space import WEIGHT_DECAY, SearchSpace, TrialConfig
 
 
@@ -48,6 +50,7 @@ class Context:
     precision: str = "fp32"  # resolved (bf16 / fp16 / fp32): every trial trains at it
     stall_trials: int = 0  # end after this many sampled trials in a row without a better score (0: never)
     probe_dataset: Dataset | None = None  # ranking's training subsample, the probes' data (None: all of it)
+    source_options: Any = None  # how the sources were resolved (a resized scratch baseline is resolved alike)
     models_dir: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -83,8 +86,7 @@ def _monitor(study: optuna.Study, trial: optuna.Trial, role: str, cfg: TrialConf
     budget = ctx.budget
     soft, floor, cap = budget.hard_deadline, 1, None
     if role == SCRATCH:
-        left = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-                   if t.user_attrs.get(ROLE) == SCRATCH) + 1
+        left = _baselines_left(study)
         share = budget.share_left()
         soft, floor, cap = now() + share / left, MIN_BASELINE_EPOCHS, now() + share
     bar = None
@@ -116,9 +118,42 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, ctx: Context) -> None:
         study.tell(trial, state=TrialState.PRUNED)
         return
     source = ctx.screen.sources[cfg.source]
+    if role == SCRATCH:
+        source = _baseline_source(study, trial, source, ctx)
     trial.set_user_attr("provider", str(getattr(source, "provider", "")))
     trial.set_user_attr("precision", ctx.precision)
     _TrialRun(study, trial, role, cfg, ctx).run(source)
+
+
+def _baselines_left(study: optuna.Study) -> int:
+    """This baseline and the ones still waiting."""
+    return 1 + sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                   if t.user_attrs.get(ROLE) == SCRATCH)
+
+
+def _baseline_source(study: optuna.Study, trial: optuna.Trial, source: Any, ctx: Context) -> Any:
+    """``source``, or its architecture at a smaller input size when its part of the baselines' share
+    cannot train the epochs the baseline's own stopping rules need at the source's size (``scratch_size``)."""
+    side = native_side(source)
+    row = ctx.scores.get(source.name) or {}
+    n = int(row.get("n_samples") or 0)
+    per_item = float(row.get("extract_seconds") or 0.0) / n if n else ctx.budget.item_seconds
+    if side is None or per_item <= 0:
+        return source
+    epochs = min(ctx.epochs, ctx.pruner.warmup_epochs + ctx.pruner.patience + 1)
+    seconds = ctx.budget.share_left() / _baselines_left(study)
+    smaller = affordable_side(side, per_item, len(ctx.dataset.splits["train"]), len(ctx.dataset.splits["val"]),
+                              seconds, epochs)
+    if smaller is None:
+        return source
+    resized = sources_mod.resolve_source(resized_spec(source.spec, smaller), ctx.source_options)
+    why = (f"trained from scratch at {smaller} px instead of {side} px: {epochs} epochs at {side} px would take "
+           f"about {epochs * epoch_seconds(per_item, len(ctx.dataset.splits['train']), len(ctx.dataset.splits['val'])):.0f} s"
+           f" of its {seconds:.0f} s share of the time budget")
+    trial.set_user_attr("input_size", smaller)
+    trial.set_user_attr("scratch_note", why)
+    note(f"scratch baseline {source.name}: {why}")
+    return resized
 
 
 def _baselines_share_spent(study: optuna.Study, ctx: Context) -> bool:
