@@ -56,7 +56,7 @@ from .features import EvalCrops, extract, resolve_device
 from .model import TransferModel, non_finite, to_device
 from .monitor import StopTraining, TrainMonitor
 from .precision import autocast, grad_scaler, resolve_precision
-from .probe import L2_PATH, solve_path
+from .probe import L2_PATH, solve_dtype, solve_path
 from .sources import Source, SourceOptions, display_source
 from .strategies import SourceInfo, get_strategy
 
@@ -514,20 +514,21 @@ def solve_probe(heads: torch.nn.ModuleList, train: _Split, val: _Split, path: Se
                 check: Callable[[], None] | None = None) -> tuple[list[float], float]:
     """Solve the heads on (standardised) cached features; the L2 strength is chosen on val.
 
-    ``autotransfer.probe.solve_path`` on the heads' device in float32: a logistic regression per
+    ``autotransfer.probe.solve_path`` on the heads' device (``solve_dtype``): a logistic regression per
     task along ``path`` (strongest first, warm-started, cut ``PATIENCE`` points after its best;
     ties on mean val accuracy go to the lower val cross-entropy). ``check`` is called before
     every gradient and may raise to stop. Returns the winner's per-task val accuracies and its
     L2 strength; the heads hold its weights.
     """
     dev = heads[0].weight.device
-    res = solve_path(train.features.to(dev, torch.float32), train.labels.to(dev),
-                     val.features.to(dev, torch.float32), val.labels.to(dev), path,
+    dtype = solve_dtype(dev)
+    res = solve_path(train.features.to(dev, dtype), train.labels.to(dev),
+                     val.features.to(dev, dtype), val.labels.to(dev), path,
                      classes=[h.out_features for h in heads], check=check)
     with torch.no_grad():
         for head, (w, b) in zip(heads, res.weights, strict=True):
-            head.weight.copy_(w)
-            head.bias.copy_(b)
+            head.weight.copy_(w.to(head.weight.dtype))
+            head.bias.copy_(b.to(head.bias.dtype))
     return res.accuracies, res.l2
 
 
