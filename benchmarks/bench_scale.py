@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale_data import make_folder  # noqa: E402
 
@@ -134,6 +136,8 @@ def one_size(n: int, args, work: Path, writer) -> dict[str, float]:
     t("estimators", _estimators, train_f, train_f.labels[:, 0])
     t.seconds["probe"], acc = probe_seconds(train_f.features, train_f.labels[:, 0], val_f.features,
                                             val_f.labels[:, 0], args.classes, args.device)
+    if args.subsample_curve and n == max(int(v) for v in args.sizes.split(",")):
+        subsample_curve(train_f, val_f, args.classes, args.device, writer, n)
     if not args.skip_epochs:
         t("scratch", _epoch, ds, spec, args.device, cache, False)
         ft = t("finetune", _epoch, ds, spec, args.device, cache, True)
@@ -144,6 +148,24 @@ def one_size(n: int, args, work: Path, writer) -> dict[str, float]:
                     seconds=round(sec, 3), ratio_to_extract=round(sec / t.seconds["extract"], 4),
                     probe_val=round(acc, 4) if phase == "probe" else ""))
     return t.seconds
+
+
+def subsample_curve(train_f, val_f, classes: int, device: str, writer, n: int) -> None:
+    """Probe val accuracy and LogME when ranking uses a stratified subsample of the training features:
+    what ``rank_plan.MIN_ITEMS_PER_CLASS`` rests on."""
+    from autotransfer.estimators import estimate
+    from autotransfer.probe import stratified_rows
+
+    y = train_f.labels[:, 0]
+    for per_class in (10, 25, 50, 100, 200, None):
+        rows = (stratified_rows(y, per_class * classes, seed=0) if per_class else np.arange(len(y)))
+        if per_class and len(rows) >= len(y):
+            continue
+        x = train_f.features[rows]
+        sec, acc = probe_seconds(x, y[rows], val_f.features, val_f.labels[:, 0], classes, device)
+        logme = estimate("logme", x, y[rows], device="cpu", source="bench")
+        writer(dict(phase="subsample", n=n, n_train=len(rows), classes=classes, dim=x.shape[1],
+                    seconds=round(sec, 3), ratio_to_extract="", probe_val=round(acc, 4), logme=round(logme, 4)))
 
 
 def probe_grid(n: int, args, work: Path, writer) -> None:
@@ -193,6 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--skip-epochs", action="store_true", help="only decode, extract, estimators and probe")
     ap.add_argument("--probe-grid", action="store_true", help="also C=100 and D=2048 probes at each size")
+    ap.add_argument("--subsample-curve", action="store_true",
+                    help="at the largest size: probe accuracy and LogME on stratified training subsamples")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "autotransfer-bench-scale")
     ap.add_argument("--out", type=Path, default=REPO / "leaderboards" / "bench_scale_cpu.csv")
     args = ap.parse_args(argv)
@@ -204,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.machine()} {platform.processor()}; torch {torch.__version__}, {torch.get_num_threads()} threads"
     print(f"# {machine}; device {args.device}; {args.source} at {args.px} px", flush=True)
-    fields = ["phase", "n", "n_train", "classes", "dim", "seconds", "ratio_to_extract", "probe_val", "px",
+    fields = ["phase", "n", "n_train", "classes", "dim", "seconds", "ratio_to_extract", "probe_val", "logme", "px",
               "source", "device", "machine"]
     table: dict[int, dict[str, float]] = {}
     with args.out.open("w", newline="") as fh:
@@ -218,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
 
         for n in (int(s) for s in args.sizes.split(",")):
             table[n] = one_size(n, args, args.work, writer)
-            if args.probe_grid:
+            if args.probe_grid and n >= 2000:
                 probe_grid(n, args, args.work, writer)
     print("\n".join(slopes(table)))
     print(f"wrote {args.out}")

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The issue-13 GPU benchmarks in one prepared run (random weights; nothing is downloaded).
-# On the device machine: bash benchmarks/gpu_run.sh <out-folder> [steps, default features,estimators,pipeline,train]. Wheels of this package and of
+# The GPU benchmarks in one prepared run (scale first: its 32k-item probe and extraction are the open targets) (random weights; nothing is downloaded).
+# On the device machine: bash benchmarks/gpu_run.sh <out-folder> [steps, default scale,features,estimators,pipeline (train: add it by name)]. Wheels of this package and of
 # what the image lacks (optuna and its needs) travel in .whl/. Each benchmark has its own time
 # limit so one slow step cannot cost the others; logs and CSVs go to the out folder.
 set -u
 OUTDIR=${1:-/tmp/gpu_out}
-STEPS=,${2:-features,estimators,pipeline,train},
+STEPS=,${2:-scale,features,estimators,pipeline},
 mkdir -p "$OUTDIR"
 export PYTHONUNBUFFERED=1 AUTOTRANSFER_CACHE_DIR=/tmp/atcache
 if [ -d .whl ]; then
@@ -24,7 +24,9 @@ run() {  # name limit_s command...
   timeout "$limit" "$@" > "$OUTDIR/$name.log" 2>&1
   echo "== $name rc=$? $((SECONDS - t0)) s"; tail -n 12 "$OUTDIR/$name.log"
 }
-run features 200 python3 benchmarks/bench_features.py --device cuda --batch-size 256 --jpegs 16384 \
+run scale 180 python3 benchmarks/bench_scale.py --device cuda --sizes 2000,8000,32000 --px 224 --probe-grid \
+  --out "$OUTDIR/bench_scale_cuda.csv"
+run features 150 python3 benchmarks/bench_features.py --device cuda --batch-size 256 --jpegs 16384 \
   --out "$OUTDIR/bench_features_cuda.csv"
 run estimators 120 python3 benchmarks/bench_estimators.py --device cuda --repeats 5 --budget 15 \
   --out "$OUTDIR/bench_estimators_cuda.csv"

