@@ -84,9 +84,10 @@ def _fit(x: torch.Tensor, y: torch.Tensor, l2: float, w: torch.Tensor, b: torch.
 
 @torch.no_grad()
 def _scores(xv: torch.Tensor, yv: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
-    """Validation (accuracy, mean cross-entropy) of one head."""
+    """Validation (accuracy, mean cross-entropy) of one head; the accuracy is a count over n, in float64
+    as every other trial's is (a float32 mean would make equal counts unequal scores)."""
     z = xv @ w.T + b
-    return float((z.argmax(1) == yv).float().mean()), float(torch.nn.functional.cross_entropy(z, yv))
+    return int((z.argmax(1) == yv).sum()) / len(yv), float(torch.nn.functional.cross_entropy(z, yv))
 
 
 def solve_dtype(device: torch.device) -> torch.dtype:
