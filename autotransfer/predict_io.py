@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .data.folders import IMAGE_EXTS, TEXT_EXTS, walk_files
+from .console import warn
+from .data.folders import IMAGE_EXTS, TEXT_EXTS
+from .data.links import Links, walk_files
 from .data.tables import TABLE_EXTS, _pick_text, read_table
 from .errors import DataError
 
@@ -24,7 +26,10 @@ def read_items(path: Path, modality: str, text_col: str | None = None) -> tuple[
                             "item to predict")
         return texts, [f"row {i}" for i in range(len(texts))]
     exts = IMAGE_EXTS if modality == "image" else TEXT_EXTS
-    files = [path] if path.is_file() else [f for f in walk_files(path, []) if f.suffix.lower() in exts]
+    links = Links([path])
+    files = [path] if path.is_file() else [f for f in walk_files(path, links) if f.suffix.lower() in exts]
+    for line in links.warnings(path):
+        warn(line)
     if not files:
         raise DataError(f"no {modality} files ({', '.join(sorted(exts))}) under {str(path)!r}")
     names = [str(f.relative_to(path)) if path.is_dir() else f.name for f in files]

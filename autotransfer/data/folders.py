@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import DataError
 from .dataset import LAYOUTS
+from .links import Links, walk_files
 from .splits import SPLIT_ALIASES, Record
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -17,22 +18,6 @@ TEXT_EXTS = {".txt"}
 
 class SkipItem(Exception):
     """Raised by a folder reader for a file to skip; the message is the reason, shared by every such file."""
-
-
-def walk_files(root: Path, loops: list[str]) -> Iterator[Path]:
-    """Every file under ``root``, following symlinks but never the same folder twice."""
-    seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:
-            loops.append(dirpath)
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames.sort()
-        for f in sorted(filenames):
-            if not f.startswith("."):
-                yield Path(dirpath) / f
 
 
 def _subdirs(p: Path) -> list[Path]:
@@ -52,7 +37,7 @@ def split_dirs(root: Path) -> dict[str, Path]:
 def count_exts(root: Path, limit: int = 5000) -> dict[str, int]:
     """Extension counts of the first ``limit`` files (cheap layout sniffing)."""
     counts: dict[str, int] = {}
-    for i, f in enumerate(walk_files(root, [])):
+    for i, f in enumerate(walk_files(root)):
         if i >= limit:
             break
         counts[f.suffix.lower()] = counts.get(f.suffix.lower(), 0) + 1
@@ -79,7 +64,7 @@ def scan_class_folders(
         others = [d.name for d in _subdirs(root) if SPLIT_ALIASES.get(d.name.lower()) is None]
         if others:
             warnings.append(f"folders {', '.join(others[:5])} in {str(root)!r} ignored: the data is pre-split")
-    scan = _Scan(root, exts, read)
+    pairs: list[tuple[str | None, Path]] = []
     for split, base in groups:
         class_dirs = _subdirs(base)
         if not class_dirs:
@@ -90,25 +75,49 @@ def scan_class_folders(
         loose = [f for f in base.iterdir() if f.is_file() and f.suffix.lower() in exts]
         if loose:
             warnings.append(f"{len(loose)} {kind} file(s) directly in {str(base)!r} have no class folder; ignored")
-        for cdir in class_dirs:
-            scan.class_dir(cdir, split)
+        pairs += [(split, c) for c in class_dirs]
+    scan = _Scan(root, exts, read)
+    for split, cdir in _class_folders(root, pairs, scan.links, [b for _, b in groups]):
+        scan.class_dir(cdir, split)
     scan.report(kind, warnings)
     return scan.records
 
 
+def _class_folders(root: Path, pairs: list[tuple[str | None, Path]], links: Links,
+                   bases: list[Path]) -> list[tuple[str | None, Path]]:
+    """The (split, class folder) pairs to read: those reached through a link are read when ``links``
+    would follow it (never a second copy of a class or split, nor the data root itself)."""
+    real_root = os.path.realpath(root)
+
+    def plain(c: Path) -> bool:
+        return os.path.realpath(c) == os.path.join(real_root, os.path.relpath(c, root))
+
+    links.data = [os.path.realpath(c) for _, c in pairs if plain(c)]
+    kept = []
+    for split, cdir in pairs:
+        real = None if plain(cdir) else links.follow(str(cdir))
+        if plain(cdir) or real is not None:
+            kept.append((split, cdir))
+        if real is not None:
+            links.add(real)
+    for base in bases:  # a dangling link is no folder: _subdirs leaves it out
+        links.dangling += [(str(d), "") for d in sorted(base.iterdir()) if d.is_symlink() and not d.exists()]
+    return kept
+
+
 class _Scan:
-    """What a folder scan found: records, unreadable and skipped files, symlink loops, other files."""
+    """What a folder scan found: records, unreadable and skipped files, skipped links, other files."""
 
     def __init__(self, root: Path, exts: set[str], read: Callable[[Path], tuple[object, str] | None]):
         self.root, self.exts, self.read = root, exts, read
         self.records: list[Record] = []
         self.bad: list[str] = []
         self.skipped: dict[str, list[str]] = {}
-        self.loops: list[str] = []
+        self.links = Links([])  # the class folders, once chosen (_class_folders)
         self.other_files = 0
 
     def class_dir(self, cdir: Path, split: str | None) -> None:
-        for f in walk_files(cdir, self.loops):
+        for f in walk_files(cdir, self.links):
             if f.suffix.lower() not in self.exts:
                 self.other_files += 1
                 continue
@@ -126,8 +135,7 @@ class _Scan:
     def report(self, kind: str, warnings: list[str]) -> None:
         """Warnings for what was skipped; an error when nothing usable was found."""
         root, bad, skipped = self.root, self.bad, self.skipped
-        if self.loops:
-            warnings.append(f"{len(self.loops)} symlink loop(s) ignored (e.g. {', '.join(self.loops[:3])})")
+        warnings += self.links.warnings(root)
         if self.other_files:
             warnings.append(f"{self.other_files} file(s) that are not {kind} files ignored")
         if not self.records and (bad or skipped):
