@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AutotransferError
-from .storage import check_reachable, redact
+from .storage import check_reachable, default_storage, redact
 
-MARKER = "run.json"  # the data this folder's search belongs to: {"data", "fingerprint"}
+MARKER = "run.json"  # whose folder this is: {"data", "fingerprint", "study", "storage" (None: its study.db)}
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 _DB_FULL = ("database or disk is full", "no space left on device", "could not extend file",
             "attempt to write a readonly database", "disk quota exceeded", "disk i/o error")
@@ -23,20 +23,64 @@ _DB_FULL = ("database or disk is full", "no space left on device", "could not ex
 
 def prepare(out_dir: Path, dataset: Any, data: Any, storage: str | None, study_name: str | None = None) -> None:
     """Everything that can refuse a search, checked before its ranking (and in this order, so a
-    refused search writes nothing): a folder that holds another data's search, a ``--storage`` that
-    cannot be reached or whose study of this name holds other data, a folder that cannot be written."""
-    owner = refuse_other_data(Path(out_dir), dataset, data)
+    refused search writes nothing): a folder inside the data or holding another data's search, a
+    folder that holds another study, a ``--storage`` that cannot be reached or whose study of this
+    name holds other data, a folder that cannot be written."""
+    out_dir = Path(out_dir)
+    owner = refuse_other_data(out_dir, dataset, data)
+    name = study_name or f"autotransfer-{dataset.name}"
+    where = _storage_key(out_dir, storage)
+    refuse_other_study(out_dir, owner, name, where)
     if storage:
-        check_reachable(storage, study_name or f"autotransfer-{dataset.name}", dataset.fingerprint)
-    mark(Path(out_dir), owner or {"data": str(data), "fingerprint": dataset.fingerprint})
+        check_reachable(storage, name, dataset.fingerprint)
+    mark(out_dir, {**(owner or {"data": str(data), "fingerprint": dataset.fingerprint}), "study": name,
+                   "storage": where})
+
+
+def _storage_key(out_dir: Path, storage: str | None) -> str | None:
+    """How the marker names the study's storage: None for the folder's own study.db, else the URL
+    without its password."""
+    if not storage or storage == default_storage(out_dir):
+        return None
+    return redact(storage)
+
+
+def refuse_other_study(out_dir: Path, owner: dict[str, Any] | None, name: str, storage: str | None) -> None:
+    """Refuse a folder that holds another study's trials, ``best/`` and leaderboards.
+
+    A run folder belongs to one study (its name and storage), whatever the storage: two studies
+    would share ``trials/trial_N`` folders and ``best/``, and ``best/`` would stop being the model
+    that ``summary.csv`` describes. Workers of one shared study may share a folder (same name and
+    ``--storage``); another study needs another ``--out``.
+    """
+    if owner and "study" in owner:
+        theirs, their_storage = owner["study"], owner.get("storage")
+    else:  # folders made before the marker named their study: the studies in their study.db
+        names = _local_studies(out_dir)
+        if not names or (name in names and storage is None):
+            return
+        theirs, their_storage = names[0], None
+    if (theirs, their_storage) == (name, storage):
+        return
+    raise AutotransferError(
+        f"--out {out_dir} holds {_study_at(theirs, their_storage)}, not {_study_at(name, storage)}: one run "
+        f"folder keeps one study's trials, best/ and leaderboards; pass another --out for this study, or --study-name "
+        f"{theirs}" + (f" --storage {their_storage}" if their_storage else "") + " to resume the one it holds"
+    )
+
+
+def _study_at(name: str, storage: str | None) -> str:
+    return f"study {name!r} " + (f"in {storage}" if storage else "in its study.db")
 
 
 def refuse_other_data(out_dir: Path, dataset: Any, data: Any) -> dict[str, Any] | None:
-    """Refuse a folder that holds another data's search (returns the folder's owner record, if any).
+    """Refuse a folder inside the data, or one that holds another data's search (returns the
+    folder's owner record, if any).
 
     A second search with other data would overwrite ``best/``, the leaderboards and the trial
     models of the first one; nothing in the folder is touched when it is refused.
     """
+    refuse_inside_data(out_dir, dataset.path or data)
     owner = _owner(out_dir)
     if owner and owner.get("fingerprint") != dataset.fingerprint and owner.get("data") == str(data):
         raise AutotransferError(
@@ -51,6 +95,21 @@ def refuse_other_data(out_dir: Path, dataset: Any, data: Any) -> dict[str, Any] 
             f"pass another --out, or delete {out_dir} to start over"
         )
     return owner
+
+
+def refuse_inside_data(out_dir: Path, data: Any, default: bool = False) -> None:
+    """Runs never go inside the data folder: the next load would read the run's files as items (its
+    folder as a class), the data's fingerprint would change, and the run could not be resumed.
+    ``default``: ``out_dir`` is ``autotransfer-runs``, the parent of the default ``--out``."""
+    if not isinstance(data, str | Path) or not Path(data).is_dir():
+        return
+    root, run = Path(data).resolve(), Path(out_dir).resolve()
+    if run == root or root in run.parents:
+        shown = "the default --out ./autotransfer-runs/<data-name>" if default else f"--out {out_dir}"
+        raise AutotransferError(
+            f"{shown} is inside --data {data}: the next load would read the run's files as data; pass an --out "
+            f"outside {data}" + (", or run from another folder" if default else "")
+        )
 
 
 def mark(out_dir: Path, record: dict[str, Any]) -> None:
@@ -103,6 +162,18 @@ def _owner(out_dir: Path) -> dict[str, Any] | None:
     for key, value in rows:  # the first study in the file is the folder's
         found.setdefault(key, json.loads(value))
     return found if "fingerprint" in found else None
+
+
+def _local_studies(out_dir: Path) -> list[str]:
+    """The names of the studies in the folder's study.db, oldest first (none when it cannot be read)."""
+    db = out_dir / "study.db"
+    if not db.is_file():
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            return [row[0] for row in conn.execute("SELECT study_name FROM studies ORDER BY study_id")]
+    except sqlite3.Error:
+        return []
 
 
 def write_failure(exc: BaseException, database: str = "the study database") -> str | None:

@@ -176,6 +176,7 @@ def _run_search(data: Any, cfg: SearchConfig) -> SearchResult:
     with st.RunOwner(plan.out_dir) as owner:
         with st.study_lock(plan.url, plan.name, plan.out_dir):
             study, screen = _open_study(plan, cfg, pruner, srcs, est_names, rows)
+            write_transferability(rows, est_names, plan.out_dir)  # only once the study took this run
             plan.epochs = int(study.user_attrs.get("epochs", plan.epochs))
             _recover_and_enqueue_probes(study, screen, plan, owner.sole)
         ctx = _context(plan, cfg, screen, pruner, rows)
@@ -195,6 +196,7 @@ def _plan(data: Any, cfg: SearchConfig) -> _Plan:
     """Load the data, check the run directory, and fill in the budget's defaults from the data's size."""
 
     t0 = now()
+    rundir.refuse_inside_data(Path(cfg.out or "autotransfer-runs"), data, default=not cfg.out)  # before reading it
     ds = load(data, text_col=cfg.text_col, label_col=cfg.label_col, split=cfg.split, seed=cfg.seed)
     out_dir = Path(cfg.out) if cfg.out else Path("autotransfer-runs") / ds.name
     rundir.prepare(out_dir, ds, data, cfg.storage, cfg.study_name)  # before ranking: other data, unwritable, unreachable
@@ -216,8 +218,9 @@ def _plan(data: Any, cfg: SearchConfig) -> _Plan:
 
 def _rank(plan: _Plan, cfg: SearchConfig) -> tuple[list[Any], list[str], list[dict[str, Any]], Dataset | None]:
     """Resolve the sources and rank them with the estimators within ranking's share of the budget
-    (``rank_plan``); writes transferability.csv. The last value is the ranking's training subsample
-    (the probes train on it), None when every training item was ranked."""
+    (``rank_plan``), in memory: transferability.csv is written once the study accepts the run. The last
+    value is the ranking's training subsample (the probes train on it), None when every training item
+    was ranked."""
 
     rank_end = plan.t0 + RANK_SHARE * plan.timeout
 
@@ -230,7 +233,6 @@ def _rank(plan: _Plan, cfg: SearchConfig) -> tuple[list[Any], list[str], list[di
         trust_remote_code=cfg.trust_remote_code, primary=cfg.primary, max_samples=cfg.max_samples,
         device=cfg.device, cache_dir=cfg.cache_dir, seed=cfg.seed, progress=cfg.progress, precision=plan.precision,
         check=check)
-    write_transferability(rows, est_names, plan.out_dir)
     sub = None
     if ranking is not None and (ranking.items is not None or ranking.left_out):
         note(ranking.describe(len(plan.dataset.splits["train"])))
@@ -621,7 +623,8 @@ def _finish(study: optuna.Study, ctx: Context, t0: float, data: Any) -> SearchRe
             if best_dir.exists():
                 shutil.rmtree(best_dir)
             shutil.copytree(mdir, best_dir)
-    if best_dir is None:
+    if best_dir is None:  # an earlier answer's best/ here would not be the model summary.csv describes
+        shutil.rmtree(ctx.out_dir / "best", ignore_errors=True)
         note(f"the chosen model (trial {answer.number}) was trained by another worker; "
              "its weights are in that worker's --out directory")
     summary_extra = {"answer": answer.number, "baseline": base.number if base else None, "tests": tests,

@@ -8,6 +8,7 @@ import click
 
 from .._rank import rank_columns, rank_into
 from .._search.config import DEFAULTS, SearchConfig
+from .._search.rundir import refuse_inside_data
 from .._search.runner import search
 from ..data import load
 from ..textable import format_table
@@ -49,6 +50,7 @@ def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, p
     """Score source models for a dataset with transferability estimators."""
 
     precision = checked_precision(precision, device)
+    refuse_inside_data(Path(out or "autotransfer-runs"), data, default=not out)  # before reading the data
     ds = load(data, text_col=text_col, label_col=label_col, split=split, seed=seed)
     run_dir = Path(out) if out else Path("autotransfer-runs") / ds.name
     rows, est, path = rank_into(run_dir, ds, data, _split_list(sources), _split_list(estimators), primary=primary,
