@@ -97,6 +97,9 @@ def rank_sources(
             row[f"rank_{name}"] = r
     for row in rows:
         row["rank"] = row[f"rank_{primary}"]
+    if rows and all(str(row.get("notes") or "").startswith("left out") for row in rows):
+        raise AutotransferError(f"no source was ranked: {rows[0]['notes'][len('left out: '):]}; raise --timeout or "
+                                "pass fewer --sources")
     if all(row["rank"] is None for row in rows):
         raise AutotransferError(f"primary estimator {primary!r} is not applicable to any source; choose another --primary")
     rows.sort(key=lambda r: (r["rank"] is None, r["rank"] or 0))

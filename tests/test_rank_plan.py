@@ -79,3 +79,13 @@ def test_the_deadline_leaves_a_source_out_mid_ranking(digits, two, tmp_path):
     first, second = by[two[0].name], by[two[1].name]
     assert first["rank"] == 1 and first["logme"] is not None
     assert second["rank"] is None and second["notes"].startswith("left out: ranking's share")
+
+
+def test_a_deadline_before_any_source_is_ranked_is_one_line_naming_the_budget(digits, two):
+    from autotransfer.errors import AutotransferError
+
+    def check():
+        raise RankDeadline("ranking's share of the time budget (25% of --timeout) ended")
+
+    with pytest.raises(AutotransferError, match="no source was ranked: ranking's share .* raise --timeout"):
+        rank_sources(digits, two, ["logme"], cache_dir=False, progress=False, check=check)
