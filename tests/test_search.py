@@ -142,7 +142,7 @@ def test_one_scratch_baseline_per_architecture_and_the_best_is_the_reference(zoo
     top = capped.searched_sources[0]  # the best probe's source among the top-k
     want = "scratch:test_resnet" if "test_resnet" in top else "scratch:test_vit"
     assert [r["source"] for r in capped.trials if r["role"] == "scratch"] == [want]
-    with pytest.raises(autotransfer.AutotransferError, match="--scratch-baselines must be at least 1, got 0"):
+    with pytest.raises(autotransfer.AutotransferError, match="--scratch-baselines 0 is not allowed; expected a whole number, at least 1"):
         autotransfer.search(target_dir, out=tmp_path / "bad", sources=[zoo["digits-test_resnet"].spec],
                             scratch_baselines=0, progress=False)
 
@@ -407,7 +407,7 @@ def test_search_ends_when_sampled_trials_stop_raising_the_best_score(zoo, target
     after = done[(done["trial"] > best["trial"]) & (done["role"] == "search")]
     assert len(rows) < 12 and len(after) == 2
     assert "the last 2 sampled trials did not raise the best validation score" in capsys.readouterr().err
-    with pytest.raises(AutotransferError, match="--stall-trials must be 0"):
+    with pytest.raises(AutotransferError, match="--stall-trials -1 is not allowed; expected a whole number that cannot be negative"):
         autotransfer.search(target_dir, out=tmp_path / "run2", stall_trials=-1, progress=False)
 
 
