@@ -20,6 +20,7 @@ from .errors import AutotransferError, NotApplicable
 from .estimators import DEFAULT_ESTIMATORS, default_estimators, estimate, get_estimator
 from .features import extract, resolve_device
 from .precision import resolve_precision
+from .probe import stratified_rows
 from .rank_plan import RankDeadline, RankPlan, plan_ranking
 from .sources import SourceOptions, default_source_specs, resolve_sources
 
@@ -36,15 +37,7 @@ def subsample(dataset: Dataset, max_samples: int | None, seed: int = 0, split: s
             f"--max-samples {max_samples} leaves fewer than 2 examples per class "
             f"({dataset.tasks[0].num_classes} classes); use at least {2 * dataset.tasks[0].num_classes}"
         )
-    rng = np.random.default_rng(seed)
-    y = dataset.labels[idx, 0]
-    keep: list[int] = []
-    classes, counts = np.unique(y, return_counts=True)
-    quota = np.maximum(2, np.floor(counts * max_samples / len(idx)).astype(int))
-    for c, q in zip(classes, quota, strict=False):
-        members = idx[y == c]
-        keep += rng.choice(members, size=min(q, len(members)), replace=False).tolist()
-    keep_arr = np.array(sorted(keep), dtype=np.int64)
+    keep_arr = np.sort(idx[stratified_rows(dataset.labels[idx, 0], max_samples, seed)]).astype(np.int64)
     fp = hashlib.sha256(f"{dataset.fingerprint}|{split}|{keep_arr.tobytes().hex()}".encode()).hexdigest()
     return dataclasses.replace(dataset, splits={**dataset.splits, split: keep_arr}, fingerprint=fp)
 
