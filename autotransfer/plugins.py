@@ -24,6 +24,7 @@ from . import hookspecs
 from .console import note, warn
 from .errors import AutotransferError, PluginError
 from .registry import Provider, Registry
+from .source_contract import SpecResolver
 
 GROUP = "autotransfer"
 KINDS = ("sources", "source_resolvers", "strategies", "estimators")  # register_<kind> hooks
@@ -223,8 +224,6 @@ class PluginManager:
 
 def _check_item(kind: str, item: Any) -> None:
     """Resolvers and sources have a hook each: an item registered through the other one is a clear error."""
-    from .sources import SpecResolver  # here, not at the top: sources.py imports this module
-
     if kind == "source_resolvers" and not isinstance(item, SpecResolver):
         raise TypeError(f"register_source_resolvers: register() takes an autotransfer.sources.SpecResolver, "
                         f"got {item!r}; register sources and aliases in register_sources")
