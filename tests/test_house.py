@@ -112,8 +112,8 @@ def test_depth_is_a_strategy_parameter_not_a_train_argument():
     assert "depth" not in {f.name for f in dataclasses.fields(TrainConfig)}  # it reaches the strategy
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+def _module_name(path: Path, root: Path = ROOT) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -122,36 +122,29 @@ def _is_type_checking(test: ast.expr) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def _module_level_imports(body: list[ast.stmt]):
-    """Import statements that run when the module is imported: not in functions, not under TYPE_CHECKING."""
-    for node in body:
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
+def _runtime_imports(tree: ast.Module):
+    """Every import statement that can run: at module level, in class bodies and inside functions
+    (a function-level import hides a cycle from the module level, it does not remove it); only
+    those under ``if TYPE_CHECKING:`` never run."""
+    type_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node.test)
+                 for stmt in node.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in type_only:
             yield node
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            continue
-        elif isinstance(node, ast.If):
-            if not _is_type_checking(node.test):
-                yield from _module_level_imports(node.body)
-            yield from _module_level_imports(node.orelse)
-        else:  # class bodies, try/with/for blocks run at import time
-            for field in ("body", "orelse", "finalbody", "handlers"):
-                inner = getattr(node, field, None)
-                if isinstance(inner, list):
-                    yield from _module_level_imports([n for n in inner if isinstance(n, ast.AST)]
-                                                     if field != "handlers" else [s for h in inner for s in h.body])
 
 
-def import_graph() -> dict[str, set[str]]:
-    """autotransfer module -> the autotransfer modules it imports at module level."""
-    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """Module of ``package`` -> the modules of ``package`` it imports, wherever the import sits."""
+    root = package.parent
+    modules = {_module_name(p, root): p for p in package.rglob("*.py")}
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for name, path in modules.items():
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        for node in _module_level_imports(ast.parse(path.read_text(), str(path)).body):
+        parent = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in _runtime_imports(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             else:
-                base = package.split(".")
+                base = parent.split(".")
                 base = base[:len(base) - node.level + 1] if node.level else []
                 mod = ".".join(base + ([node.module] if node.module else []))
                 targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in modules else mod for a in node.names]
@@ -181,12 +174,22 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_import_graph_finds_a_cycle_when_there_is_one():
+def test_import_graph_finds_a_cycle_when_there_is_one(tmp_path):
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from .b import f\n")
+    (pkg / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import c\n\n"
+                              "def f():\n    from .a import g\n")  # the cycle hides in a function
+    (pkg / "c.py").write_text("import pkg.b\n")  # b -> c only for type checkers: no cycle through c
+    graph = import_graph(pkg)
+    assert graph["pkg.b"] == {"pkg.a"} and graph["pkg.c"] == {"pkg.b"}
+    assert find_cycle(graph) == ["pkg.a", "pkg.b", "pkg.a"]
 
 
-def test_no_module_level_import_cycle():
+def test_no_import_cycle_counting_function_level_imports():
     graph = import_graph()
     assert "autotransfer._search.runner" in graph and "autotransfer.errors" in graph["autotransfer._search.runner"]
     cycle = find_cycle(graph)
