@@ -48,7 +48,7 @@ _LAZY = {  # public name -> (module, its name there)
     "evaluate": ("._evaluate", "evaluate"),
     "get_estimator": (".estimators", "get_estimator"),
     "leaderboard": ("._leaderboard", "leaderboard"),
-    "load_dataset": (".data", "load"),
+    "load_dataset": (".datasets", "load"),
     "load_model": (".loading", "load_model"),
     "rank": ("._rank", "rank"),
     "search": ("._search.runner", "search"),
@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     from ._search.runner import SearchResult, search
     from ._train import TrainResult, train
     from ._train_config import TrainConfig
-    from .data import load as load_dataset
+    from .datasets import load as load_dataset
     from .estimators import estimate, get_estimator
     from .loading import load_model
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .checks import COUNT, check_number
-from .data import load
+from .datasets import load
 from .errors import DataError
 from .loading import load_model
 

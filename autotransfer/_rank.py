@@ -15,7 +15,8 @@ import numpy as np
 from ._search.rundir import refuse_other_data
 from .console import warn
 from .csvsafe import write_csv
-from .data import Dataset, load
+from .data import Dataset
+from .datasets import load
 from .errors import AutotransferError, NotApplicable
 from .estimators import DEFAULT_ESTIMATORS, default_estimators, estimate, get_estimator
 from .features import extract, resolve_device

@@ -49,7 +49,7 @@ from . import sources as sources_mod  # looked up at call time: a plugin or a te
 from ._train_config import KEEP_RULES, TrainConfig
 from .augment import CropFlipJitter
 from .console import note
-from .data import load
+from .datasets import load
 from .decode_cache import decoded
 from .errors import AutotransferError, DataError, Diverged
 from .features import EvalCrops, extract, resolve_device

@@ -149,7 +149,7 @@ def bench_jpegs(args) -> list[dict]:
     import torch
     from safetensors.torch import save_file
 
-    from autotransfer.data import load
+    from autotransfer.datasets import load
     from autotransfer.decode_cache import default_workers
     from autotransfer.features import extract, resolve_device
     from autotransfer.precision import resolve_precision
@@ -204,8 +204,8 @@ def bench_zoo(plan: dict, args) -> list[dict]:
     import torch
     from safetensors.torch import save_file
 
-    from autotransfer.data import load
     from autotransfer.data.offline import digits_arrays, write_bbc_folder, write_images
+    from autotransfer.datasets import load
     from autotransfer.sources import resolve_source
 
     rows = []

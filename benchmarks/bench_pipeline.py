@@ -237,7 +237,7 @@ def main() -> None:
 
     from autotransfer._rank import rank_sources
     from autotransfer._train import train
-    from autotransfer.data import load
+    from autotransfer.datasets import load
     from autotransfer.decode_cache import default_workers
     from autotransfer.features import resolve_device
     from autotransfer.precision import resolve_precision

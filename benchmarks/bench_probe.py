@@ -103,7 +103,7 @@ def compare(name: str, source: str, tr, va, classes: int, writer) -> None:
 def run_task(task, work: Path, writer) -> None:
     import suite
 
-    from autotransfer.data import load
+    from autotransfer.datasets import load
     from autotransfer.features import extract
     from autotransfer.sources import SourceOptions, resolve_source
 
@@ -116,7 +116,7 @@ def run_task(task, work: Path, writer) -> None:
 
 
 def run_folder(folder: Path, spec: str, cache: Path, writer) -> None:
-    from autotransfer.data import load
+    from autotransfer.datasets import load
     from autotransfer.features import extract
     from autotransfer.sources import SourceOptions, resolve_source
 

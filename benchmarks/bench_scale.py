@@ -121,7 +121,7 @@ def _test_export(result, ds, out: Path):
 
 def one_size(n: int, args, work: Path, writer) -> dict[str, float]:
     """Every phase at ``n`` items; rows written as they are measured."""
-    from autotransfer.data import load
+    from autotransfer.datasets import load
     from autotransfer.sources import SourceOptions, resolve_source
 
     folder = make_folder(work / f"data_{n}_{args.classes}_{args.px}", n, args.classes, args.px)
@@ -172,7 +172,7 @@ def probe_grid(n: int, args, work: Path, writer) -> None:
     """The probe at C = 100 and at D = 2048 (random ReLU layer over the real features), vs extraction."""
     import torch
 
-    from autotransfer.data import load
+    from autotransfer.datasets import load
     from autotransfer.features import extract
     from autotransfer.sources import SourceOptions, resolve_source
 

@@ -74,8 +74,8 @@ def _setups(work: Path, quick: bool):
     import torch
     from safetensors.torch import save_file
 
-    from autotransfer.data import load
     from autotransfer.data.offline import digits_arrays, write_bbc_folder, write_images
+    from autotransfer.datasets import load
 
     images, y = digits_arrays()
     keep = np.arange(len(y)) if not quick else np.flatnonzero(np.arange(len(y)) % 4 == 0)

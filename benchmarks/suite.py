@@ -690,7 +690,7 @@ def write_readme(path: Path, text: str) -> None:
 def run_task(task: Task, work: Path, args, seeds: list[int], epochs: int, log) -> tuple[list, dict]:
     import autotransfer
     from autotransfer._rank import rank_sources
-    from autotransfer.data import load
+    from autotransfer.datasets import load
     from autotransfer.estimators import default_estimators
     from autotransfer.sources import resolve_source
 

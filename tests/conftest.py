@@ -89,6 +89,6 @@ def digits5(tmp_path_factory):
     """Digits 0–4, 30 per class, as a 32 px image folder, loaded (split 70/15/15)."""
     from helpers_training import write_digits
 
-    from autotransfer.data import load
+    from autotransfer.datasets import load
 
     return load(write_digits(tmp_path_factory.mktemp("digits5") / "digits", classes=range(5), per_class=30))

@@ -7,7 +7,7 @@ from pathlib import Path
 from helpers_training import timm_spec, write_digits
 
 import autotransfer
-from autotransfer.data import load
+from autotransfer.datasets import load
 
 
 def tiny_image_model(work: Path, per_class: int, epochs: int) -> tuple[Path, Path]:

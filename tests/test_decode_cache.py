@@ -16,7 +16,7 @@ from PIL import Image, ImageFile
 from autotransfer import decode_cache
 from autotransfer._rank import rank_sources
 from autotransfer._train import train
-from autotransfer.data import load
+from autotransfer.datasets import load
 from autotransfer.errors import AutotransferError
 from autotransfer.features import cache_key, extract
 from autotransfer.precision import check_precision, resolve_precision

@@ -12,8 +12,8 @@ from helpers_models import tiny_image_model
 from helpers_training import make_tiny_bert, write_digits
 
 import autotransfer
-from autotransfer.data import load
 from autotransfer.data.offline import write_bbc_folder
+from autotransfer.datasets import load
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,8 +14,8 @@ import pytest
 from helpers_training import make_tiny_bert, timm_spec, write_digits
 
 import autotransfer
-from autotransfer.data import load
 from autotransfer.data.offline import write_bbc_folder
+from autotransfer.datasets import load
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

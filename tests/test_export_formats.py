@@ -11,8 +11,8 @@ import pytest
 from helpers_training import make_tiny_bert, timm_spec, write_digits
 
 import autotransfer
-from autotransfer.data import load
 from autotransfer.data.offline import write_bbc_folder
+from autotransfer.datasets import load
 from autotransfer.errors import AutotransferError
 from autotransfer.export_formats import FORMATS, TOLERANCE, _transformers, export_model
 from autotransfer.export_formats._check import softmax

@@ -25,8 +25,8 @@ def run(source, dataset, split, **kwargs) -> Features:
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     """Real sklearn digits of two classes, as an image folder loaded through the data layer."""
-    from autotransfer.data import load
     from autotransfer.data.offline import write_digits_folder
+    from autotransfer.datasets import load
 
     return load(write_digits_folder(tmp_path_factory.mktemp("digits") / "digits", classes=(0, 1)))
 
@@ -40,8 +40,8 @@ def image_source(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def texts(tmp_path_factory):
-    from autotransfer.data import load
     from autotransfer.data.offline import write_bbc_folder
+    from autotransfer.datasets import load
 
     return load(write_bbc_folder(tmp_path_factory.mktemp("bbc") / "bbc", per_class=8))
 

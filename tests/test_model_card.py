@@ -81,7 +81,7 @@ def test_model_section_names_source_strategy_parameters_and_classes(run):
 def test_the_card_loads_as_the_model_it_describes(run):
     """The card's loading line works on the folder it sits in, and the model scores the card's test number."""
     import autotransfer
-    from autotransfer.data import load
+    from autotransfer.datasets import load
 
     res, _, _, summary = run
     model = autotransfer.load_model(res.out_dir / "best")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from autotransfer._rank import plan_and_rank, rank_sources
-from autotransfer.data import load
+from autotransfer.datasets import load
 from autotransfer.features import extract
 from autotransfer.rank_plan import PLAN_FILL, RankDeadline, min_items, plan_ranking
 from autotransfer.sources import resolve_source

@@ -23,8 +23,8 @@ from test_safety_runs import _one_line_error as one_line_error
 
 import autotransfer
 from autotransfer.csvsafe import TRIGGERS, read_csv, write_csv
-from autotransfer.data import load
 from autotransfer.data.offline import digits_arrays, write_bbc_folder, write_images
+from autotransfer.datasets import load
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

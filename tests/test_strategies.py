@@ -11,8 +11,8 @@ from helpers_training import Wrapped, make_tiny_bert, snapshot, timm_spec
 
 import autotransfer
 from autotransfer import AutotransferError
-from autotransfer.data import load
 from autotransfer.data.offline import write_bbc_folder
+from autotransfer.datasets import load
 from autotransfer.sources import resolve_source
 from autotransfer.strategies import ParamSpec, StrategyNotApplicable, attention_linears, get_strategy, source_info
 

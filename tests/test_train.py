@@ -14,8 +14,8 @@ from helpers_training import Wrapped, make_tiny_bert, timm_spec, write_digits
 import autotransfer
 from autotransfer import AutotransferError
 from autotransfer._train import StopTraining, auto_augment, auto_batch_size, kept_epoch, lr_factor, standard_error
-from autotransfer.data import load
 from autotransfer.data.offline import digits_arrays, write_bbc_folder, write_images
+from autotransfer.datasets import load
 from autotransfer.monitor import TrainMonitor
 from autotransfer.sources import resolve_source
 

@@ -18,7 +18,8 @@ from optuna.trial import TrialState
 from .._leaderboard import leaderboard
 from .._rank import plan_and_rank, subsample, write_transferability
 from ..console import note, warn
-from ..data import Dataset, load
+from ..data import Dataset
+from ..datasets import load
 from ..errors import AutotransferError
 from ..features import resolve_device
 from ..loading import load_model

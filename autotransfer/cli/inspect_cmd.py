@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ..data import load
+from ..datasets import load
 from ..textable import format_table
 from .options import data_options, json_option
 

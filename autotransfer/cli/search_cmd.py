@@ -10,7 +10,7 @@ from .._rank import rank_columns, rank_into
 from .._search.config import DEFAULTS, SearchConfig
 from .._search.rundir import refuse_inside_data
 from .._search.runner import search
-from ..data import load
+from ..datasets import load
 from ..textable import format_table
 from .leaderboard_cmd import print_leaderboards
 from .options import checked_precision, data_options, positive, precision_option

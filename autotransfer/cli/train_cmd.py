@@ -8,7 +8,7 @@ import click
 
 from .._train import train
 from .._train_config import DEFAULTS
-from ..data import load
+from ..datasets import load
 from ..outputs import check_out_folder
 from ..sources import SourceOptions, resolve_source
 from .options import checked_precision, data_options, positive, precision_option
