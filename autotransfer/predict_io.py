@@ -7,7 +7,7 @@ from pathlib import Path
 from .console import warn
 from .data.folders import IMAGE_EXTS, TEXT_EXTS
 from .data.links import Links, walk_files
-from .data.tables import TABLE_EXTS, _pick_text, read_table
+from .data.tables import TABLE_EXTS, pick_text_column, read_table
 from .errors import DataError
 
 
@@ -19,7 +19,7 @@ def read_items(path: Path, modality: str, text_col: str | None = None) -> tuple[
         if modality != "text":
             raise DataError(f"--data {str(path)!r} is a table but the model takes {modality}s; pass a folder of images")
         df = read_table(path)
-        col = _pick_text(df, text_col, repr(str(path)))
+        col = pick_text_column(df, text_col, repr(str(path)))
         texts = df[col].fillna("").astype(str).tolist()
         if not texts:
             raise DataError(f"--data {str(path)!r} has a header but no rows; expected a table with one row per "

@@ -64,8 +64,13 @@ def _is_text(series) -> bool:
     return series.dtype == object or is_string_dtype(series.dtype)
 
 
-def _pick_text(df, explicit: str | None, where: str, exclude: list[str] | None = None) -> str:
-    """The text column of ``df``: ``explicit``, else one named like text, else the longest text."""
+def pick_text_column(df, explicit: str | None, where: str, exclude: list[str] | None = None) -> str:
+    """The text column of ``df``: ``explicit``, else one named like text, else the column of longest text.
+
+    ``where`` names the table in errors (``DataError``, one line listing the columns); ``exclude``
+    are columns that cannot be the text (the label columns the user named). A table read for
+    training and one read for prediction pick their text column by this same rule.
+    """
     return _choose_text(df, explicit, where, exclude or [])[0]
 
 
