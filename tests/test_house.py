@@ -194,3 +194,22 @@ def test_no_import_cycle_counting_function_level_imports():
     assert "autotransfer._search.runner" in graph and "autotransfer.errors" in graph["autotransfer._search.runner"]
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for n in graph[todo.pop()] - seen:
+            seen.add(n)
+            todo.append(n)
+    return seen
+
+
+@pytest.mark.parametrize("low", ["autotransfer.data", "autotransfer.data.tables", "autotransfer.source_contract"])
+def test_the_layers_below_the_plugin_manager_never_reach_it(low):
+    """The data layer and the source contract sit below ``plugins``: the manager (and what dispatches
+    through it, ``datasets``/``sources``) imports them, never the reverse, counting imports in functions."""
+    graph = import_graph()
+    assert low in graph
+    above = {"autotransfer.plugins", "autotransfer.sources", "autotransfer.datasets"}
+    assert not _reachable(graph, low) & above, sorted(_reachable(graph, low) & above)
