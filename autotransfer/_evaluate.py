@@ -8,7 +8,6 @@ wrong.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from .checks import COUNT, check_number
 from .datasets import load
 from .errors import DataError
 from .loading import load_model
+from .metrics import METRICS, confusion_matrix, per_class
 
 
 @dataclass
@@ -106,19 +106,15 @@ def evaluate(model_dir: str | Path, data: Any, *, text_col: str | None = None, l
 
 
 def _scores(name: str, classes: list[str], y_true: np.ndarray, y_pred: np.ndarray) -> TaskScores:
-    from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
-
-    warnings.filterwarnings("ignore", message=".*y_pred contains classes not in y_true.*")
-    every = list(range(len(classes)))
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=every, zero_division=0)
-    per_class = {c: {"precision": float(p[k]), "recall": float(r[k]), "f1": float(f[k]), "support": int(s[k])}
-                 for k, c in enumerate(classes)}
-    n = int(len(y_true))
+    conf = confusion_matrix(y_true, y_pred, len(classes))
+    stats = per_class(conf)
     return TaskScores(
-        name=name, classes=list(classes), n=n,
-        accuracy=float((y_true == y_pred).mean()) if n else float("nan"),
-        balanced_accuracy=float(balanced_accuracy_score(y_true, y_pred)) if n else float("nan"),
-        macro_f1=float(f1_score(y_true, y_pred, average="macro", zero_division=0)) if n else float("nan"),
-        per_class=per_class,
-        confusion=confusion_matrix(y_true, y_pred, labels=every).tolist() if n else [[0] * len(every)] * len(every),
+        name=name, classes=list(classes), n=int(len(y_true)),
+        accuracy=float(METRICS["accuracy"].from_confusion(conf)),
+        balanced_accuracy=float(METRICS["balanced_accuracy"].from_confusion(conf)),
+        macro_f1=float(METRICS["macro_f1"].from_confusion(conf)),
+        per_class={c: {"precision": float(stats["precision"][k]), "recall": float(stats["recall"][k]),
+                       "f1": float(stats["f1"][k]), "support": int(stats["support"][k])}
+                   for k, c in enumerate(classes)},
+        confusion=conf.tolist(),
     )
