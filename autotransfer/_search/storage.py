@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from ..console import note
 from ..errors import AutotransferError
-from .optuna_private import storage_of, trial_id
+from .optuna_private import rdb_of, start_waiting, storage_of, trial_id
 
 
 def _seconds(env: str, default: int) -> int:
@@ -239,7 +239,7 @@ def fail_stale(study: optuna.Study) -> None:
     """
     optuna.storages.fail_stale_trials(study)
     storage = storage_of(study)
-    rdb = getattr(storage, "_backend", storage)  # create_study wraps the RDB storage in a cache
+    rdb = rdb_of(study)
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if not running or not isinstance(rdb, RDBStorage):
         return
@@ -277,12 +277,11 @@ def ask(study: optuna.Study) -> optuna.Trial:
     trial = None
     for t in sorted(waiting, key=lambda t: (t.system_attrs.get("failed_trial", t.number), t.number)):
         try:
-            if storage_of(study).set_trial_state_values(trial_id(t), TrialState.RUNNING):
-                study._thread_local.cached_all_trials = None  # as study.ask does: samplers see every trial
-                trial = optuna.Trial(study, trial_id(t))
-                break
+            trial = start_waiting(study, t)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
+        if trial is not None:
+            break
     if trial is None:
         trial = study.ask()
     if getattr(storage_of(study), "get_heartbeat_interval", lambda: None)():
