@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .sources import Source
 
 FORMAT = "autotransfer-model"
+ENSEMBLE_FORMAT = "autotransfer-ensemble"  # config.json of a folder of members (``ensemble.save_ensemble``)
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -222,6 +223,95 @@ class TransferModel(nn.Module):
         os.chmod(out / WEIGHTS, 0o644)  # safetensors writes 0600; a shared model must be readable like the rest
         (out / CONFIG).write_text(json.dumps(cfg, indent=2, default=_jsonable) + "\n")
         return out
+
+
+def check_members(members: Sequence[TransferModel], where: str) -> None:
+    """Members of one ensemble must predict the same tasks, classes in the same order, from the same kind of item."""
+    first = members[0]
+    want = [(t.name, list(t.classes)) for t in first.tasks]
+    for i, m in enumerate(members[1:], 1):
+        got = [(t.name, list(t.classes)) for t in m.tasks]
+        if got != want or m.modality != first.modality:
+            raise AutotransferError(
+                f"ensemble member {i} in {where!r} predicts {got} from {m.modality} items, member 0 {want} from "
+                f"{first.modality} items: only models of the same tasks and classes can be ensembled")
+
+
+class EnsembleModel:
+    """Members whose probabilities are averaged with fixed weights; predicts like a ``TransferModel``.
+
+    ``autotransfer.loading.load_model`` returns one for a folder written by ``ensemble.save_ensemble``.
+    Each member reads the items with its own input pipeline, so members of different sources mix.
+    """
+
+    def __init__(self, members: Sequence[TransferModel], weights: Sequence[float],
+                 config: dict[str, Any] | None = None, where: str = "the ensemble"):
+        w = np.asarray(weights, np.float64)
+        if not members or w.shape != (len(members),) or not np.isfinite(w).all() or (w <= 0).any():
+            raise AutotransferError(f"{where}: {len(members)} member(s) with weights {w.tolist()}; expected at "
+                                    "least one member and one positive weight per member")
+        check_members(members, where)
+        self.members = list(members)
+        self.weights = w / w.sum()
+        self.tasks = list(members[0].tasks)
+        self.config: dict[str, Any] = dict(config or {})
+
+    @property
+    def modality(self) -> str:
+        return self.members[0].modality
+
+    @property
+    def device(self) -> torch.device:
+        return self.members[0].device
+
+    def param_counts(self) -> tuple[int, int]:
+        """(trainable, total) parameter counts over every member: the ensemble's inference cost."""
+        counts = [m.param_counts() for m in self.members]
+        return sum(c[0] for c in counts), sum(c[1] for c in counts)
+
+    def to(self, device: str | torch.device) -> EnsembleModel:
+        for m in self.members:
+            m.to(device)
+        return self
+
+    def eval(self) -> EnsembleModel:
+        for m in self.members:
+            m.eval()
+        return self
+
+    def _average(self, per_member: list[list[np.ndarray]]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Weighted mean of the members' per-task probabilities (float64 sums, float32 out) and its argmax
+        (-1 on a row that is not finite: an item some member could not read)."""
+        probs = [sum(w * p[t].astype(np.float64) for w, p in zip(self.weights, per_member, strict=True))
+                 .astype(np.float32) for t in range(len(self.tasks))]
+        pred = np.zeros((len(probs[0]), len(probs)), np.int64)
+        for t, p in enumerate(probs):
+            ok = np.isfinite(p).all(axis=1)
+            pred[:, t] = np.where(ok, np.nan_to_num(p, nan=-1.0).argmax(axis=1), -1)
+        return pred, probs
+
+    def predict(self, items: Sequence[Any], batch_size: int = 64) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Predicted class indices (n, n_tasks) and per-task probabilities, the members' weighted average;
+        see ``TransferModel.predict``."""
+        return self._average([m.predict(items, batch_size)[1] for m in self.members])
+
+    def predict_rows(self, items: Sequence[Any],
+                     batch_size: int = 64) -> tuple[np.ndarray, list[np.ndarray], list[str | None]]:
+        """Like ``predict``, but an item some member cannot read has class -1, NaN probabilities and the
+        first member's reason; see ``TransferModel.predict_rows``."""
+        rows = [m.predict_rows(items, batch_size) for m in self.members]
+        errors = [next((r[2][i] for r in rows if r[2][i] is not None), None) for i in range(len(items))]
+        pred, probs = self._average([r[1] for r in rows])
+        bad = np.array([e is not None for e in errors], dtype=bool)
+        for p in probs:
+            p[bad] = np.nan
+        pred[bad] = -1
+        return pred, probs, errors
+
+    def predict_names(self, items: Sequence[Any], batch_size: int = 64) -> list[list[str]]:
+        """Predicted class names, one list per item with one name per task."""
+        pred, _ = self.predict(items, batch_size)
+        return [[self.tasks[t].classes[k] for t, k in enumerate(row)] for row in pred]
 
 
 def _jsonable(v: Any) -> Any:
