@@ -42,6 +42,7 @@ import numpy as np
 
 from .console import note, warn
 from .errors import AutotransferError
+from .memo import BoundedMemo
 from .pixels import DECODE_VERSION, open_image
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ MAX_GB_ENV = "AUTOTRANSFER_DECODE_CACHE_MAX_GB"
 DEFAULT_FREE_FRACTION = 0.5  # without the env var: at most this fraction of the free disk
 BUILD_BATCH = 16  # images per decoding task (one thread decodes a chunk into the memory map)
 
-_verified: set[tuple[str, int, int]] = set()  # (path, size, mtime) whose checksum matched in this process
+_verified: BoundedMemo[bool] = BoundedMemo(1024)  # (path, size, mtime) whose checksum matched in this process
 
 
 @dataclass(frozen=True)
@@ -184,12 +185,15 @@ def _load(npy: Path, meta_path: Path, key: str, shape: tuple[int, ...]) -> Decod
     if arr.dtype != np.uint8 or tuple(arr.shape) != shape:
         raise ValueError(f"array is {arr.dtype} {tuple(arr.shape)}, expected uint8 {shape}")
     st = npy.stat()
-    memo = (str(npy.resolve()), st.st_size, st.st_mtime_ns)
-    if memo not in _verified:  # hashing reads the whole file: once per process is enough
-        if _checksum(arr) != meta.get("checksum"):
-            raise ValueError("checksum mismatch")
-        _verified.add(memo)
+    # hashing reads the whole file: once per process is enough (a mismatch raises and is not kept)
+    _verified.get((str(npy.resolve()), st.st_size, st.st_mtime_ns), lambda: _checksum_matches(arr, meta))
     return DecodedImages(npy, shape)
+
+
+def _checksum_matches(arr: np.ndarray, meta: dict) -> bool:
+    if _checksum(arr) != meta.get("checksum"):
+        raise ValueError("checksum mismatch")
+    return True
 
 
 def _checksum(arr: np.ndarray) -> str:

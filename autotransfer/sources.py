@@ -24,6 +24,7 @@ from typing import Any
 from ._lazy import lazy_class as lazy_class  # re-exported for source plugins
 from .console import note, warn
 from .errors import AutotransferError, SourceError
+from .memo import BoundedMemo
 from .plugins import get_plugin_manager
 from .registry import BUILTIN, Provider
 from .source_contract import Backbone as Backbone
@@ -99,21 +100,22 @@ def _query_value(value: Any) -> str:
 
 # --- helpers for source plugins ------------------------------------------------------------
 
-_file_hashes: dict[tuple[str, int, int], str] = {}
+_file_hashes: BoundedMemo[str] = BoundedMemo(1024)  # (path, size, mtime) -> sha256 hex digest
 
 
 def file_sha256(path: str | os.PathLike) -> str:
     """sha256 of a file's content, memoised on (path, size, mtime) so a big weights file is hashed once."""
 
     st = os.stat(path)
-    memo = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-    if memo not in _file_hashes:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        _file_hashes[memo] = h.hexdigest()
-    return _file_hashes[memo]
+    return _file_hashes.get((str(Path(path).resolve()), st.st_size, st.st_mtime_ns), lambda: _sha256(path))
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 # --- resolving spec strings (helpers used by rank/search/train) -------------------------

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import AutotransferError
+from .memo import BoundedMemo
 from .plugins import get_registry
 from .registry import BUILTIN, Provider
 
@@ -106,7 +107,7 @@ class SourceInfo:
         )
 
 
-_INFO_CACHE: dict[str, SourceInfo] = {}
+_INFO_CACHE: BoundedMemo[SourceInfo] = BoundedMemo(128)  # source identity -> its SourceInfo
 
 
 def source_info(source: Source) -> SourceInfo:
@@ -115,9 +116,7 @@ def source_info(source: Source) -> SourceInfo:
         key = source.identity()
     except Exception:
         key = f"{id(source)}"
-    if key not in _INFO_CACHE:
-        _INFO_CACHE[key] = SourceInfo.from_backbone(source, source.build(pretrained=False))
-    return _INFO_CACHE[key]
+    return _INFO_CACHE.get(key, lambda: SourceInfo.from_backbone(source, source.build(pretrained=False)))
 
 
 def attention_linears(module: torch.nn.Module) -> list[str]:

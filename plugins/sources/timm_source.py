@@ -60,6 +60,7 @@ from autotransfer import hookimpl
 from autotransfer.augment import CropFlipJitter
 from autotransfer.decode_cache import DecodeSpec, centre_crop
 from autotransfer.errors import SourceError
+from autotransfer.memo import BoundedMemo
 from autotransfer.sources import (
     Source,
     SourceOptions,
@@ -112,7 +113,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
 
 
-_checked: dict[tuple[str, int, int], str] = {}
+_checked: BoundedMemo[str] = BoundedMemo(1024)  # (path, size, mtime) -> weights_problem's answer
 
 
 def weights_problem(path: str | os.PathLike) -> str:
@@ -122,17 +123,18 @@ def weights_problem(path: str | os.PathLike) -> str:
     a torch file is read with ``weights_only=True``.
     """
     st = os.stat(path)
-    memo = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-    if memo not in _checked:
-        try:
-            if Path(path).suffix == ".safetensors":
-                _check_safetensors(Path(path), st.st_size)
-            else:
-                load_state_dict(path)
-            _checked[memo] = ""
-        except SourceError as exc:
-            _checked[memo] = str(exc)
-    return _checked[memo]
+    return _checked.get((str(Path(path).resolve()), st.st_size, st.st_mtime_ns), lambda: _read_problem(path, st.st_size))
+
+
+def _read_problem(path: str | os.PathLike, size: int) -> str:
+    try:
+        if Path(path).suffix == ".safetensors":
+            _check_safetensors(Path(path), size)
+        else:
+            load_state_dict(path)
+    except SourceError as exc:
+        return str(exc)
+    return ""
 
 
 def _check_safetensors(path: Path, size: int) -> None:
