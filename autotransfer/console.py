@@ -1,20 +1,23 @@
 """Warnings and notes for people: one line each, logged to ``logging.getLogger("autotransfer")``.
 
-Warnings are also kept for reports (``seen_warnings``). The ``autotransfer`` logger comes with its
-own stderr handler and does not propagate (optuna's and transformers' choice): a script or notebook
-with no logging set up still sees every message, and a ``logging.basicConfig`` elsewhere does not
-print them twice. Hide notes with ``logging.getLogger("autotransfer").setLevel(logging.WARNING)``;
+The latest warnings are also kept for reports (``seen_warnings``: at most ``KEPT_WARNINGS``, so a
+notebook that runs for days does not hold every warning it ever gave). The ``autotransfer`` logger
+comes with its own stderr handler and does not propagate (optuna's and transformers' choice): a
+script or notebook with no logging set up still sees every message, and a ``logging.basicConfig``
+elsewhere does not print them twice. Hide notes with ``logging.getLogger("autotransfer").setLevel(logging.WARNING)``;
 route both through your own logging with ``log.handlers.clear(); log.propagate = True``.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import sys
 
 logger = logging.getLogger("autotransfer")
-_seen: list[str] = []
+KEPT_WARNINGS = 1000
+_seen: collections.deque[str] = collections.deque(maxlen=KEPT_WARNINGS)
 
 
 class ConsoleHandler(logging.Handler):
@@ -65,7 +68,7 @@ def note(message: str) -> None:
 
 
 def seen_warnings() -> list[str]:
-    """Every warning given so far in this process (oldest first)."""
+    """The warnings given so far in this process, oldest first: the latest ``KEPT_WARNINGS`` of them."""
     return list(_seen)
 
 
