@@ -108,9 +108,27 @@ def _maximise_profile(s, z2, r0, n, *, tol, max_iter, spacing=0.5, margin=20.0, 
     A bracketed Newton iteration on dP/dt then runs on (C, terms) arrays only, instead of
     passes over (C, k) as the per-column fixed point needs, and converges in a few steps.
     """
+    num_cols, k = z2.shape
+    grid, p, best, evidence = _profile_on_grid(s, z2, r0, n, spacing, margin)
+    # A maximum on the grid's edge means the supremum is a boundary limit (taken by the caller);
+    # the others are refined between their grid neighbours.
+    cols = ((best > 0) & (best < len(grid) - 1)).nonzero()[:, 0]
+    if len(cols) == 0:
+        return evidence
+    if len(cols) < num_cols:
+        best, z2, r0 = best[cols], z2[cols], r0[cols]
+    t, t_g, lo, hi = _newton_start(grid, p, cols, best, spacing)
+    series = _profile_series(*_moments(s, z2, r0, grid, best, terms), r0, t_g, n, k)
+    t = _bracketed_newton(series, t, lo, hi, tol=tol, max_iter=max_iter)
+    evidence[cols] = (series(t)[2] / 2 - n / 2 - n / 2 * math.log(2 * math.pi)) / n
+    return evidence
+
+
+def _profile_on_grid(s, z2, r0, n, spacing, margin):
+    """(grid of t, 2N·P on it up to a constant (C, G), each column's best grid index, its evidence there)."""
     import torch
 
-    num_cols, k = z2.shape
+    num_cols = z2.shape[0]
     log_s = torch.log(s)
     grid = torch.arange(
         float(log_s.min()) - margin, float(log_s.max()) + margin + spacing, spacing, dtype=s.dtype, device=s.device
@@ -121,27 +139,35 @@ def _maximise_profile(s, z2, r0, n, *, tol, max_iter, spacing=0.5, margin=20.0, 
     best = p.argmax(1)
     rows = torch.arange(num_cols, device=s.device)
     evidence = (p[rows, best] / 2 - n / 2 - n / 2 * math.log(2 * math.pi)) / n
-    # A maximum on the grid's edge means the supremum is a boundary limit (taken by the caller);
-    # the others are refined between their grid neighbours.
-    cols = ((best > 0) & (best < len(grid) - 1)).nonzero()[:, 0]
-    if len(cols) == 0:
-        return evidence
-    if len(cols) < num_cols:
-        best, z2, r0 = best[cols], z2[cols], r0[cols]
+    return grid, p, best, evidence
+
+
+def _newton_start(grid, p, cols, best, spacing):
+    """(start t, grid point t_g, bracket lo, hi) per column: the vertex of the parabola through the
+    best grid point and its neighbours, within one grid step of it."""
+    import torch
+
     pl, pm, ph = p[cols, best - 1], p[cols, best], p[cols, best + 1]
     curv = pl - 2 * pm + ph
     offset = spacing / 2 * (pl - ph) / torch.where(curv < 0, curv, -torch.ones_like(curv))
     t_g = grid[best]
     t = torch.where(curv < 0, t_g + offset.clamp(-spacing, spacing), t_g)
-    lo, hi = t_g - spacing, t_g + spacing
+    return t, t_g, t_g - spacing, t_g + spacing
 
-    # Moments per column about its own grid point. With v_i = 1 - u_i = s_i/(lam_g + s_i):
-    #   Σ z2/(lam+s)    = (1/lam_g)·Σ_j (-x)^j·mu[j],          mu[j] = Σ z2·u^(j+1)
-    #   Σ s·z2/(lam+s)² = (1/lam_g)·Σ_j (j+1)(-x)^j·mv[j],     mv[j] = Σ z2·v·u^(j+1)
-    #   Σ s/(lam+s)     = Σ_j (-x)^j·q[j],                     q[j]  = Σ v·u^j
-    #   Σ log(1 + s/lam) = Σ log(1 + s/lam_g) + Σ_j≥1 (-1)^(j+1) x^j/j·Σ u^j - k·log(1 + x)
+
+def _moments(s, z2, r0, grid, best, terms):
+    """(j, mu, mv, q, pw, ld0): the series coefficients per column, about its own grid point.
+
+    With v_i = 1 - u_i = s_i/(lam_g + s_i):
+      Σ z2/(lam+s)    = (1/lam_g)·Σ_j (-x)^j·mu[j],          mu[j] = Σ z2·u^(j+1)
+      Σ s·z2/(lam+s)² = (1/lam_g)·Σ_j (j+1)(-x)^j·mv[j],     mv[j] = Σ z2·v·u^(j+1)
+      Σ s/(lam+s)     = Σ_j (-x)^j·q[j],                     q[j]  = Σ v·u^j
+      Σ log(1 + s/lam) = Σ log(1 + s/lam_g) + Σ_j≥1 (-1)^(j+1) x^j/j·Σ u^j - k·log(1 + x)
+    """
+    import torch
+
     j = torch.arange(terms + 1, device=s.device, dtype=s.dtype)
-    mu = z2.new_empty(len(cols), terms + 1)
+    mu = z2.new_empty(len(best), terms + 1)
     mv = torch.empty_like(mu)
     q = torch.empty_like(mu)
     pw = torch.empty_like(mu)  # Σ u^j, j = 0..terms
@@ -157,6 +183,12 @@ def _maximise_profile(s, z2, r0, n, *, tol, max_iter, spacing=0.5, margin=20.0, 
         q[members] = v @ upow
         pw[members] = upow.sum(0)
         ld0[members] = torch.log1p(s / lam).sum()
+    return j, mu, mv, q, pw, ld0
+
+
+def _profile_series(j, mu, mv, q, pw, ld0, r0, t_g, n, k):
+    """The function ``series(t)`` summing the moments' power series at t."""
+    import torch
 
     def series(t):
         """At t, per column: h = 2·dP/dt, dh/dt, and 2N·P + N + N·log 2π."""
@@ -177,6 +209,13 @@ def _maximise_profile(s, z2, r0, n, *, tol, max_iter, spacing=0.5, margin=20.0, 
         logdet = ld0 + (-powers[:, 1:] * pw[:, 1:] / j[1:]).sum(1) - k * torch.log1p(x[:, 0])
         return h, dh, n * torch.log(n / e) - logdet
 
+    return series
+
+
+def _bracketed_newton(series, t, lo, hi, *, tol, max_iter):
+    """The root of h = 2·dP/dt per column: Newton steps, bisection where a step leaves [lo, hi]."""
+    import torch
+
     active = torch.ones_like(t, dtype=torch.bool)
     for _ in range(max_iter):
         h, dh, _ = series(t)
@@ -190,8 +229,7 @@ def _maximise_profile(s, z2, r0, n, *, tol, max_iter, spacing=0.5, margin=20.0, 
         t = new_t
         if not bool(active.any()):
             break
-    evidence[cols] = (series(t)[2] / 2 - n / 2 - n / 2 * math.log(2 * math.pi)) / n
-    return evidence
+    return t
 
 
 @hookimpl
