@@ -141,7 +141,7 @@ def reference_logme(features, labels, device, *, tol=1e-5, max_iter=100, budget_
     return float(np.mean(evidences)), len(evidences) / len(classes)
 
 
-def main(argv=None) -> int:
+def _parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small shapes (seconds, not minutes)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -151,11 +151,13 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's own choice)")
     parser.add_argument("--append", action="store_true", help="add rows to the CSV instead of replacing it")
     parser.add_argument("--out", default=None, help="CSV path (default: leaderboards/bench_estimators_<device>.csv)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = _parse(argv)
 
     import torch
-
-    import autotransfer
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -169,80 +171,105 @@ def main(argv=None) -> int:
     for n, d, c in shapes:
         f, y, probs = make_task(n, d, c)
         print(f"\n## N={n} D={d} C={c}")
-        # Warm up kernels and thread pools so the first timed call is not penalised.
-        floor(f[: min(n, 256)], device)
-        ests = {name: autotransfer.get_estimator(name) for name in names}
-
-        def run(name, f=f, y=y, probs=probs, ests=ests):
-            sp = probs if "source_probs" in ests[name].requires else None
-            return ests[name].score(f, y, source_probs=sp, device=str(device))
-
-        # The floor and LogME alternate, so both see the same load on a shared machine.
-        floor_times, logme_times, logme_value = [], [], None
-        for _ in range(args.repeats if "logme" in ests else 0):
-            floor_times.append(timed(lambda f=f: floor(f, device), sync, 1, 0)[0])
-            best, _, _, logme_value = timed(lambda: run("logme"), sync, 1, 0)
-            logme_times.append(best)
-        if not floor_times:
-            floor_times = [timed(lambda f=f: floor(f, device), sync, 1, 0)[0] for _ in range(args.repeats)]
-        base, base_med = min(floor_times), statistics.median(floor_times)
-        shape_rows = [("floor", base, base_med, len(floor_times), "", "cast + Gram + eigh of the smaller side")]
-        logme_s = min(logme_times) if logme_times else None
-        if logme_times:
-            shape_rows.append(("logme", logme_s, statistics.median(logme_times), len(logme_times), logme_value, ""))
-        for name in names:
-            if name == "logme":
-                continue
-            best, med, runs, value = timed(lambda name=name: run(name), sync, args.repeats, args.budget)
-            shape_rows.append((name, best, med, runs, value, ""))
-        if logme_s is not None:
-            ref_budget = args.budget / 2
-            start = time.perf_counter()
-            ref_value, done = reference_logme(f, y, device, budget_s=ref_budget)
-            sync()
-            elapsed = time.perf_counter() - start
-            note = "per-class fixed point, exact logdet"
-            if done < 1:
-                setup, _, _, _ = timed(lambda f=f: floor(f, device), sync, 1, 0)
-                elapsed = setup + (elapsed - setup) / done
-                note += f"; {done:.0%} of classes timed, extrapolated; value over those classes"
-            else:
-                note += f"; |reference - logme| = {abs(ref_value - logme_value):.1e}"
-            shape_rows.append(("reference_logme", elapsed, elapsed, 1, ref_value, note))
-        for method, best, med, runs, value, note in shape_rows:
-            row = {
-                "machine": who,
-                "device": str(device),
-                "N": n,
-                "D": d,
-                "C": c,
-                "method": method,
-                "best_s": f"{best:.4f}",
-                "median_s": f"{med:.4f}",
-                "runs": runs,
-                "vs_floor": f"{best / base:.3f}",
-                "vs_logme": f"{best / logme_s:.2f}" if logme_s else "",
-                "value": f"{value:.6g}" if value != "" else "",
-                "note": note,
-            }
-            rows.append(row)
-            print(
-                f"{method:18s} {best:9.4f}s  median {med:9.4f}s  x{runs}  "
-                f"{row['vs_floor']:>7s}x floor  {row['vs_logme']:>6s}x logme  {row['value']:>12s}  {note}"
-            )
+        shape_rows = _time_shape(f, y, probs, names, device, sync, args)
+        rows += _shape_rows(shape_rows, who, device, (n, d, c))
     out = args.out
     if out is None and device.type == "cpu" and not args.quick:
         out = REPO / "leaderboards" / "bench_estimators_cpu.csv"
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        append = args.append and Path(out).exists()
-        with open(out, "a" if append else "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            if not append:
-                writer.writeheader()
-            writer.writerows(rows)
-        print(f"\nwrote {out}")
+        _write_csv(rows, out, args.append)
     return 0
+
+
+def _time_shape(f, y, probs, names, device, sync, args) -> list[tuple]:
+    """(method, best s, median s, runs, value, note) for the floor, every estimator and the reference LogME."""
+    import autotransfer
+
+    # Warm up kernels and thread pools so the first timed call is not penalised.
+    floor(f[: min(len(f), 256)], device)
+    ests = {name: autotransfer.get_estimator(name) for name in names}
+
+    def run(name, f=f, y=y, probs=probs, ests=ests):
+        sp = probs if "source_probs" in ests[name].requires else None
+        return ests[name].score(f, y, source_probs=sp, device=str(device))
+
+    # The floor and LogME alternate, so both see the same load on a shared machine.
+    floor_times, logme_times, logme_value = [], [], None
+    for _ in range(args.repeats if "logme" in ests else 0):
+        floor_times.append(timed(lambda f=f: floor(f, device), sync, 1, 0)[0])
+        best, _, _, logme_value = timed(lambda: run("logme"), sync, 1, 0)
+        logme_times.append(best)
+    if not floor_times:
+        floor_times = [timed(lambda f=f: floor(f, device), sync, 1, 0)[0] for _ in range(args.repeats)]
+    base, base_med = min(floor_times), statistics.median(floor_times)
+    shape_rows = [("floor", base, base_med, len(floor_times), "", "cast + Gram + eigh of the smaller side")]
+    if logme_times:
+        shape_rows.append(("logme", min(logme_times), statistics.median(logme_times), len(logme_times), logme_value,
+                           ""))
+    for name in names:
+        if name == "logme":
+            continue
+        best, med, runs, value = timed(lambda name=name: run(name), sync, args.repeats, args.budget)
+        shape_rows.append((name, best, med, runs, value, ""))
+    if logme_times:
+        shape_rows.append(_reference_row(f, y, device, sync, args.budget / 2, logme_value))
+    return shape_rows
+
+
+def _reference_row(f, y, device, sync, ref_budget, logme_value) -> tuple:
+    start = time.perf_counter()
+    ref_value, done = reference_logme(f, y, device, budget_s=ref_budget)
+    sync()
+    elapsed = time.perf_counter() - start
+    note = "per-class fixed point, exact logdet"
+    if done < 1:
+        setup, _, _, _ = timed(lambda f=f: floor(f, device), sync, 1, 0)
+        elapsed = setup + (elapsed - setup) / done
+        note += f"; {done:.0%} of classes timed, extrapolated; value over those classes"
+    else:
+        note += f"; |reference - logme| = {abs(ref_value - logme_value):.1e}"
+    return ("reference_logme", elapsed, elapsed, 1, ref_value, note)
+
+
+def _shape_rows(shape_rows, who, device, shape) -> list[dict]:
+    """The CSV rows of one shape, each printed as it is made; times relative to the floor and to LogME."""
+    n, d, c = shape
+    base = shape_rows[0][1]
+    logme_s = next((best for method, best, *_ in shape_rows if method == "logme"), None)
+    rows = []
+    for method, best, med, runs, value, note in shape_rows:
+        row = {
+            "machine": who,
+            "device": str(device),
+            "N": n,
+            "D": d,
+            "C": c,
+            "method": method,
+            "best_s": f"{best:.4f}",
+            "median_s": f"{med:.4f}",
+            "runs": runs,
+            "vs_floor": f"{best / base:.3f}",
+            "vs_logme": f"{best / logme_s:.2f}" if logme_s else "",
+            "value": f"{value:.6g}" if value != "" else "",
+            "note": note,
+        }
+        rows.append(row)
+        print(
+            f"{method:18s} {best:9.4f}s  median {med:9.4f}s  x{runs}  "
+            f"{row['vs_floor']:>7s}x floor  {row['vs_logme']:>6s}x logme  {row['value']:>12s}  {note}"
+        )
+    return rows
+
+
+def _write_csv(rows: list[dict], out, append: bool) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    append = append and Path(out).exists()
+    with open(out, "a" if append else "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        if not append:
+            writer.writeheader()
+        writer.writerows(rows)
+    print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":
