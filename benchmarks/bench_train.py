@@ -91,18 +91,21 @@ def _setups(work: Path, quick: bool):
     yield "hf:tiny-bert-128", spec, bbc, "bbc"
 
 
-def main() -> None:
+def _parse():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a smoke run on a quarter of the data, 2 epochs")
     ap.add_argument("--epochs", type=int, default=None, help="epochs per run (default 4, 2 with --quick)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default=None, help="CSV path (default leaderboards/bench_train_<device>.csv)")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = _parse()
 
     import torch
 
-    import autotransfer
     from autotransfer.features import resolve_device
 
     if args.threads:
@@ -122,39 +125,7 @@ def main() -> None:
         work = Path(tmp)
         for label, spec, ds, data_name in _setups(work, args.quick):
             cache = work / f"cache-{label.replace(':', '_')}"
-            per_epoch: dict[str, float] = {}
-            runs = [(s, s) for s in STRATEGIES] + [("frozen_backbone_loop", _frozen_loop_strategy())]
-            for name, strategy in runs:
-                params = {"depth": 1} if name == "partial" else {}
-                t0 = time.perf_counter()
-                try:
-                    r = autotransfer.train(ds, spec, strategy, epochs=epochs, device=str(dev), cache_dir=cache,
-                                           evaluate_test=False, **params)
-                except autotransfer.AutotransferError as exc:
-                    print(f"{label:18s} {name:22s} skipped: {exc}")
-                    continue
-                total = time.perf_counter() - t0
-                sec = statistics.median(r.epoch_seconds)
-                per_epoch[name] = sec
-                row = {
-                    "source": label, "data": data_name, "strategy": name, "n_train": len(ds.splits["train"]),
-                    "batch_size": r.batch_size, "epochs": r.epochs_run, "seconds_per_epoch": round(sec, 4),
-                    "feature_seconds": round(r.feature_seconds, 3), "total_seconds": round(total, 3),
-                    "val_score": round(r.val_score, 4), "trainable_params": r.trainable_params,
-                    "total_params": r.total_params, "device": where,
-                }
-                rows.append(row)
-                print(f"{label:18s} {name:22s} {sec:8.3f} s/epoch  total {total:7.2f}s "
-                      f"(features {r.feature_seconds:.2f}s)  val {r.val_score:.3f}  "
-                      f"trainable {r.trainable_params:,}/{r.total_params:,}")
-            if "linear_probe" in per_epoch and "frozen_backbone_loop" in per_epoch:
-                lp = next(x for x in rows if x["source"] == label and x["strategy"] == "linear_probe")
-                fb = next(x for x in rows if x["source"] == label and x["strategy"] == "frozen_backbone_loop")
-                speedup = per_epoch["frozen_backbone_loop"] / per_epoch["linear_probe"]
-                print(f"{label}: cached-feature linear probe is {speedup:.0f}x "
-                      f"faster per epoch than re-running the frozen backbone "
-                      f"({per_epoch['linear_probe']:.3f}s vs {per_epoch['frozen_backbone_loop']:.3f}s); a whole "
-                      f"{epochs}-epoch run from a cold cache: {fb['total_seconds'] / lp['total_seconds']:.1f}x")
+            rows += _time_strategies(label, spec, ds, data_name, cache, epochs, dev, where)
     out = Path(args.out) if args.out else ROOT / "leaderboards" / f"bench_train_{dev.type}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
@@ -162,6 +133,47 @@ def main() -> None:
         w.writeheader()
         w.writerows(rows)
     print(f"wrote {out}")
+
+
+def _time_strategies(label, spec, ds, data_name, cache, epochs, dev, where) -> list[dict]:
+    """One row per strategy (and the frozen-backbone loop) trained on one source, each printed."""
+    import autotransfer
+
+    rows = []
+    per_epoch: dict[str, float] = {}
+    runs = [(s, s) for s in STRATEGIES] + [("frozen_backbone_loop", _frozen_loop_strategy())]
+    for name, strategy in runs:
+        params = {"depth": 1} if name == "partial" else {}
+        t0 = time.perf_counter()
+        try:
+            r = autotransfer.train(ds, spec, strategy, epochs=epochs, device=str(dev), cache_dir=cache,
+                                   evaluate_test=False, **params)
+        except autotransfer.AutotransferError as exc:
+            print(f"{label:18s} {name:22s} skipped: {exc}")
+            continue
+        total = time.perf_counter() - t0
+        sec = statistics.median(r.epoch_seconds)
+        per_epoch[name] = sec
+        row = {
+            "source": label, "data": data_name, "strategy": name, "n_train": len(ds.splits["train"]),
+            "batch_size": r.batch_size, "epochs": r.epochs_run, "seconds_per_epoch": round(sec, 4),
+            "feature_seconds": round(r.feature_seconds, 3), "total_seconds": round(total, 3),
+            "val_score": round(r.val_score, 4), "trainable_params": r.trainable_params,
+            "total_params": r.total_params, "device": where,
+        }
+        rows.append(row)
+        print(f"{label:18s} {name:22s} {sec:8.3f} s/epoch  total {total:7.2f}s "
+              f"(features {r.feature_seconds:.2f}s)  val {r.val_score:.3f}  "
+              f"trainable {r.trainable_params:,}/{r.total_params:,}")
+    if "linear_probe" in per_epoch and "frozen_backbone_loop" in per_epoch:
+        lp = next(x for x in rows if x["strategy"] == "linear_probe")
+        fb = next(x for x in rows if x["strategy"] == "frozen_backbone_loop")
+        speedup = per_epoch["frozen_backbone_loop"] / per_epoch["linear_probe"]
+        print(f"{label}: cached-feature linear probe is {speedup:.0f}x "
+              f"faster per epoch than re-running the frozen backbone "
+              f"({per_epoch['linear_probe']:.3f}s vs {per_epoch['frozen_backbone_loop']:.3f}s); a whole "
+              f"{epochs}-epoch run from a cold cache: {fb['total_seconds'] / lp['total_seconds']:.1f}x")
+    return rows
 
 
 if __name__ == "__main__":
