@@ -220,7 +220,7 @@ def per_image_augmentation(source, on: bool):
         source.__dict__.pop("decoded_augmentation", None)
 
 
-def main() -> None:
+def _parse():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=240, help="JPEGs in the dataset (default 240)")
     ap.add_argument("--epochs", type=int, default=3, help="epochs per training run; the fastest one counts")
@@ -231,18 +231,18 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--precision", default="auto", help="auto, bf16, fp16 or fp32")
     ap.add_argument("--out", default=None, help="CSV path (default leaderboards/bench_pipeline_<device>.csv)")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = _parse()
 
     import torch
 
-    from autotransfer._rank import rank_sources
-    from autotransfer._train import train
     from autotransfer.datasets import load
-    from autotransfer.decode_cache import default_workers
     from autotransfer.features import resolve_device
     from autotransfer.precision import resolve_precision
     from autotransfer.sources import resolve_source
-    from autotransfer.strategies import StrategyNotApplicable
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -256,7 +256,6 @@ def main() -> None:
         where = (f"cpu: {platform.machine()}, {os.cpu_count()} cores (shared), "
                  f"{torch.get_num_threads()} torch threads, {precision}")
     batch = 256 if dev.type == "cuda" else 64
-    rows: list[dict] = []
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -264,75 +263,97 @@ def main() -> None:
         srcs = [resolve_source(s) for s in save_sources(work)]
         spec = srcs[0].decode_spec()
         assert all(s.decode_spec() == spec for s in srcs), "the sources must share one decode geometry"
-        items = ds.split_items("train")
-        n = len(items)
-
-        # --- rank: K sources over the train split; best of --repeats interleaved rounds ---
-        batches = premade(srcs[0], items, batch)
-        fwd = [float("inf")] * len(srcs)
-        decode = float("inf")
-        timing: dict[str, float] = {}
-        for r in range(args.repeats):
-            fwd = [min(f, bare_forward(s, batches, dev, precision)) for f, s in zip(fwd, srcs, strict=False)]
-            # the fastest known way to decode on every core: threads (PIL releases the GIL) or processes
-            decode = min(decode, *(decode_pass(items, spec, default_workers(), kind) for kind in ("threads", "processes")))
-            for label, off in (("today (no decode cache)", True), ("decode cache", False)):
-                with decode_cache_off(off):  # empty caches each round: the decode and the features are paid
-                    t0 = time.perf_counter()
-                    rank_sources(ds, srcs, ["logme"], device=str(dev), cache_dir=work / f"cache-rank-{off}-{r}",
-                                 progress=False, precision=precision)
-                    timing[label] = min(timing.get(label, float("inf")), time.perf_counter() - t0)
-        ceiling = decode + sum(fwd)
-        print(f"rank of K={len(srcs)} sources over {n} JPEGs ({where})")
-        print(f"  ceiling: one decode pass {decode:.2f}s + forward passes {' + '.join(f'{f:.2f}' for f in fwd)}s"
-              f" = {ceiling:.2f}s")
-        for label, sec in timing.items():
-            print(f"  {label:24s} {sec:7.2f}s  ratio {sec / ceiling:5.2f}")
-            rows.append({"measure": "rank", "pipeline": label, "strategy": "", "n_images": n,
-                         "k_sources": len(srcs), "seconds": round(sec, 3), "ceiling_seconds": round(ceiling, 3),
-                         "ratio": round(sec / ceiling, 3), "device": where})
-
-        # --- training: one epoch per strategy ---
-        src = srcs[0]
-        val_items = ds.split_items("val")
-        print(f"training epochs of {src.name.split('@')[0]} ({n} train / {len(val_items)} val JPEGs, augmentation on)")
-        for strategy in strategies:
-            params = {"depth": 1} if strategy == "partial" else {}
-            seconds: dict[str, float] = {}
-            ceiling, premades, applicable = float("inf"), None, True
-            for _ in range(args.repeats):  # interleaved rounds: a slow spell of the machine hits every pipeline
-                for label, off, per_image in PIPELINES:
-                    with decode_cache_off(off), per_image_augmentation(src, per_image):
-                        try:
-                            result = train(ds, src, strategy, epochs=args.today_epochs if off else args.epochs,
-                                           device=str(dev), augment=True, cache_dir=work / f"cache-train-{off}",
-                                           evaluate_test=False, batch_size=32, precision=precision, **params)
-                        except StrategyNotApplicable:
-                            applicable = False
-                            break
-                    # the quietest epoch of the run (others share the machine)
-                    seconds[label] = min(seconds.get(label, float("inf")), *result.epoch_seconds)
-                if not applicable:
-                    break
-                premades = premades or epoch_inputs(src, ds, result.batch_size)
-                # as many ceiling epochs per round as the runs had: the min of more samples is lower
-                ceiling = min(ceiling, *(bare_epoch(result.model.to(dev), *premades, dev, precision)
-                                         for _ in range(args.epochs)))
-            if not applicable:
-                print(f"  {strategy:8s} skipped: not applicable to {src.name.split('@')[0]}")
-                continue
-            for label, sec in seconds.items():
-                print(f"  {strategy:8s} {label:25s} epoch {sec:6.2f}s  ceiling {ceiling:6.2f}s  "
-                      f"ratio {sec / ceiling:5.2f}")
-                rows.append({"measure": "train_epoch", "pipeline": label, "strategy": strategy, "n_images": n,
-                             "k_sources": 1, "seconds": round(sec, 3), "ceiling_seconds": round(ceiling, 3),
-                             "ratio": round(sec / ceiling, 3), "device": where})
+        rows = _rank_rows(ds, srcs, batch, dev, precision, args.repeats, work, where)
+        rows += _train_rows(ds, srcs[0], strategies, args, dev, precision, work, where)
 
     from suite import write_csv  # benchmarks/ is on sys.path when this runs as a script
 
     out = Path(args.out) if args.out else ROOT / "leaderboards" / f"bench_pipeline_{dev.type}.csv"
     write_csv(out, rows, list(rows[0]))
     print(f"wrote {out}")
+
+
+def _rank_rows(ds, srcs, batch, dev, precision, repeats, work, where) -> list[dict]:
+    """rank: K sources over the train split, with and without the decode cache; best of ``repeats``
+    interleaved rounds, against one decode pass plus the bare forward passes."""
+    from autotransfer._rank import rank_sources
+    from autotransfer.decode_cache import default_workers
+
+    items = ds.split_items("train")
+    n = len(items)
+    spec = srcs[0].decode_spec()
+    batches = premade(srcs[0], items, batch)
+    fwd = [float("inf")] * len(srcs)
+    decode = float("inf")
+    timing: dict[str, float] = {}
+    for r in range(repeats):
+        fwd = [min(f, bare_forward(s, batches, dev, precision)) for f, s in zip(fwd, srcs, strict=False)]
+        # the fastest known way to decode on every core: threads (PIL releases the GIL) or processes
+        decode = min(decode, *(decode_pass(items, spec, default_workers(), kind) for kind in ("threads", "processes")))
+        for label, off in (("today (no decode cache)", True), ("decode cache", False)):
+            with decode_cache_off(off):  # empty caches each round: the decode and the features are paid
+                t0 = time.perf_counter()
+                rank_sources(ds, srcs, ["logme"], device=str(dev), cache_dir=work / f"cache-rank-{off}-{r}",
+                             progress=False, precision=precision)
+                timing[label] = min(timing.get(label, float("inf")), time.perf_counter() - t0)
+    ceiling = decode + sum(fwd)
+    print(f"rank of K={len(srcs)} sources over {n} JPEGs ({where})")
+    print(f"  ceiling: one decode pass {decode:.2f}s + forward passes {' + '.join(f'{f:.2f}' for f in fwd)}s"
+          f" = {ceiling:.2f}s")
+    rows = []
+    for label, sec in timing.items():
+        print(f"  {label:24s} {sec:7.2f}s  ratio {sec / ceiling:5.2f}")
+        rows.append({"measure": "rank", "pipeline": label, "strategy": "", "n_images": n,
+                     "k_sources": len(srcs), "seconds": round(sec, 3), "ceiling_seconds": round(ceiling, 3),
+                     "ratio": round(sec / ceiling, 3), "device": where})
+    return rows
+
+
+def _train_rows(ds, src, strategies, args, dev, precision, work, where) -> list[dict]:
+    """training: one epoch per strategy through every pipeline, against a bare epoch on pre-made tensors."""
+    n = len(ds.split_items("train"))
+    val_items = ds.split_items("val")
+    print(f"training epochs of {src.name.split('@')[0]} ({n} train / {len(val_items)} val JPEGs, augmentation on)")
+    rows = []
+    for strategy in strategies:
+        timed_epochs = _time_epochs(ds, src, strategy, args, dev, precision, work)
+        if timed_epochs is None:
+            print(f"  {strategy:8s} skipped: not applicable to {src.name.split('@')[0]}")
+            continue
+        seconds, ceiling = timed_epochs
+        for label, sec in seconds.items():
+            print(f"  {strategy:8s} {label:25s} epoch {sec:6.2f}s  ceiling {ceiling:6.2f}s  "
+                  f"ratio {sec / ceiling:5.2f}")
+            rows.append({"measure": "train_epoch", "pipeline": label, "strategy": strategy, "n_images": n,
+                         "k_sources": 1, "seconds": round(sec, 3), "ceiling_seconds": round(ceiling, 3),
+                         "ratio": round(sec / ceiling, 3), "device": where})
+    return rows
+
+
+def _time_epochs(ds, src, strategy, args, dev, precision, work) -> tuple[dict[str, float], float] | None:
+    """(quietest epoch per pipeline, quietest ceiling epoch) of ``strategy``; None when it does not apply."""
+    from autotransfer._train import train
+    from autotransfer.strategies import StrategyNotApplicable
+
+    params = {"depth": 1} if strategy == "partial" else {}
+    seconds: dict[str, float] = {}
+    ceiling, premades = float("inf"), None
+    for _ in range(args.repeats):  # interleaved rounds: a slow spell of the machine hits every pipeline
+        for label, off, per_image in PIPELINES:
+            with decode_cache_off(off), per_image_augmentation(src, per_image):
+                try:
+                    result = train(ds, src, strategy, epochs=args.today_epochs if off else args.epochs,
+                                   device=str(dev), augment=True, cache_dir=work / f"cache-train-{off}",
+                                   evaluate_test=False, batch_size=32, precision=precision, **params)
+                except StrategyNotApplicable:
+                    return None
+            # the quietest epoch of the run (others share the machine)
+            seconds[label] = min(seconds.get(label, float("inf")), *result.epoch_seconds)
+        premades = premades or epoch_inputs(src, ds, result.batch_size)
+        # as many ceiling epochs per round as the runs had: the min of more samples is lower
+        ceiling = min(ceiling, *(bare_epoch(result.model.to(dev), *premades, dev, precision)
+                                 for _ in range(args.epochs)))
+    return seconds, ceiling
 
 
 if __name__ == "__main__":
