@@ -594,16 +594,26 @@ def _fmt(v: Any, nd: int = 3) -> str:
 
 
 def section(est_rows, search_rows, mean_est, mean_search, meta: dict[str, Any]) -> str:
-    tasks = list(dict.fromkeys(r["task"] for r in est_rows))
-    ests = list(dict.fromkeys(r["estimator"] for r in est_rows))
-    tau = {(r["task"], r["estimator"]): r["weighted_tau"] for r in est_rows + mean_est}
     lines = [SECTION, "",
              "Ground truth from an exhaustive grid (every source × strategy × depth × lr of a small grid, the "
              "scratch baseline included, same trainer and epochs as the search), produced by "
              "`benchmarks/suite.py`. " + meta["scope"], "",
              f"Reproduce: `{meta['command']}` ({meta['runtime']}).", "",
-             f"Machine: {meta['machine']}. `HF_HUB_OFFLINE=1`.", "",
-             "### Estimators: weighted Kendall τ with the best fine-tuned test accuracy per source", "",
+             f"Machine: {meta['machine']}. `HF_HUB_OFFLINE=1`.", ""]
+    lines += _estimator_lines(est_rows, mean_est)
+    lines += _search_lines(search_rows, mean_search)
+    lines += ["", DEFINITIONS]
+    if meta.get("notes"):
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in meta["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def _estimator_lines(est_rows, mean_est) -> list[str]:
+    """The τ table (estimator × task) and the ground truth per source."""
+    tasks = list(dict.fromkeys(r["task"] for r in est_rows))
+    ests = list(dict.fromkeys(r["estimator"] for r in est_rows))
+    tau = {(r["task"], r["estimator"]): r["weighted_tau"] for r in est_rows + mean_est}
+    lines = ["### Estimators: weighted Kendall τ with the best fine-tuned test accuracy per source", "",
              "| estimator | " + " | ".join(tasks) + " | mean |",
              "|---|" + "---:|" * (len(tasks) + 1)]
     for e in ests:
@@ -614,11 +624,16 @@ def section(est_rows, search_rows, mean_est, mean_search, meta: dict[str, Any]) 
         gt = next((r["ground_truth_test"] for r in est_rows if r["task"] == t and r["ground_truth_test"]), "")
         lines.append(f"- {t}: " + ", ".join(f"`{p.split('=')[0]}` {float(p.split('=')[1]):.3f}"
                                             for p in gt.split(";") if p))
-    lines += ["", "### Search vs the grid", "",
-              "| task | grid best (by val) | grid best test (± seed sd) | search pick | search test | scratch test "
-              "(search / grid) | regret pp | regret, same seed pp | regret vs oracle pp | regret in search space pp "
-              "| search s | grid s | cost ratio | cost ratio (CPU s) |",
-              "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    return lines
+
+
+def _search_lines(search_rows, mean_search) -> list[str]:
+    """The search-vs-grid table, its mean row and the targets met."""
+    lines = ["", "### Search vs the grid", "",
+             "| task | grid best (by val) | grid best test (± seed sd) | search pick | search test | scratch test "
+             "(search / grid) | regret pp | regret, same seed pp | regret vs oracle pp | regret in search space pp "
+             "| search s | grid s | cost ratio | cost ratio (CPU s) |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in search_rows:
         pick = f"{r['search_source']} {r['search_strategy']}" + (
             f" d{int(float(r['search_depth']))}" if r["search_depth"] not in (None, "") and not (
@@ -646,24 +661,25 @@ def section(est_rows, search_rows, mean_est, mean_search, meta: dict[str, Any]) 
             f"{m['worse_than_grid_scratch']}/{n} against the grid's best scratch config averaged over seeds, "
             f"{m['worse_than_grid_scratch_same_seed']}/{n} against it at the search's seed (target 0).",
         ]
-    lines += ["", "Definitions: *grid best* is the grid config with the best mean val accuracy over seeds "
-              "(scratch included) and its mean test accuracy; *oracle* is the grid's best mean test accuracy; "
-              "regret = grid best test − search pick test, in percentage points (negative: the search's "
-              "continuous lr / weight-decay found a better config than the grid); *same seed*: against the grid best "
-              f"config's run at the search's seed ({SEARCH_SEED}), which takes seed-to-seed variance out (an "
-              "identical config then has regret 0; *± seed sd* is the spread that variance adds). "
-              "*Regret in search space* uses "
-              "only the grid configs the search can reach: its top-3 ranked sources with the searched "
-              "strategies, plus its fixed baselines (full, random init of each distinct architecture among those "
-              "sources, default lr). Cost ratio = the search's total wall seconds (ranking, trials, export and test "
-              "included) / the wall seconds of one sweep of the grid (every config once with its own feature "
-              "extraction; mean over seeds); the CPU-seconds ratio is the same with process CPU time, which "
-              "other jobs on the machine do not inflate; `cost_ratio_trials` in the CSV counts trial seconds "
-              "only. The search runs once, seed 0. "
-              "Numbers: `leaderboards/benchmark_estimators.csv`, `leaderboards/benchmark_search.csv`."]
-    if meta.get("notes"):
-        lines += ["", "Notes:", ""] + [f"- {n}" for n in meta["notes"]]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+DEFINITIONS = (
+    "Definitions: *grid best* is the grid config with the best mean val accuracy over seeds "
+    "(scratch included) and its mean test accuracy; *oracle* is the grid's best mean test accuracy; "
+    "regret = grid best test − search pick test, in percentage points (negative: the search's "
+    "continuous lr / weight-decay found a better config than the grid); *same seed*: against the grid best "
+    f"config's run at the search's seed ({SEARCH_SEED}), which takes seed-to-seed variance out (an "
+    "identical config then has regret 0; *± seed sd* is the spread that variance adds). "
+    "*Regret in search space* uses "
+    "only the grid configs the search can reach: its top-3 ranked sources with the searched "
+    "strategies, plus its fixed baselines (full, random init of each distinct architecture among those "
+    "sources, default lr). Cost ratio = the search's total wall seconds (ranking, trials, export and test "
+    "included) / the wall seconds of one sweep of the grid (every config once with its own feature "
+    "extraction; mean over seeds); the CPU-seconds ratio is the same with process CPU time, which "
+    "other jobs on the machine do not inflate; `cost_ratio_trials` in the CSV counts trial seconds "
+    "only. The search runs once, seed 0. "
+    "Numbers: `leaderboards/benchmark_estimators.csv`, `leaderboards/benchmark_search.csv`.")
 
 
 def write_readme(path: Path, text: str) -> None:
@@ -804,18 +820,47 @@ def _main(args) -> int:
     tasks = all_tasks()
     names = ["digits10"] if args.quick and not args.tasks else (
         [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else list(tasks))
+    error = _option_error(args, tasks, names)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    seeds = _apply_options(args, tasks)
+    out = Path(args.out)
+    work = Path(args.work) if args.work else Path(tempfile.gettempdir()) / "autotransfer-suite"
+
+    log = _Log(started)
+
+    est_rows: list[dict[str, Any]] = []
+    search_rows: list[dict[str, Any]] = []
+    for e, s in _run_tasks(args, tasks, names, seeds, work, log):
+        est_rows += e
+        search_rows.append(s)
+    mean_est, mean_search = summary_rows(est_rows, search_rows)
+    write_csv(out / "benchmark_estimators.csv", est_rows + mean_est, ESTIMATOR_COLUMNS)
+    write_csv(out / "benchmark_search.csv", search_rows + ([mean_search] if mean_search else []), SEARCH_COLUMNS)
+    runtime = time.perf_counter() - started
+    meta = _readme_meta(args, tasks, names, seeds, runtime)
+    write_readme(out / "README.md", section(est_rows, search_rows, mean_est, mean_search, meta))
+    log(f"wrote {out / 'benchmark_estimators.csv'}, {out / 'benchmark_search.csv'}, {out / 'README.md'} "
+        f"in {runtime:.0f}s")
+    return 0
+
+
+def _option_error(args, tasks: dict[str, Task], names: list[str]) -> str | None:
     unknown = [n for n in names if n not in tasks]
     if unknown:
-        print(f"error: unknown task(s) {', '.join(unknown)}; choose from {', '.join(tasks)}", file=sys.stderr)
-        return 2
+        return f"unknown task(s) {', '.join(unknown)}; choose from {', '.join(tasks)}"
     if args.grid_csv and not Path(args.grid_csv).is_file():
-        print(f"error: --grid-csv {args.grid_csv} is not a file; pass a raw grid CSV such as "
-              "leaderboards/benchmark_imagenet_grid.csv", file=sys.stderr)
-        return 2
+        return (f"--grid-csv {args.grid_csv} is not a file; pass a raw grid CSV such as "
+                "leaderboards/benchmark_imagenet_grid.csv")
     if args.grid_csv and Path(args.out).resolve() == (ROOT / "leaderboards").resolve():
-        print("error: --grid-csv reuses another run's grid, so its cost ratio is not one run's; pass --out "
-              "to a folder other than leaderboards/ and copy rows over with a note", file=sys.stderr)
-        return 2
+        return ("--grid-csv reuses another run's grid, so its cost ratio is not one run's; pass --out "
+                "to a folder other than leaderboards/ and copy rows over with a note")
+    return None
+
+
+def _apply_options(args, tasks: dict[str, Task]) -> list[int]:
+    """The grid seeds; ``--epochs``, ``--quick`` and ``--text-strategies`` set on the tasks (and trials on args)."""
     seeds = list(range(args.seeds or (1 if args.quick else 3)))
     if args.epochs:
         for t in tasks.values():
@@ -827,13 +872,11 @@ def _main(args) -> int:
         args.trials = 6
     if args.text_strategies and args.text_strategies != "default":
         tasks["bbc"].strategies = tuple(s.strip() for s in args.text_strategies.split(",") if s.strip())
-    out = Path(args.out)
-    work = Path(args.work) if args.work else Path(tempfile.gettempdir()) / "autotransfer-suite"
+    return seeds
 
-    log = _Log(started)
 
-    est_rows: list[dict[str, Any]] = []
-    search_rows: list[dict[str, Any]] = []
+def _run_tasks(args, tasks: dict[str, Task], names: list[str], seeds: list[int], work: Path, log) -> list:
+    """``run_task``'s (estimator rows, search row) per task, in ``names`` order; ``--jobs`` tasks at a time."""
     if any(tasks[n].kind == "digits" for n in names):  # build (or reuse) the zoo once, before any worker
         from autotransfer.zoo import build_zoo
 
@@ -849,16 +892,12 @@ def _main(args) -> int:
             longest_first = sorted(names, key=lambda n: -tasks[n].cost)
             futures = {n: pool.submit(run_task, tasks[n], work / n, args, task_seeds[n], tasks[n].epochs, log)
                        for n in longest_first}
-            results = [futures[n].result() for n in names]
-    else:
-        results = [run_task(tasks[n], work / n, args, task_seeds[n], tasks[n].epochs, log) for n in names]
-    for e, s in results:
-        est_rows += e
-        search_rows.append(s)
-    mean_est, mean_search = summary_rows(est_rows, search_rows)
-    write_csv(out / "benchmark_estimators.csv", est_rows + mean_est, ESTIMATOR_COLUMNS)
-    write_csv(out / "benchmark_search.csv", search_rows + ([mean_search] if mean_search else []), SEARCH_COLUMNS)
-    runtime = time.perf_counter() - started
+            return [futures[n].result() for n in names]
+    return [run_task(tasks[n], work / n, args, task_seeds[n], tasks[n].epochs, log) for n in names]
+
+
+def _readme_meta(args, tasks: dict[str, Task], names: list[str], seeds: list[int], runtime: float) -> dict[str, Any]:
+    """What the README section says about the run: the command that reproduces it, its scope, notes."""
     cmd = "python benchmarks/suite.py" + (" --quick" if args.quick else "") + (
         f" --tasks {','.join(names)}" if args.tasks else "") + (
         f" --seeds {args.seeds}" if args.seeds else "") + (f" --epochs {args.epochs}" if args.epochs else "") + (
@@ -884,15 +923,11 @@ def _main(args) -> int:
                      "With 2 text sources τ can only be ±1.")
     if args.scope_note:
         notes.insert(0, args.scope_note)
-    meta = {"command": cmd, "runtime": f"{runtime / 60:.1f} min on the machine below", "machine": machine(),
+    return {"command": cmd, "runtime": f"{runtime / 60:.1f} min on the machine below", "machine": machine(),
             "scope": scope + " " + ("Digits sources: the zoo's `digits-test_resnet`, `digits-test_vit` (helpful), "
                                     "`shuffled-test_resnet` (planted harmful), `synthetic-test_resnet` (unrelated)."
                                     if not args.quick else "Quick run: resnet zoo only."),
             "notes": notes}
-    write_readme(out / "README.md", section(est_rows, search_rows, mean_est, mean_search, meta))
-    log(f"wrote {out / 'benchmark_estimators.csv'}, {out / 'benchmark_search.csv'}, {out / 'README.md'} "
-        f"in {runtime:.0f}s")
-    return 0
 
 
 if __name__ == "__main__":
