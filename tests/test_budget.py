@@ -100,19 +100,21 @@ def test_no_sampled_trial_starts_when_the_budget_left_fits_too_few_epochs(slow_s
 def test_probe_is_never_pruned_by_the_matched_epoch_rule():
     import optuna
 
-    from autotransfer._search.pruner import EPOCH_SECONDS, PLANNED_EPOCHS, ROLE, SCRATCH, ScratchBaselinePruner
+    from autotransfer._search.pruner import ScratchBaselinePruner
+    from autotransfer._search.record import SCRATCH, SEARCH, TrialRecord
 
     study = optuna.create_study(direction="maximize")
     pruner = ScratchBaselinePruner(warmup_epochs=0, patience=1, margin=0.0)
     base = optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=0.9,
                                       intermediate_values={e: 0.9 for e in range(12)},
-                                      user_attrs={ROLE: SCRATCH, EPOCH_SECONDS: 60.0})
+                                      user_attrs=TrialRecord(role=SCRATCH, epoch_seconds=60.0).to_user_attrs())
     study.add_trial(base)
 
     def trial_at(step: int, val: float, per_epoch: float, planned: int = 12):
         t = optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=val,
                                       intermediate_values={e: val for e in range(step + 1)},
-                                      user_attrs={ROLE: "search", EPOCH_SECONDS: per_epoch, PLANNED_EPOCHS: planned})
+                                      user_attrs=TrialRecord(role=SEARCH, epoch_seconds=per_epoch,
+                                                             planned_epochs=planned).to_user_attrs())
         return t
 
     # far behind scratch at epoch 3 of 12: a fine-tune (60 s/epoch) is pruned, a probe (0.04 s/epoch:

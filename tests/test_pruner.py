@@ -5,14 +5,8 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from autotransfer._search.pruner import (
-    BEHIND_SCRATCH,
-    CANNOT_CATCH_UP,
-    PLANNED_EPOCHS,
-    ROLE,
-    SCRATCH,
-    ScratchBaselinePruner,
-)
+from autotransfer._search.pruner import BEHIND_SCRATCH, CANNOT_CATCH_UP, ScratchBaselinePruner
+from autotransfer._search.record import SCRATCH, TrialRecord
 from autotransfer._train import standard_error
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -22,9 +16,7 @@ def _run(study, curve, role="search", planned=None):
     """Report ``curve`` epoch by epoch; return the epoch at which the trial was pruned (or None).
     ``planned``: the trial's planned epoch count, recorded the way the search records it."""
     trial = study.ask()
-    trial.set_user_attr(ROLE, role)
-    if planned is not None:
-        trial.set_user_attr(PLANNED_EPOCHS, planned)
+    TrialRecord(role=role, planned_epochs=planned).save(trial)
     for epoch, v in enumerate(curve):
         trial.report(v, epoch)
         if trial.should_prune():

@@ -17,10 +17,11 @@ import pytest
 from helpers_training import timm_spec, write_digits
 
 from autotransfer._search import storage as st
-from autotransfer._search.pruner import ROLE, SCRATCH
+from autotransfer._search.record import SCRATCH
 from autotransfer.errors import AutotransferError
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+ROLE = "role"  # the key run folders store a trial's role under (TrialRecord.role)
 
 
 def _one_line_error(r, *words) -> str:

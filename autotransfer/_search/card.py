@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..sources import display_source
-from .pruner import SCRATCH
+from .record import SCRATCH, StudyRecord, TrialRecord
 from .rundir import replace_file
 
 CARD = "README.md"
@@ -62,18 +62,20 @@ def _front_matter(summary: dict[str, Any], config: dict[str, Any], name: str) ->
 
 
 def _model_md(summary: dict[str, Any], config: dict[str, Any], answer: Any) -> list[str]:
-    attrs = answer.user_attrs if answer is not None else {}
-    params = dict((attrs.get("config") or {}).get("params") or {})
+    record = TrialRecord.from_frozen(answer) if answer is not None else TrialRecord()
+    params = dict((record.config or {}).get("params") or {})
     lines = ["## Model", "",
              f"- source: `{summary.get('best_source')}` (architecture `{config.get('architecture') or '?'}`, "
              f"{config.get('modality') or summary.get('modality')})",
              f"- strategy: `{summary.get('strategy')}`"
              + (f", {', '.join(f'{k} {v}' for k, v in sorted(params.items()))}" if params else "")
              + (f", learning rate {summary['lr']:.3g}" if summary.get("lr") is not None else "")]
-    if attrs.get("trainable_params") is not None:
-        lines.append(f"- parameters: {attrs['trainable_params']:,} trained of {attrs.get('total_params', 0):,}")
-    if attrs.get("epochs_run") is not None:
-        lines.append(f"- trained {attrs['epochs_run']} epoch(s), keeping epoch {int(attrs.get('best_epoch', 0)) + 1} "
+    if record.trainable_params is not None:
+        total = record.total_params if record.total_params is not None else 0
+        lines.append(f"- parameters: {record.trainable_params:,} trained of {total:,}")
+    if record.epochs_run is not None:
+        kept = record.best_epoch if record.best_epoch is not None else 0
+        lines.append(f"- trained {record.epochs_run} epoch(s), keeping epoch {int(kept) + 1} "
                      f"(the best on validation); precision {summary.get('precision') or 'fp32'}")
     for task in config.get("tasks", []):
         lines.append(f"- task `{task['name']}`: {len(task['classes'])} classes: "
@@ -190,11 +192,11 @@ def write_card(out: Path, study: Any, summary: dict[str, Any], rows: list[dict[s
     if not (best / "config.json").is_file():
         return None
     config = json.loads((best / "config.json").read_text())
-    attrs = study.user_attrs
-    data = attrs.get("dataset") or {}
+    attrs = StudyRecord.from_study(study)
+    data = attrs.dataset or {}
     name = str(data.get("name") or Path(str(summary.get("data") or "data")).name)
-    answer = next((t for t in study.get_trials(deepcopy=False) if t.number == attrs.get("answer")), None)
-    trained = (answer.user_attrs.get("config") or {}) if answer is not None else {}
+    answer = next((t for t in study.get_trials(deepcopy=False) if t.number == attrs.answer), None)
+    trained = (TrialRecord.from_frozen(answer).config or {}) if answer is not None else {}
     if trained and (trained.get("source"), trained.get("strategy")) != (config.get("source_name"), config.get("strategy")):
         return None  # best/ holds an older run's model (this answer was trained on another worker): no card for it
     title = f"# {summary.get('best_source')} + {summary.get('strategy')} for `{name}`"
@@ -204,8 +206,9 @@ def write_card(out: Path, study: Any, summary: dict[str, Any], rows: list[dict[s
     text = "\n".join([
         _front_matter(summary, config, name), title, "",
         _intro(modality, bool(summary.get("negative_transfer"))),
-        "", *_model_md(summary, config, answer), *_data_md(summary, data, name, str(attrs.get("fingerprint") or "")),
-        *_chosen_md(summary, trans, str(attrs.get("primary", "logme")), attrs.get("probe_scores") or {}, scratch),
+        "", *_model_md(summary, config, answer), *_data_md(summary, data, name, str(attrs.fingerprint or "")),
+        *_chosen_md(summary, trans, str(attrs.primary if attrs.primary is not None else "logme"),
+                    attrs.probe_scores or {}, scratch),
         *_scores_md(summary), *_use_md(modality),
         *_limits_md(summary, config)])
     replace_file(best / CARD, lambda tmp: tmp.write_text(text))

@@ -16,7 +16,7 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from .plots import figure, fit_height, plain
-from .pruner import SCRATCH
+from .record import SCRATCH, TrialRecord
 
 LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 2)))
 REASON_MARKERS = ("X", "v", "s", "D", "P", "<", ">")
@@ -29,7 +29,7 @@ def _curve(t: FrozenTrial) -> tuple[list[int], list[float]]:
 
 
 def _is_probe(t: FrozenTrial) -> bool:
-    return bool(t.user_attrs.get("fixed"))
+    return bool(TrialRecord.from_frozen(t).fixed)
 
 
 class _Styles:
@@ -100,7 +100,7 @@ def _draw_answer(ax: Any, trials: Sequence[FrozenTrial], rows: dict[int, dict[st
         x = 0
     else:
         xs, ys = _curve(t)
-        kept = t.user_attrs.get("best_epoch")
+        kept = TrialRecord.from_frozen(t).best_epoch
         x = kept + 1 if kept is not None and kept + 1 in xs else xs[ys.index(max(ys))]
     r = rows[answer]
     ax.scatter([x], [r["val_score"]], marker="*", s=320, color="gold", edgecolors="black", linewidths=1.0,

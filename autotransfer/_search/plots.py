@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .pruner import SCRATCH
+from .record import SCRATCH
 from .rundir import replace_file
 
 DPI = 150  # the report shows the PNGs at their own size: 150 dpi keeps 8-pt text legible

@@ -9,14 +9,10 @@ from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import AutotransferError
+from .record import TrialRecord
 
-ROLE = "role"  # user attr naming a trial's role: "scratch", "default" or "search"
-SCRATCH = "scratch"
 BEHIND_SCRATCH = "behind scratch"
 CANNOT_CATCH_UP = "cannot catch up"  # even optimistically extrapolated, it ends below the best finished trial
-EPOCH_SECONDS = "epoch_seconds"  # user attr: a running trial's mean seconds per epoch so far
-CUT_REASON = "cut_reason"  # user attr: why a trial that completed stopped before its planned epochs
-PLANNED_EPOCHS = "planned_epochs"  # user attr: how many epochs the trial is planned to run in all
 NEGLIGIBLE = 0.05  # remaining cost, as a fraction of a baseline epoch, below which pruning saves nothing
 
 
@@ -66,7 +62,7 @@ class ScratchBaselinePruner(BasePruner):
         return [dict(t.intermediate_values)
                 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING,
                                                                    TrialState.PRUNED))
-                if t.user_attrs.get(ROLE) == SCRATCH and t.intermediate_values]
+                if TrialRecord.from_frozen(t).is_scratch and t.intermediate_values]
 
     @staticmethod
     def reference(curves: list[dict[int, float]], epoch: int) -> float | None:
@@ -83,15 +79,15 @@ class ScratchBaselinePruner(BasePruner):
     @staticmethod
     def cheap_to_finish(study: optuna.Study, trial: FrozenTrial) -> bool:
         """Whether what is left of ``trial`` costs at most ``NEGLIGIBLE`` of the cheapest baseline epoch."""
-        planned, per_epoch, step = (trial.user_attrs.get(PLANNED_EPOCHS), trial.user_attrs.get(EPOCH_SECONDS),
-                                    trial.last_step)
+        record = TrialRecord.from_frozen(trial)
+        planned, per_epoch, step = record.planned_epochs, record.epoch_seconds, trial.last_step
         if planned is None or per_epoch is None or step is None:
             return False
         left = max(0, int(planned) - step - 1) * float(per_epoch)
         if left == 0:
             return True
-        base = [float(t.user_attrs[EPOCH_SECONDS]) for t in study.get_trials(deepcopy=False)
-                if t.user_attrs.get(ROLE) == SCRATCH and t.user_attrs.get(EPOCH_SECONDS)]
+        records = [TrialRecord.from_frozen(t) for t in study.get_trials(deepcopy=False)]
+        base = [float(r.epoch_seconds) for r in records if r.is_scratch and r.epoch_seconds]
         return bool(base) and left <= NEGLIGIBLE * min(base)
 
     def behind(self, study: optuna.Study, trial: FrozenTrial) -> bool:
@@ -113,7 +109,8 @@ class ScratchBaselinePruner(BasePruner):
 
     def cannot_catch_up(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         best = self.best_finished(study)
-        return best is not None and self.hopeless(trial.intermediate_values, trial.user_attrs.get(PLANNED_EPOCHS), best)
+        return best is not None and self.hopeless(trial.intermediate_values,
+                                                  TrialRecord.from_frozen(trial).planned_epochs, best)
 
     @staticmethod
     def best_finished(study: optuna.Study) -> float | None:
@@ -164,7 +161,7 @@ class ScratchBaselinePruner(BasePruner):
         return best_epoch if reachable <= values[best_epoch] - max(0.0, band) else None
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        if trial.user_attrs.get(ROLE) == SCRATCH or self.cheap_to_finish(study, trial):
+        if TrialRecord.from_frozen(trial).is_scratch or self.cheap_to_finish(study, trial):
             return False
         if self.behind(study, trial):
             self.reasons[trial.number] = BEHIND_SCRATCH

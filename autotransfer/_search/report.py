@@ -19,7 +19,8 @@ from ..strategies import SCRATCH_RECIPE
 from . import plots
 from .card import write_card
 from .curves import curves_figure
-from .pruner import BEHIND_SCRATCH, CUT_REASON, ROLE, SCRATCH, ScratchBaselinePruner
+from .pruner import BEHIND_SCRATCH, ScratchBaselinePruner
+from .record import SCRATCH, StudyRecord, TrialRecord
 from .rundir import replace_file
 
 CURVES = "curves.png"  # every trial's validation curve, first in the report
@@ -34,17 +35,17 @@ SUMMARY_COLUMNS = ["data", "modality", "tasks", "n_train", "n_val", "n_test", "b
 NO_REASON = "no reason recorded: the worker running it stopped before the trial ended (killed, crashed or hung)"
 
 
-def _config(t: FrozenTrial) -> dict[str, Any]:
-    if "config" in t.user_attrs:  # what the trial actually trained (the baseline has no sampled params)
-        c = t.user_attrs["config"]
+def _config(t: FrozenTrial, record: TrialRecord) -> dict[str, Any]:
+    if record.config is not None:  # what the trial actually trained (the baseline has no sampled params)
+        c = record.config
         return {**c, "params": dict(c.get("params") or {})}
     # asked but not started yet (another worker may write reports meanwhile): what it was enqueued with
-    fixed = t.user_attrs.get("fixed")
+    fixed = record.fixed
     if fixed:  # a probe
         return {"source": fixed["source"], "strategy": fixed["strategy"], "lr": None, "weight_decay": None,
                 "params": {}}
-    if t.user_attrs.get("baseline_source"):  # a scratch baseline
-        return {"source": t.user_attrs["baseline_source"], "strategy": SCRATCH_RECIPE.name, "lr": None,
+    if record.baseline_source:  # a scratch baseline
+        return {"source": record.baseline_source, "strategy": SCRATCH_RECIPE.name, "lr": None,
                 "weight_decay": None, "params": {}}
     p = t.params or t.system_attrs.get("fixed_params") or {}
     source = p.get("source")
@@ -66,15 +67,17 @@ def _reference(curves: list[dict[int, float]], last: int) -> float | None:
 
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """One row per trial (complete, pruned, failed, running), in trial order."""
-    scores: dict[str, dict[str, Any]] = study.user_attrs.get("scores", {})
-    arch: dict[str, str] = study.user_attrs.get("architectures", {})
+    attrs = StudyRecord.from_study(study)
+    scores: dict[str, dict[str, Any]] = attrs.scores if attrs.scores is not None else {}
+    arch: dict[str, str] = attrs.architectures if attrs.architectures is not None else {}
     base_curves = ScratchBaselinePruner.baseline_curves(study)
     rows = []
     for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.WAITING:
             continue
-        cfg = _config(t)
-        role = t.user_attrs.get(ROLE, "search")
+        record = TrialRecord.from_frozen(t)
+        cfg = _config(t, record)
+        role = record.kind
         curve = t.intermediate_values
         val = t.value if t.state == TrialState.COMPLETE else (max(curve.values()) if curve else None)
         last = max(curve) if curve else None
@@ -86,42 +89,48 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "role": role,
             "source": "" if cfg["source"] is None else display_source(
                 f"scratch:{arch.get(cfg['source'], cfg['source'])}" if role == SCRATCH else cfg["source"]),
-            "provider": t.user_attrs.get("provider", ""),
+            "provider": _or(record.provider, ""),
             "strategy": cfg["strategy"],
             "depth": params.pop("depth", None),
             "lr": cfg["lr"],
             "weight_decay": cfg["weight_decay"],
-            "epochs_run": t.user_attrs.get("epochs_run", len(curve)),
+            "epochs_run": _or(record.epochs_run, len(curve)),
             "val_score": val,
-            "best_epoch": t.user_attrs.get("best_epoch", max(curve, key=curve.get) if curve else None),
+            "best_epoch": _or(record.best_epoch, max(curve, key=curve.get) if curve else None),
             "baseline_val_same_epoch": None if role == SCRATCH else ref,
             "delta_vs_scratch": (val - ref) if (val is not None and ref is not None and role != SCRATCH) else None,
-            "prune_reason": t.user_attrs.get("prune_reason", "") if t.state == TrialState.PRUNED else "",
-            "stop_reason": t.user_attrs.get(CUT_REASON, "") if t.state == TrialState.COMPLETE else "",
-            "fail_reason": (t.user_attrs.get("fail_reason") or NO_REASON) if t.state == TrialState.FAIL else "",
-            "seconds": t.user_attrs.get("seconds"),
-            "trainable_params": t.user_attrs.get("trainable_params"),
-            "precision": t.user_attrs.get("precision"),  # resolved: bf16, fp16 or fp32
+            "prune_reason": _or(record.prune_reason, "") if t.state == TrialState.PRUNED else "",
+            "stop_reason": _or(record.cut_reason, "") if t.state == TrialState.COMPLETE else "",
+            "fail_reason": (record.fail_reason or NO_REASON) if t.state == TrialState.FAIL else "",
+            "seconds": record.seconds,
+            "trainable_params": record.trainable_params,
+            "precision": record.precision,  # resolved: bf16, fp16 or fp32
         }
         if role != SCRATCH:
             for k, v in scores.get(cfg["source"], {}).items():
                 row[k] = v
         for k, v in params.items():
             row[k] = v
-        for k, v in (t.user_attrs.get("task_scores") or {}).items():
+        for k, v in (record.task_scores or {}).items():
             row[f"val[{k}]"] = v
         rows.append(row)
     return rows
 
 
+def _or(value: Any, default: Any) -> Any:
+    """``value``, or ``default`` where the trial did not record it."""
+    return default if value is None else value
+
+
 def _columns(rows: list[dict[str, Any]], study: optuna.Study) -> list[str]:
-    ests = list(study.user_attrs.get("estimators", []))
+    ests = list(StudyRecord.from_study(study).estimators or [])
     extra = sorted({k for r in rows for k in r} - set(TRIAL_COLUMNS) - set(ests))
     return TRIAL_COLUMNS + ests + extra
 
 
 def summary_row(study: optuna.Study, rows: list[dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
-    ds = study.user_attrs.get("dataset", {})
+    attrs = StudyRecord.from_study(study)
+    ds = _or(attrs.dataset, {})
     by_num = {r["trial"]: r for r in rows}
     ans = by_num.get(extra["answer"], {})
     base = by_num.get(extra.get("baseline"), {}) if extra.get("baseline") is not None else {}
@@ -137,12 +146,13 @@ def summary_row(study: optuna.Study, rows: list[dict[str, Any]], extra: dict[str
                 "completed (time budget or failures), so it was not checked against training from scratch")
     else:
         note = f"{ans.get('source')} with {ans.get('strategy')} beats scratch on validation"
-    epochs = study.user_attrs.get("epochs")
+    epochs = attrs.epochs
     if base and epochs and base.get("epochs_run") and int(base["epochs_run"]) < int(epochs):
-        cut = study.get_trials(deepcopy=False)[int(extra["baseline"])].user_attrs.get(CUT_REASON) or "its share of the time budget"
+        baseline = study.get_trials(deepcopy=False)[int(extra["baseline"])]
+        cut = TrialRecord.from_frozen(baseline).cut_reason or "its share of the time budget"
         note += f" (the scratch baseline trained {int(base['epochs_run'])} of {int(epochs)} epochs: {cut})"
     return {
-        "data": extra.get("data", study.user_attrs.get("data", "")),
+        "data": extra.get("data", _or(attrs.data, "")),
         "modality": ds.get("modality"),
         "tasks": ",".join(ds.get("tasks", [])),
         "n_train": ds.get("n_train"), "n_val": ds.get("n_val"), "n_test": ds.get("n_test"),
@@ -176,10 +186,9 @@ def write_reports(study: optuna.Study, ctx: Any, final: bool, extra: dict[str, A
     if final:
         if extra is not None:
             summary = summary_row(study, rows, extra)
-            study.set_user_attr("summary", summary)
-            study.set_user_attr("answer", extra["answer"])  # the chosen trial's number (the plots star it)
+            StudyRecord(summary=summary, answer=extra["answer"]).save(study)  # the plots star the answer
         else:
-            summary = study.user_attrs.get("summary")
+            summary = StudyRecord.from_study(study).summary
         if summary:
             replace_file(lb / "summary.csv",
                          lambda tmp: write_csv(pd.DataFrame([summary], columns=SUMMARY_COLUMNS), tmp))
@@ -200,13 +209,14 @@ def read_transferability(out_dir: Path) -> list[dict[str, Any]]:
 
 
 def _plots(study: optuna.Study, rows: list[dict[str, Any]], out: Path, margin: float | None) -> None:
-    primary = study.user_attrs.get("primary", "logme")
-    scores = {display_source(k): v for k, v in study.user_attrs.get("scores", {}).items()}  # rows show names
-    answer = study.user_attrs.get("answer")
+    attrs = StudyRecord.from_study(study)
+    primary = _or(attrs.primary, "logme")
+    scores = {display_source(k): v for k, v in _or(attrs.scores, {}).items()}  # rows show names
+    answer = attrs.answer
     plots.save(plots.transferability_figure(scores, primary, rows), out / "transferability_vs_val.png")
     plots.save(plots.history_figure(rows, answer), out / "history.png")
     if margin is None:  # a rebuilt report: the margin the study was searched with (older studies: the default)
-        margin = (study.user_attrs.get("pruner") or {}).get("margin", ScratchBaselinePruner().margin)
+        margin = (attrs.pruner or {}).get("margin", ScratchBaselinePruner().margin)
     plots.save(curves_figure(study.get_trials(deepcopy=False), rows, margin, answer), out / CURVES)
 
 
@@ -224,10 +234,11 @@ def _md_table(rows: list[dict[str, Any]], cols: list[str]) -> str:
 def _searched_md(study: optuna.Study) -> list[str]:
     """What the search covered: per group of sources alike, the strategies searched and those that
     could not apply (with why), so a default strategy skipped without a warning is still on record."""
-    searched: dict[str, dict[str, Any]] = study.user_attrs.get("searched") or {}
+    attrs = StudyRecord.from_study(study)
+    searched: dict[str, dict[str, Any]] = attrs.searched or {}
     if not searched:
         return []
-    tuned = set(study.user_attrs.get("sources") or [])
+    tuned = set(attrs.sources or [])
     groups: dict[str, list[str]] = {}
     for source, entry in searched.items():
         line = ", ".join(f"`{t}`" for t in entry.get("strategies", [])) or "none"

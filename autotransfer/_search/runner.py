@@ -33,13 +33,8 @@ from . import storage as st
 from .budget import MIN_USEFUL_EPOCHS, Budget, now
 from .config import SearchConfig
 from .optuna_private import storage_of, trial_id
-from .pruner import (
-    EPOCH_SECONDS,
-    ROLE,
-    SCRATCH,
-    ScratchBaselinePruner,
-    make_inner_pruner,
-)
+from .pruner import ScratchBaselinePruner, make_inner_pruner
+from .record import DEFAULT, SCRATCH, SEARCH, StudyRecord, TrialRecord
 from .report import read_summary, read_transferability, write_reports
 from .space import SearchSpace
 from .trial import Context, run_trial
@@ -178,7 +173,8 @@ def _run_search(data: Any, cfg: SearchConfig) -> SearchResult:
         with st.study_lock(plan.url, plan.name, plan.out_dir):
             study, screen = _open_study(plan, cfg, pruner, srcs, est_names, rows)
             write_transferability(rows, est_names, plan.out_dir)  # only once the study took this run
-            plan.epochs = int(study.user_attrs.get("epochs", plan.epochs))
+            recorded = StudyRecord.from_study(study).epochs
+            plan.epochs = int(recorded if recorded is not None else plan.epochs)
             _recover_and_enqueue_probes(study, screen, plan, owner.sole)
         ctx = _context(plan, cfg, screen, pruner, rows)
         ctx.probe_dataset = probe_data
@@ -256,12 +252,11 @@ def _open_study(plan: _Plan, cfg: SearchConfig, pruner: ScratchBaselinePruner, s
     rdb = st.open_storage(plan.url)  # under the lock: the first worker creates the tables
     study = optuna.create_study(storage=rdb, study_name=plan.name, direction="maximize", sampler=sampler,
                                 pruner=pruner, load_if_exists=True)
-    attrs = study.user_attrs
-    made = "ranked" in attrs or "sources" in attrs  # "sources" alone: a study from before screening
-    if made:
-        if attrs.get("fingerprint") != plan.dataset.fingerprint:
-            raise st.other_data_error(plan.name, plan.url, attrs.get("fingerprint", ""), plan.dataset.fingerprint)
-        ranked = list(attrs.get("ranked") or attrs["sources"])
+    record = StudyRecord.from_study(study)
+    if record.made:
+        if record.fingerprint != plan.dataset.fingerprint:
+            raise st.other_data_error(plan.name, plan.url, record.fingerprint or "", plan.dataset.fingerprint)
+        ranked = list(record.ranked or record.sources)
         missing = [s for s in ranked if s not in {x.name for x in srcs}]
         if missing:
             raise AutotransferError(
@@ -273,7 +268,7 @@ def _open_study(plan: _Plan, cfg: SearchConfig, pruner: ScratchBaselinePruner, s
     by_name = {s.name: s for s in srcs}
     # only strategies the user named warn when they cannot apply (LoRA on a CNN); the report lists the rest
     screen = SearchSpace([by_name[s] for s in ranked], strategy_names, quiet=not cfg.strategies)
-    if not made:
+    if not record.made:
         _record_study(study, plan, cfg, screen, est_names, rows)
     return study, screen
 
@@ -282,26 +277,19 @@ def _record_study(study: optuna.Study, plan: _Plan, cfg: SearchConfig, screen: S
                   rows: list[dict[str, Any]]) -> None:
     """What a new study is of: the ranking, the data, the settings every worker must share."""
     ds = plan.dataset
-    study.set_user_attr("ranked", list(screen.sources))
-    study.set_user_attr("top_k", cfg.top_k)
-    study.set_user_attr("fingerprint", ds.fingerprint)
-    study.set_user_attr("epochs", plan.epochs)
-    study.set_user_attr("data", str(plan.data))
-    study.set_user_attr("primary", cfg.primary)
-    study.set_user_attr("estimators", est_names)
-    study.set_user_attr("scores", {r["source"]: {e: r.get(e) for e in est_names} for r in rows})
-    study.set_user_attr("searched", screen.searched())
     with warnings.catch_warnings():  # experimental in Optuna; it names the objective in optuna-dashboard
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(["validation accuracy"])
-    study.set_user_attr("pruner", {"margin": cfg.margin, "warmup_epochs": cfg.warmup_epochs,
-                                   "patience": cfg.patience})
-    study.set_user_attr("architectures", {s.name: (getattr(s, "architecture", "") or s.name)
-                                          for s in screen.sources.values()})
-    study.set_user_attr("dataset", {
-        "name": ds.name, "modality": ds.modality, "tasks": ds.task_names,
-        **{f"n_{k}": int(len(v)) for k, v in ds.splits.items()},
-        "counts": ds.class_counts()})  # split -> task -> class -> items (the model card's table)
+    StudyRecord(
+        ranked=list(screen.sources), top_k=cfg.top_k, fingerprint=ds.fingerprint, epochs=plan.epochs,
+        data=str(plan.data), primary=cfg.primary, estimators=est_names,
+        scores={r["source"]: {e: r.get(e) for e in est_names} for r in rows}, searched=screen.searched(),
+        pruner={"margin": cfg.margin, "warmup_epochs": cfg.warmup_epochs, "patience": cfg.patience},
+        architectures={s.name: (getattr(s, "architecture", "") or s.name) for s in screen.sources.values()},
+        dataset={"name": ds.name, "modality": ds.modality, "tasks": ds.task_names,
+                 **{f"n_{k}": int(len(v)) for k, v in ds.splits.items()},
+                 "counts": ds.class_counts()},  # split -> task -> class -> items (the model card's table)
+    ).save(study)
 
 
 def _recover_and_enqueue_probes(study: optuna.Study, screen: SearchSpace, plan: _Plan, sole: bool) -> None:
@@ -315,8 +303,8 @@ def _recover_and_enqueue_probes(study: optuna.Study, screen: SearchSpace, plan: 
                  "marked failed and queued again")
     if not study.get_trials(deepcopy=False):
         for source, strategy in screen.fixed_trials():  # the probes: every ranked source
-            study.enqueue_trial({}, user_attrs={ROLE: "default", "fixed": {"source": source,
-                                                                           "strategy": strategy}})
+            study.enqueue_trial({}, user_attrs=TrialRecord(role=DEFAULT, fixed={"source": source,
+                                                                                "strategy": strategy}).to_user_attrs())
 
 
 def _context(plan: _Plan, cfg: SearchConfig, screen: SearchSpace, pruner: ScratchBaselinePruner,
@@ -436,7 +424,7 @@ def counted(study: optuna.Study, ctx: Context) -> int:
     beyond the top-k is part of ranking (as many probes count as the top-k sources have)."""
     per_top = sum(1 for s, _ in ctx.screen.fixed_trials() if s in list(ctx.screen.sources)[:ctx.top_k])
     probes = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-                 if t.user_attrs.get("fixed"))
+                 if TrialRecord.from_frozen(t).fixed)
     return st.counted(study) - max(0, probes - per_top)
 
 
@@ -447,9 +435,9 @@ def cheapest_epoch(study: optuna.Study) -> float | None:
     cut: in the full-resolution imagenet search (``--timeout 1200``, session 7) the default LP-FT
     trial planned itself up to the deadline, and the trial started after it was cut 102 s later.
     """
-    costs = [float(t.user_attrs[EPOCH_SECONDS]) for t in study.get_trials(
-        deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        if t.user_attrs.get(EPOCH_SECONDS) and t.user_attrs.get(ROLE) != SCRATCH and not t.user_attrs.get("fixed")]
+    records = [TrialRecord.from_frozen(t) for t in study.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))]
+    costs = [float(r.epoch_seconds) for r in records if r.epoch_seconds and not r.is_scratch and not r.fixed]
     return min(costs) if costs else None
 
 
@@ -482,14 +470,14 @@ def stalled(study: optuna.Study) -> int:
     if not values:
         return 0
     first_best = -max(values)[1]
-    return sum(1 for t in done if t.number > first_best and t.user_attrs.get(ROLE) == "search")
+    return sum(1 for t in done if t.number > first_best and TrialRecord.from_frozen(t).role == SEARCH)
 
 
 def probe_scores(study: optuna.Study) -> dict[str, float]:
     """Each source's best completed probe (a strategy solved to convergence) on validation."""
     best: dict[str, float] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        fixed = t.user_attrs.get("fixed")
+        fixed = TrialRecord.from_frozen(t).fixed
         if fixed and t.value is not None:
             best[fixed["source"]] = max(t.value, best.get(fixed["source"], -math.inf))
     return best
@@ -513,25 +501,23 @@ def _choose_top(study: optuna.Study, ctx: Context) -> bool:
     """
     if ctx.space is not None:
         return True
-    attrs = study.user_attrs
-    if "sources" not in attrs:
+    chosen = StudyRecord.from_study(study).sources
+    if chosen is None:
         pending = [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
-                   if t.user_attrs.get("fixed")]
+                   if TrialRecord.from_frozen(t).fixed]
         if pending:
             return False
         ranked = list(ctx.screen.sources)
         probes = probe_scores(study)
         top = top_by_probe(ranked, probes, ctx.top_k)
-        study.set_user_attr("sources", top)
-        study.set_user_attr("probe_scores", probes)
+        StudyRecord(sources=top, probe_scores=probes).save(study)
         if probes and len(ranked) > len(top):
             note(f"fine-tuning the top {len(top)} of {len(ranked)} sources by their solved probe on validation: "
                  + ", ".join(f"{s} {probes[s]:.3f}" if s in probes else s for s in top))
         ctx.space = SearchSpace([ctx.screen.sources[s] for s in top], list(ctx.screen.strategies), quiet=True)
         _enqueue_after_choice(study, ctx.space, ctx.scratch_baselines)
         return True
-    ctx.space = SearchSpace([ctx.screen.sources[s] for s in attrs["sources"]], list(ctx.screen.strategies),
-                            quiet=True)
+    ctx.space = SearchSpace([ctx.screen.sources[s] for s in chosen], list(ctx.screen.strategies), quiet=True)
     return True
 
 
@@ -552,9 +538,10 @@ def _enqueue_after_choice(study: optuna.Study, space: SearchSpace, scratch_basel
     def cost(s: str) -> float:
         return cost_proxy(space.sources[s])
 
-    bases = baseline_sources(study.user_attrs["architectures"], list(space.sources), scratch_baselines, cost)
+    bases = baseline_sources(StudyRecord.from_study(study).architectures, list(space.sources), scratch_baselines,
+                             cost)
     for base_source in sorted(bases, key=cost):
-        study.enqueue_trial({}, user_attrs={ROLE: SCRATCH, "baseline_source": base_source})
+        study.enqueue_trial({}, user_attrs=TrialRecord(role=SCRATCH, baseline_source=base_source).to_user_attrs())
     def probed(s: str) -> bool:  # a converging strategy (the probe) already ran on it
         return any(space.strategies[t].converges for t in space.applicable[s])
 
@@ -562,7 +549,8 @@ def _enqueue_after_choice(study: optuna.Study, space: SearchSpace, scratch_basel
     for s in space.sampled_sources:
         if not probed(s) or s == best:
             first = next((x for x in DEFAULT_STRATEGY_FIRST if x in space.sampled[s]), space.sampled[s][0])
-            study.enqueue_trial(space.fixed(s, first), user_attrs={ROLE: "default"}, skip_if_exists=True)
+            study.enqueue_trial(space.fixed(s, first), user_attrs=TrialRecord(role=DEFAULT).to_user_attrs(),
+                                skip_if_exists=True)
 
 
 def cost_proxy(source: Any) -> float:
@@ -599,8 +587,8 @@ def _finish(study: optuna.Study, ctx: Context, t0: float, data: Any) -> SearchRe
     """Pick the answer (never worse than scratch on validation), test it once, export it, write reports."""
 
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    scratch = [t for t in complete if t.user_attrs.get(ROLE) == SCRATCH]
-    transfer = [t for t in complete if t.user_attrs.get(ROLE) != SCRATCH]
+    scratch = [t for t in complete if TrialRecord.from_frozen(t).is_scratch]
+    transfer = [t for t in complete if not TrialRecord.from_frozen(t).is_scratch]
     base = max(scratch, key=lambda t: t.value) if scratch else None
     best = max(transfer, key=lambda t: (t.value, -t.number)) if transfer else None
     negative = base is not None and (best is None or best.value <= base.value)
@@ -635,5 +623,5 @@ def _finish(study: optuna.Study, ctx: Context, t0: float, data: Any) -> SearchRe
     summary = read_summary(ctx.out_dir)
     get_plugin_manager().notify("search_finished", result={**summary, "out_dir": str(ctx.out_dir)})
     return SearchResult(ctx.out_dir, summary, rows, read_transferability(ctx.out_dir), best_dir, negative,
-                        list(study.user_attrs.get("sources", [])))
+                        list(StudyRecord.from_study(study).sources or []))
 

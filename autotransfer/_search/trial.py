@@ -24,7 +24,8 @@ from . import rundir
 from . import storage as st
 from .budget import MIN_BASELINE_EPOCHS, Budget, TrialMonitor, now
 from .optuna_private import storage_of, trial_id
-from .pruner import CUT_REASON, EPOCH_SECONDS, PLANNED_EPOCHS, ROLE, SCRATCH, ScratchBaselinePruner
+from .pruner import ScratchBaselinePruner
+from .record import SCRATCH, StudyRecord, TrialRecord
 from .scratch_size import affordable_side, epoch_seconds, native_side, resized_spec
 from .space import WEIGHT_DECAY, SearchSpace, TrialConfig
 
@@ -65,17 +66,15 @@ def _heartbeat(study: optuna.Study, trial: optuna.Trial, stop: threading.Event) 
             pass
 
 
-def _trial_config(trial: optuna.Trial, role: str, ctx: Context) -> TrialConfig:
-    if role == SCRATCH:
+def _trial_config(trial: optuna.Trial, record: TrialRecord, ctx: Context) -> TrialConfig:
+    if record.is_scratch:
         # a baseline is fixed, not sampled: one top source's architecture from random init with the
         # core's own recipe (every parameter trains, at its default lr), whatever --strategies and plugins say
 
         recipe = SCRATCH_RECIPE
-        return TrialConfig(trial.user_attrs["baseline_source"], recipe.name, recipe.default_lr, WEIGHT_DECAY.default,
-                           {})
-    fixed = trial.user_attrs.get("fixed")
-    if fixed:  # a strategy that converges: run once per source, never sampled
-        return ctx.screen.fixed_config(fixed["source"], fixed["strategy"])
+        return TrialConfig(record.baseline_source, recipe.name, recipe.default_lr, WEIGHT_DECAY.default, {})
+    if record.fixed:  # a strategy that converges: run once per source, never sampled
+        return ctx.screen.fixed_config(record.fixed["source"], record.fixed["strategy"])
     if ctx.space is None:
         raise AutotransferError("internal: a sampled trial was asked before the top-k sources were chosen")
     return ctx.space.suggest(trial)
@@ -101,34 +100,34 @@ def _monitor(study: optuna.Study, trial: optuna.Trial, role: str, cfg: TrialConf
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, ctx: Context) -> None:
     """Train ``trial``'s configuration and tell the study how it ended (a failure is told, not raised)."""
-    role = trial.user_attrs.get(ROLE) or "search"
-    if ROLE not in trial.user_attrs:
-        trial.set_user_attr(ROLE, role)
-    cfg = _trial_config(trial, role, ctx)
-    trial.set_user_attr("config", {"source": cfg.source, "strategy": cfg.strategy, "lr": cfg.lr,
-                                   "weight_decay": cfg.weight_decay, "params": cfg.params})
+    record = TrialRecord.from_frozen(trial)
+    role = record.kind
+    if record.role is None:
+        TrialRecord(role=role).save(trial)
+    cfg = _trial_config(trial, record, ctx)
     # what the trial is, at the top level: a probe's or a baseline's params are empty, so without these
     # optuna-dashboard shows them as anonymous rows (its trial table can show user attributes as columns)
-    arch = (study.user_attrs.get("architectures") or {}).get(cfg.source, cfg.source)
-    trial.set_user_attr("source", display_source(f"scratch:{arch}" if role == SCRATCH else cfg.source))
-    trial.set_user_attr("strategy", cfg.strategy)
+    arch = (StudyRecord.from_study(study).architectures or {}).get(cfg.source, cfg.source)
+    TrialRecord(config={"source": cfg.source, "strategy": cfg.strategy, "lr": cfg.lr,
+                        "weight_decay": cfg.weight_decay, "params": cfg.params},
+                source=display_source(f"scratch:{arch}" if role == SCRATCH else cfg.source),
+                strategy=cfg.strategy).save(trial)
     if role == SCRATCH and _baselines_share_spent(study, ctx):
-        trial.set_user_attr(st.SKIPPED, "the baselines' share of the time budget is spent")
-        trial.set_user_attr("prune_reason", "budget: baselines' share spent")
+        TrialRecord(skipped="the baselines' share of the time budget is spent",
+                    prune_reason="budget: baselines' share spent").save(trial)
         study.tell(trial, state=TrialState.PRUNED)
         return
     source = ctx.screen.sources[cfg.source]
     if role == SCRATCH:
         source = _baseline_source(study, trial, source, ctx)
-    trial.set_user_attr("provider", str(getattr(source, "provider", "")))
-    trial.set_user_attr("precision", ctx.precision)
+    TrialRecord(provider=str(getattr(source, "provider", "")), precision=ctx.precision).save(trial)
     _TrialRun(study, trial, role, cfg, ctx).run(source)
 
 
 def _baselines_left(study: optuna.Study) -> int:
     """This baseline and the ones still waiting."""
     return 1 + sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-                   if t.user_attrs.get(ROLE) == SCRATCH)
+                   if TrialRecord.from_frozen(t).is_scratch)
 
 
 def _baseline_source(study: optuna.Study, trial: optuna.Trial, source: Any, ctx: Context) -> Any:
@@ -150,8 +149,7 @@ def _baseline_source(study: optuna.Study, trial: optuna.Trial, source: Any, ctx:
     why = (f"trained from scratch at {smaller} px instead of {side} px: {epochs} epochs at {side} px would take "
            f"about {epochs * epoch_seconds(per_item, len(ctx.dataset.splits['train']), len(ctx.dataset.splits['val'])):.0f} s"
            f" of its {seconds:.0f} s share of the time budget")
-    trial.set_user_attr("input_size", smaller)
-    trial.set_user_attr("scratch_note", why)
+    TrialRecord(input_size=smaller, scratch_note=why).save(trial)
     note(f"scratch baseline {source.name}: {why}")
     return resized
 
@@ -159,7 +157,7 @@ def _baseline_source(study: optuna.Study, trial: optuna.Trial, source: Any, ctx:
 def _baselines_share_spent(study: optuna.Study, ctx: Context) -> bool:
     """The baselines' time share is used up and one baseline has completed (the first always runs)."""
     return ctx.budget.share_left() <= 0 and any(
-        t.user_attrs.get(ROLE) == SCRATCH for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        TrialRecord.from_frozen(t).is_scratch for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
 class _TrialRun:
@@ -178,9 +176,9 @@ class _TrialRun:
     def run(self, source: Any) -> None:
         ctx, cfg = self.ctx, self.cfg
         data = ctx.dataset
-        if self.trial.user_attrs.get("fixed") and ctx.probe_dataset is not None:
+        if TrialRecord.from_frozen(self.trial).fixed and ctx.probe_dataset is not None:
             data = ctx.probe_dataset  # a probe solves on the features ranking extracted
-            self.trial.set_user_attr("train_items", len(data.splits["train"]))
+            TrialRecord(train_items=len(data.splits["train"])).save(self.trial)
         try:  # cfg.params are the strategy's own (partial's depth among them)
             result = train(data, source, cfg.strategy, lr=cfg.lr, epochs=ctx.epochs,
                            weight_decay=cfg.weight_decay, seed=ctx.seed, device=ctx.device, report=self.report,
@@ -188,11 +186,11 @@ class _TrialRun:
                            progress=False, monitor=self.monitor, precision=ctx.precision, **cfg.params)
         except StopTraining:  # the budget ended before its first epoch did
             self._end()
-            self.trial.set_user_attr("prune_reason", "timeout")
+            TrialRecord(prune_reason="timeout").save(self.trial)
             self._tell(TrialState.PRUNED)
         except KeyboardInterrupt:
             self._end(account=False)
-            self.trial.set_user_attr("fail_reason", "interrupted")
+            TrialRecord(fail_reason="interrupted").save(self.trial)
             self._tell(TrialState.FAIL)
             st.retry_callback()(self.study, storage_of(self.study).get_trial(trial_id(self.trial)))
             raise
@@ -208,8 +206,7 @@ class _TrialRun:
         """The training loop's ``report``: record the epoch, and whether the trial should stop."""
         trial, monitor, ctx = self.trial, self.monitor, self.ctx
         monitor.reported(epoch, val)
-        trial.set_user_attr(EPOCH_SECONDS, round(monitor.per_epoch(epoch + 1), 4))
-        trial.set_user_attr(PLANNED_EPOCHS, int(monitor.planned))
+        TrialRecord(epoch_seconds=round(monitor.per_epoch(epoch + 1), 4), planned_epochs=int(monitor.planned)).save(trial)
         trial.report(float(val), epoch)
         self.curve[epoch] = float(val)
         if self.role != SCRATCH and trial.should_prune():
@@ -218,14 +215,14 @@ class _TrialRun:
         if self.role == SCRATCH:  # scratch that cannot catch up with the best finished trial cannot be the answer
             best = ctx.pruner.best_finished(self.study)
             if best is not None and ctx.pruner.hopeless(self.curve, monitor.planned, best):
-                trial.set_user_attr(CUT_REASON, f"it could not catch up with the best finished trial ({best:.3f})")
+                TrialRecord(cut_reason=f"it could not catch up with the best finished trial ({best:.3f})").save(trial)
                 return True
         band = standard_error(max(self.curve.values()), self.n_val)
         peak = ctx.pruner.converged(self.curve, monitor.planned, band)
         if peak is not None:  # early stopping: no later epoch could come within one standard error of its best
-            trial.set_user_attr(CUT_REASON, f"its validation score stopped improving after epoch {peak + 1} "
-                                            f"({self.curve[peak]:.3f}) and cannot come back within one "
-                                            f"standard error ({band:.3f}) of it")
+            TrialRecord(cut_reason=f"its validation score stopped improving after epoch {peak + 1} "
+                                   f"({self.curve[peak]:.3f}) and cannot come back within one "
+                                   f"standard error ({band:.3f}) of it").save(trial)
             return True
         return False
 
@@ -236,35 +233,34 @@ class _TrialRun:
             self.ctx.budget.share_used += now() - self.began
 
     def _tell(self, state: TrialState, value: float | None = None) -> None:
-        self.trial.set_user_attr("seconds", round(time.perf_counter() - self.start, 2))
+        TrialRecord(seconds=round(time.perf_counter() - self.start, 2)).save(self.trial)
         self.study.tell(self.trial, value, state=state)
 
     def _failed(self, exc: Exception) -> None:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if not isinstance(exc, AutotransferError):
             reason = f"{type(exc).__name__}: {reason}"
-        self.trial.set_user_attr("fail_reason", reason[:300])
+        TrialRecord(fail_reason=reason[:300]).save(self.trial)
         self._tell(TrialState.FAIL)
         warn(f"trial {self.trial.number} ({self.cfg.source}, {self.cfg.strategy}) failed: {reason}")
 
     def _finished(self, result: Any) -> None:
         trial, monitor = self.trial, self.monitor
-        trial.set_user_attr(PLANNED_EPOCHS, int(monitor.planned))
+        TrialRecord(planned_epochs=int(monitor.planned)).save(trial)
         if monitor.epoch_seconds:
-            trial.set_user_attr(EPOCH_SECONDS, round(monitor.per_epoch(result.epochs_run), 4))
-        if monitor.stopped and self.role != SCRATCH and not self.reason and not trial.user_attrs.get(CUT_REASON):
+            TrialRecord(epoch_seconds=round(monitor.per_epoch(result.epochs_run), 4)).save(trial)
+        if (monitor.stopped and self.role != SCRATCH and not self.reason
+                and not TrialRecord.from_frozen(trial).cut_reason):
             # the budget ended it after at least one epoch: the kept epoch's weights were validated like any
             # other epoch's, so the trial completes with them (a candidate for the answer), as a baseline does
-            trial.set_user_attr(CUT_REASON, f"the search's time budget ended it after {result.epochs_run} of "
-                                            f"{self.ctx.epochs} epochs; it keeps epoch {result.best_epoch + 1}")
-        trial.set_user_attr("epochs_run", int(result.epochs_run))
-        trial.set_user_attr("best_epoch", int(result.best_epoch))
-        trial.set_user_attr("trainable_params", int(result.trainable_params))
-        trial.set_user_attr("total_params", int(result.total_params))
-        if getattr(result, "task_scores", None):
-            trial.set_user_attr("task_scores", {k: float(v) for k, v in result.task_scores.items()})
+            TrialRecord(cut_reason=f"the search's time budget ended it after {result.epochs_run} of "
+                                   f"{self.ctx.epochs} epochs; it keeps epoch {result.best_epoch + 1}").save(trial)
+        TrialRecord(epochs_run=int(result.epochs_run), best_epoch=int(result.best_epoch),
+                    trainable_params=int(result.trainable_params), total_params=int(result.total_params),
+                    task_scores={k: float(v) for k, v in result.task_scores.items()}
+                    if getattr(result, "task_scores", None) else None).save(trial)
         if self.reason:
-            trial.set_user_attr("prune_reason", self.reason)
+            TrialRecord(prune_reason=self.reason).save(trial)
             self._tell(TrialState.PRUNED)
             return
         self._tell(TrialState.COMPLETE, float(result.val_score))
@@ -274,7 +270,7 @@ class _TrialRun:
 def _keep_if_best(study: optuna.Study, number: int, role: str, result: Any, ctx: Context) -> None:
     """Save the model when it is the best of its role so far; drop the one it replaces."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if (t.user_attrs.get(ROLE) == SCRATCH) == (role == SCRATCH)]
+            if TrialRecord.from_frozen(t).is_scratch == (role == SCRATCH)]
     best = max(done, key=lambda t: (t.value, -t.number))
     if best.number != number:
         return
