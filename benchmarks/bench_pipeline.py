@@ -9,10 +9,10 @@ initialised and saved locally, loaded through ``timm:<arch>@file`` like a user's
 Measured, side by side in one run:
 
 * ``rank`` of the K sources (estimator: LogME), from empty caches, with the decoded-image cache
-  and without it (today's pipeline: every source decodes every JPEG again). Ceiling: one decode
-  pass (every JPEG decoded and resized, on every core, arrays returned to the parent: the faster
-  of a thread pool and a process pool) plus the sum of the K bare forward passes over tensors made
-  beforehand (same batch size).
+  and without it (the rows labelled ``today (no decode cache)``: every source decodes every JPEG
+  again). Ceiling: one decode pass (every JPEG decoded and resized, on every core, arrays returned
+  to the parent: the faster of a thread pool and a process pool) plus the sum of the K bare
+  forward passes over tensors made beforehand (same batch size).
 * one training epoch per strategy that trains the backbone (``partial``, ``full``, ``lp_ft``,
   ``lora``), with the cache (batch augmentation, and per-image augmentation of the cached arrays
   for comparison) and without it. Ceiling: a bare epoch on pre-made tensors of the same
