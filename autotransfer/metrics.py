@@ -46,6 +46,16 @@ class Metric:
         """Whether score ``a`` is strictly better than ``b`` under this metric."""
         return a > b if self.higher_is_better else a < b
 
+    @property
+    def direction(self) -> str:
+        """Optuna's study direction for this metric: "maximize" or "minimize"."""
+        return "maximize" if self.higher_is_better else "minimize"
+
+    def oriented(self, value: float) -> float:
+        """``value`` as a higher-is-better number (a loss negated): what a pruner or a "best so far"
+        comparison written for accuracy can take unchanged."""
+        return value if self.higher_is_better else -value
+
 
 def confusion_matrix(labels: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
     """Counts ``[true][predicted]`` over ``n_classes`` classes, int64."""
@@ -161,10 +171,15 @@ def _task_score(metric: Metric, y: np.ndarray, s: np.ndarray) -> float:
     return float(metric.from_confusion(confusion_matrix(y, _predicted(s), n_classes)))
 
 
+def task_scores(metric: str | Metric, labels: Any, probs: Any) -> list[float]:
+    """``metric`` of each task's ``probs`` (or predicted classes) against its column of ``labels``."""
+    m = get_metric(metric)
+    return [_task_score(m, y, s) for y, s in _as_tasks(labels, probs, m)]
+
+
 def score(metric: str | Metric, labels: Any, probs: Any) -> float:
     """``metric`` of ``probs`` (or predicted classes) against ``labels``; the mean over tasks when there are several."""
-    m = get_metric(metric)
-    return float(np.mean([_task_score(m, y, s) for y, s in _as_tasks(labels, probs, m)]))
+    return float(np.mean(task_scores(metric, labels, probs)))
 
 
 def accuracy(labels: Any, probs: Any) -> float:

@@ -43,6 +43,8 @@ def test_metrics_equal_sklearn_on_probabilities_and_on_predicted_classes(seed):
             assert M.score(name, y, pred) == pytest.approx(value, abs=1e-12)
     assert [m.higher_is_better for m in M.METRICS.values()] == [True, True, True, False]
     assert M.METRICS["log_loss"].better(0.2, 0.3) and M.METRICS["accuracy"].better(0.3, 0.2)
+    assert M.METRICS["log_loss"].direction == "minimize" and M.METRICS["log_loss"].oriented(0.2) == -0.2
+    assert M.METRICS["macro_f1"].direction == "maximize" and M.METRICS["macro_f1"].oriented(0.2) == 0.2
 
 
 def test_log_loss_clips_a_zero_probability_like_sklearn():
@@ -58,6 +60,7 @@ def test_multi_task_score_is_the_mean_of_the_tasks_scores():
     for name in M.METRICS:
         per_task = [M.score(name, y0, p0), M.score(name, y1, p1)]
         assert M.score(name, labels, [p0, p1]) == pytest.approx(np.mean(per_task), abs=1e-12)
+        assert M.task_scores(name, labels, [p0, p1]) == pytest.approx(per_task, abs=1e-12)
     assert M.balanced_accuracy(labels, [p0, p1]) == pytest.approx(
         (skm.balanced_accuracy_score(y0, p0.argmax(1)) + skm.balanced_accuracy_score(y1, p1.argmax(1))) / 2)
 
