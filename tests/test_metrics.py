@@ -207,3 +207,20 @@ def test_single_task_accuracy_interval_is_wilsons():
 def test_metrics_module_imports_no_torch():
     code = "import sys, autotransfer.metrics; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_paired_difference_matches_a_brute_force_paired_bootstrap_and_beats_unpaired_errors():
+    y, pa = _case(9, n=120, classes=3, skill=1.5)
+    rng = np.random.default_rng(10)
+    pb = pa.copy()
+    flip = rng.choice(120, 15, replace=False)  # b: a with 15 items' probabilities scrambled
+    pb[flip] = rng.dirichlet(np.ones(3), 15)
+    for name, fn in (("balanced_accuracy", lambda yy, p: skm.balanced_accuracy_score(yy, p.argmax(1))),
+                     ("log_loss", lambda yy, p: skm.log_loss(yy, y_proba=p, labels=range(3)))):
+        diff, se = M.paired_difference(name, y, pa, pb)
+        assert diff == pytest.approx(fn(y, pa) - fn(y, pb), abs=1e-12)
+        draws = _brute_force_bootstrap(lambda i, fn=fn: fn(y[i], pa[i]) - fn(y[i], pb[i]), y, 2000, seed=11)
+        assert se == pytest.approx(draws.std(ddof=1), rel=0.1), name
+        unpaired = math.hypot(M.standard_error(name, y, pa), M.standard_error(name, y, pb))
+        assert se < 0.6 * unpaired, name
+    assert M.paired_difference("macro_f1", y, pa, pa) == (0.0, 0.0)
