@@ -178,6 +178,29 @@ def greedy_soup(state_dicts: Sequence[dict[str, Any]], val_scores: Sequence[floa
     return soup, best
 
 
+def average_models(models: Sequence[TransferModel], weights: Sequence[float]) -> TransferModel:
+    """One model whose tensors are the weighted average of ``models``' (a soup): same architecture, tasks
+    and classes, one model's inference cost. It keeps the first model's source and config (plus a
+    ``soup`` entry with the weights) and saves and loads like any model."""
+    import copy
+
+    from .model import check_members
+
+    check_members(models, "the soup")
+    averaged = weight_space_average([m.state_dict() for m in models], weights)
+    first = models[0]
+    source, first.source = first.source, None  # shared, not copied: a source may hold a tokenizer or a file handle
+    try:
+        soup = copy.deepcopy(first)
+    finally:
+        first.source = source
+    soup.source = source
+    soup.load_state_dict(averaged)
+    w = np.asarray(weights, np.float64)
+    soup.config = {**soup.config, "soup": {"members": len(models), "weights": (w / w.sum()).tolist()}}
+    return soup.eval()
+
+
 def _member_folder(member: Any, dest: Path) -> None:
     """``member`` (a TransferModel or a saved model folder) written as a model folder at ``dest``."""
     from .model import CONFIG, FORMAT

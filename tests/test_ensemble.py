@@ -15,7 +15,7 @@ from sklearn import metrics as skm
 
 import autotransfer
 from autotransfer.datasets import load
-from autotransfer.ensemble import greedy_ensemble, greedy_soup, save_ensemble, weight_space_average
+from autotransfer.ensemble import average_models, greedy_ensemble, greedy_soup, save_ensemble, weight_space_average
 from autotransfer.errors import AutotransferError
 from autotransfer.model import EnsembleModel
 
@@ -280,3 +280,21 @@ def test_ensemble_mistakes_are_one_line(members, tmp_path):
     with pytest.raises(AutotransferError) as e:
         autotransfer.load_model(good)
     assert "\n" not in str(e.value) and "outside the ensemble's folder" in str(e.value)
+
+
+def test_a_soup_of_one_architecture_saves_and_loads_as_one_model(members, tmp_path):
+    import torch
+
+    folders, data = members
+    a, b = (autotransfer.load_model(f) for f in folders[:2])
+    soup = average_models([a, b], [3, 1])
+    for key, t in soup.state_dict().items():
+        if t.is_floating_point():
+            assert torch.allclose(t, (3 * a.state_dict()[key] + b.state_dict()[key]) / 4, atol=1e-6), key
+    assert soup.param_counts() == a.param_counts() and soup.config["soup"] == {"members": 2, "weights": [0.75, 0.25]}
+    assert a.source is not None and soup.source is a.source  # the first model is left as it was
+    items = sorted(str(p) for p in (data / "2").iterdir())[:6]
+    _, probs = soup.predict(items)
+    saved = autotransfer.load_model(soup.save(tmp_path / "soup"))
+    assert np.allclose(saved.predict(items)[1][0], probs[0], atol=1e-6)
+    assert not np.allclose(probs[0], a.predict(items)[1][0], atol=1e-3)
