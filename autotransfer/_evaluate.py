@@ -18,7 +18,7 @@ from .checks import COUNT, check_number
 from .datasets import load
 from .errors import DataError
 from .loading import load_model
-from .metrics import METRICS, confusion_matrix, per_class
+from .metrics import METRICS, confusion_matrix, per_class, score_with_interval
 
 
 @dataclass
@@ -33,10 +33,13 @@ class TaskScores:
     macro_f1: float  # mean F1 over the classes present in the data or predicted
     per_class: dict[str, dict[str, float]]  # class -> precision, recall, f1, support
     confusion: list[list[int]]  # [true class][predicted class] counts, over ``classes``
+    # metric -> (low, high) 95% interval: Wilson's for accuracy, the stratified bootstrap's for the others
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "n": self.n, "accuracy": self.accuracy,
                 "balanced_accuracy": self.balanced_accuracy, "macro_f1": self.macro_f1,
+                "intervals": {k: list(v) for k, v in self.intervals.items()},
                 "per_class": self.per_class, "classes": self.classes, "confusion": self.confusion}
 
 
@@ -117,4 +120,5 @@ def _scores(name: str, classes: list[str], y_true: np.ndarray, y_pred: np.ndarra
                        "f1": float(stats["f1"][k]), "support": int(stats["support"][k])}
                    for k, c in enumerate(classes)},
         confusion=conf.tolist(),
+        intervals={k: score_with_interval(k, y_true, y_pred)[1:] for k in ("accuracy", "balanced_accuracy", "macro_f1")},
     )

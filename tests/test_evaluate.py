@@ -14,6 +14,7 @@ from helpers_training import make_tiny_bert, write_digits
 import autotransfer
 from autotransfer.data.offline import write_bbc_folder
 from autotransfer.datasets import load
+from autotransfer.metrics import bootstrap_interval, wilson_interval
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -53,6 +54,13 @@ def test_evaluate_json_numbers_and_confusion_csv(cli, trained, tmp_path):
     assert task["accuracy"] == pytest.approx(acc) and task["balanced_accuracy"] == pytest.approx(bal)
     assert task["macro_f1"] == pytest.approx(f1)
     assert task["confusion"] == conf.tolist()
+    # 95% intervals: Wilson's for accuracy (45 items), the stratified bootstrap's for the others
+    correct = int(np.trace(conf))
+    assert task["intervals"]["accuracy"] == pytest.approx(list(wilson_interval(correct, 45)))
+    y, pred = np.repeat(np.arange(3), conf.sum(1)), np.concatenate([np.repeat(np.arange(3), row) for row in conf])
+    for name in ("balanced_accuracy", "macro_f1"):
+        low, high = bootstrap_interval(name, y, pred)
+        assert task["intervals"][name] == pytest.approx([low, high]) and low <= task[name] <= high
     for k, c in enumerate(task["classes"]):
         assert task["per_class"][c]["recall"] == pytest.approx(conf[k, k] / conf[k].sum())
         assert task["per_class"][c]["support"] == 15
