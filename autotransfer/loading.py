@@ -106,7 +106,9 @@ def _load_ensemble(folder: Path, cfg: dict, device: str) -> EnsembleModel:
         rel = Path(e["path"])
         if rel.is_absolute() or ".." in rel.parts:
             raise _damaged(cfg_path, f"names member {e['path']!r} outside the ensemble's folder")
-        sub = _read_json(folder / rel / CONFIG) if (folder / rel / CONFIG).is_file() else None
+        if not (folder / rel / CONFIG).is_file():
+            raise _damaged(cfg_path, f"names member {e['path']!r}, which is missing or holds no {CONFIG}")
+        sub = _read_json(folder / rel / CONFIG)
         if isinstance(sub, dict) and sub.get("format") == ENSEMBLE_FORMAT:
             raise _damaged(cfg_path, f"names member {e['path']!r}, itself an ensemble")
         members.append(load_model(folder / rel, device=device))

@@ -254,7 +254,7 @@ def test_load_model_returns_an_ensemble_with_the_model_interface(members, tmp_pa
     assert ens.param_counts()[1] == 2 * autotransfer.load_model(folders[0]).param_counts()[1]
 
 
-def test_ensemble_mistakes_are_one_line(members, tmp_path):
+def test_ensemble_mistakes_are_one_line(cli, members, tmp_path):
     folders, data = members
     two = write_digits(tmp_path / "two", classes=range(2), per_class=6, size=16)
     other = autotransfer.train(load(two), timm_spec(tmp_path, "test_resnet", size=16), "linear_probe", epochs=1,
@@ -280,6 +280,13 @@ def test_ensemble_mistakes_are_one_line(members, tmp_path):
     with pytest.raises(AutotransferError) as e:
         autotransfer.load_model(good)
     assert "\n" not in str(e.value) and "outside the ensemble's folder" in str(e.value)
+    cfg["members"][1]["path"] = "members/1"
+    (good / "config.json").write_text(json.dumps(cfg))
+    assert autotransfer.load_model(good).weights.tolist() == [0.5, 0.5]
+    shutil.rmtree(good / "members" / "1")
+    r = cli("predict", "--model", str(good), "--data", str(data / "0"), "--out", str(tmp_path / "p.csv"))
+    assert r.code == 2 and len(r.err_lines) == 1 and "Traceback" not in r.err
+    assert "names member 'members/1', which is missing" in r.err and not (tmp_path / "p.csv").exists()
 
 
 def test_a_soup_of_one_architecture_saves_and_loads_as_one_model(members, tmp_path):
