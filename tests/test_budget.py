@@ -83,16 +83,16 @@ def test_no_sampled_trial_starts_when_the_budget_left_fits_too_few_epochs(slow_s
     """The rule that ends the search when what is left would not fit ``MIN_USEFUL_EPOCHS`` of the cheapest
     measured fine-tuning epoch: with an absurd minimum, only the probe, the baseline and the default
     (enqueued) trial run, and the note says why; with the real minimum the same budget samples more."""
-    import autotransfer._search.runner as runner
+    import autotransfer._search.stopping as stopping
 
     kw = dict(sources=["slow"], timeout=10 * TIMEOUT, epochs=3, trials=8, estimators=["logme"], progress=False,
               cache_dir=str(tmp_path / "cache"), stall_trials=0)
-    monkeypatch.setattr(runner, "MIN_USEFUL_EPOCHS", 10**6)
+    monkeypatch.setattr(stopping, "MIN_USEFUL_EPOCHS", 10**6)
     short = autotransfer.search(target_dir, out=tmp_path / "short", **kw)
     rows = pd.read_csv(short.out_dir / "leaderboards" / "trials.csv")
     assert set(rows["role"]) == {"default", "scratch"} and (rows["state"] == "COMPLETE").all()
     assert "epochs of the cheapest fine-tuning trial so far" in capsys.readouterr().err
-    monkeypatch.setattr(runner, "MIN_USEFUL_EPOCHS", 2)
+    monkeypatch.setattr(stopping, "MIN_USEFUL_EPOCHS", 2)
     roomy = autotransfer.search(target_dir, out=tmp_path / "roomy", **kw)
     assert (pd.read_csv(roomy.out_dir / "leaderboards" / "trials.csv")["role"] == "search").any()
 

@@ -99,7 +99,7 @@ def test_running_baseline_short_curve_counts_with_its_last_value():
 
 
 def test_one_baseline_per_distinct_architecture_best_ranked_first():
-    from autotransfer._search.runner import baseline_sources
+    from autotransfer._search.baselines import baseline_sources
 
     arch = {"a": "resnet", "b": "vit", "c": "resnet", "d": "convnext"}
     assert baseline_sources(arch, ["c", "a", "b", "d"], None) == ["c", "b", "d"]
@@ -109,7 +109,7 @@ def test_one_baseline_per_distinct_architecture_best_ranked_first():
 
 
 def test_one_baseline_per_architecture_family_its_cheapest_member():
-    from autotransfer._search.runner import architecture_family, baseline_sources
+    from autotransfer._search.baselines import architecture_family, baseline_sources
 
     assert {architecture_family(a) for a in ("tf_efficientnet_lite0", "tf_efficientnet_lite2")} == {
         "tf_efficientnet_lite"}

@@ -116,7 +116,7 @@ def test_one_scratch_baseline_per_architecture_and_the_best_is_the_reference(zoo
     assert sorted(scratch["source"]) == ["scratch:test_resnet", "scratch:test_vit"]
     assert list(rows["trial"][rows["role"] == "default"]) == [0, 1]  # the solved probes first: seconds each
     assert list(rows["trial"][rows["role"] == "scratch"]) == [2, 3]  # then the baselines, cheapest first
-    from autotransfer._search.runner import cost_proxy
+    from autotransfer._search.baselines import cost_proxy
     from autotransfer.sources import resolve_source
 
     proxies = {f"scratch:{s.architecture}": cost_proxy(s) for s in

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-import re
 import shutil
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +26,19 @@ from ..plugins import get_plugin_manager
 from ..precision import resolve_precision
 from ..rank_plan import RANK_SHARE, RankDeadline
 from ..sources import SourceOptions
-from ..strategies import default_strategies, source_info
+from ..strategies import default_strategies
 from . import rundir
 from . import storage as st
-from .budget import MIN_USEFUL_EPOCHS, Budget, now
+from .budget import Budget, now
+from .choice import choose_top
 from .config import SearchConfig
 from .optuna_private import storage_of, trial_id
 from .pruner import ScratchBaselinePruner, make_inner_pruner
-from .record import DEFAULT, SCRATCH, SEARCH, StudyRecord, TrialRecord
+from .record import DEFAULT, StudyRecord, TrialRecord
 from .report import read_summary, read_transferability, write_reports
 from .space import SearchSpace
+from .stopping import PerfectScore, Stalled, StoppingRule, TooLittleTime, counted
 from .trial import Context, run_trial
-
-DEFAULT_STRATEGY_FIRST = ("linear_probe", "lp_ft", "partial", "full")  # each source's first trial uses the first that applies
 
 
 @dataclass
@@ -73,44 +72,6 @@ def default_budget(n_train: int, top_k: int) -> tuple[int, int, float]:
     trials = 4 + 4 * top_k if n_train < 10000 else 2 + 3 * top_k
     timeout = 3600.0 if n_train < 10000 else 4 * 3600.0
     return trials, epochs, timeout
-
-
-_SIZE_SUFFIX = re.compile(r"(?:\d+[a-z]?|[_-](?:b\d+|[smlx]|xl|xxl|nano|pico|femto|mini|tiny|small|base|medium|large"
-                          r"|huge|giant))+$", re.IGNORECASE)
-
-
-def architecture_family(arch: str) -> str:
-    """``arch`` without its size suffix: the scaled members of one family share a scratch baseline.
-
-    ``tf_efficientnet_lite0/1/2`` -> ``tf_efficientnet_lite``, ``resnet18/50`` -> ``resnet``,
-    ``convnext_tiny/small`` -> ``convnext``, ``efficientnet_b0/b3`` -> ``efficientnet``. A name
-    with no size suffix is its own family.
-    """
-    name = arch.rsplit("/", 1)[-1]
-    while True:
-        short = _SIZE_SUFFIX.sub("", name).rstrip("_-")
-        if not short or short == name:
-            return name
-        name = short
-
-
-def baseline_sources(architectures: dict[str, str], ranked: list[str], limit: int | None,
-                     cost: Callable[[str], float] | None = None) -> list[str]:
-    """One source per architecture family among the ranked top sources, best-ranked family first.
-
-    Each gets a scratch baseline (its architecture from random init): a small target task is often
-    learnt best from scratch by an architecture other than the top-ranked source's, and a transfer
-    trial must beat the best of them. Within a family the cheapest member (``cost``; else the
-    best-ranked) stands for it: trained from scratch on a small target, a family's scaled variants
-    differ in cost, not in how well they learn (measured on the imagenet benchmark task, 8 epochs:
-    val 0.407 / 0.407 / 0.353 for lite0 / lite1 / lite2, in 148 / 174 / 205 s). ``limit`` caps
-    how many (None: all).
-    """
-    families: dict[str, list[str]] = {}
-    for s in ranked:
-        families.setdefault(architecture_family(architectures.get(s, s)), []).append(s)
-    picked = [min(members, key=cost) if cost else members[0] for members in families.values()]
-    return picked[:limit]
 
 
 def _accuracy(model: Any, dataset: Dataset, split: str) -> float | None:
@@ -319,44 +280,80 @@ def _context(plan: _Plan, cfg: SearchConfig, screen: SearchSpace, pruner: Scratc
                    stall_trials=cfg.stall_trials)
 
 
-_AGAIN = "again"  # _next_trial: look again (another worker holds what is needed next)
+class Step(Enum):
+    """What ``_next_trial`` tells a worker to do."""
+
+    RUN = "run"  # run the trial it asked
+    WAIT = "wait"  # look again: another worker holds what is needed next
+    END = "end"  # the search is over
 
 
-def _next_trial(study: optuna.Study, ctx: Context, plan: _Plan) -> optuna.Trial | str | None:
-    """Under the study lock: the next trial to run, ``None`` when the search is over, or ``_AGAIN``."""
+@dataclass(frozen=True)
+class Next:
+    """``_next_trial``'s answer: a step, and the trial to run when the step is RUN."""
+
+    step: Step
+    trial: optuna.Trial | None = None
+
+
+_WAIT, _END = Next(Step.WAIT), Next(Step.END)
+
+
+def _counted(study: optuna.Study, ctx: Context) -> int:
+    """``stopping.counted`` for this search: the probes of the top-k sources count, the others are ranking."""
+    top = list(ctx.screen.sources)[:ctx.top_k]
+    return counted(study, sum(1 for s, _ in ctx.screen.fixed_trials() if s in top))
+
+
+@dataclass(frozen=True)
+class _Rules:
+    """The stopping rules of one search (``stopping``); with --stall-trials 0 only the budget's."""
+
+    perfect: StoppingRule | None  # asked once the top-k are chosen and no trial waits
+    stall: StoppingRule | None  # asked once the top-k are chosen
+    time: StoppingRule  # asked before a trial is sampled (none waits)
+
+    @classmethod
+    def of(cls, ctx: Context) -> _Rules:
+        early = bool(ctx.stall_trials)
+        return cls(PerfectScore() if early else None, Stalled(ctx.stall_trials) if early else None,
+                   TooLittleTime(ctx.budget))
+
+
+def _next_trial(study: optuna.Study, ctx: Context, plan: _Plan, rules: _Rules) -> Next:
+    """Under the study lock: the next trial to run, the end of the search, or a look again later."""
     budget = ctx.budget
     st.fail_stale(study)
-    done = counted(study, ctx)
-    chosen = _choose_top(study, ctx)  # False until every probe has finished
+    done = _counted(study, ctx)
+    chosen = choose_top(study, ctx)  # False until every probe has finished
     waiting = bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
     end = chosen and ctx.space is not None and ctx.space.exhausted and not waiting
     if ((done >= plan.trials or end or not (chosen or waiting)) and budget.remaining() > 0
             and st.others_running(study)):
-        return _AGAIN  # a dead worker's trial is yet to be retried, or the choice needs its probe
+        return _WAIT  # a dead worker's trial is yet to be retried, or the choice needs its probe
     if done >= plan.trials or budget.remaining() <= 0:
-        return None
-    perfect = perfect_trial(study) if chosen and ctx.stall_trials and not waiting else None
-    if perfect is not None:
-        note(f"trial {perfect} reached validation accuracy 1.0, which no later trial can beat (ties keep the "
-             f"first): the search ends after {done} of {plan.trials} trials (--stall-trials 0 runs them all)")
-        return None
-    if chosen and ctx.stall_trials and stalled(study) >= ctx.stall_trials:
-        note(f"the last {ctx.stall_trials} sampled trials did not raise the best validation score: the search "
-             f"ends after {done} of {plan.trials} trials (--stall-trials 0 runs them all)")
-        return None
+        return _END
+    if chosen and not waiting and rules.perfect and _stops(rules.perfect, study, done, plan.trials):
+        return _END
+    if chosen and rules.stall and _stops(rules.stall, study, done, plan.trials):
+        return _END
     if end:
         note(f"every configuration of the search space has run ({done} trials): "
              "the strategies searched train to convergence, nothing is left to sample")
-        return None
+        return _END
     if not (chosen or waiting):  # cannot happen under the lock; never sample unchosen
-        return _AGAIN
-    cheapest = cheapest_epoch(study)
-    if not waiting and cheapest is not None and budget.remaining() < MIN_USEFUL_EPOCHS * cheapest:
-        note(f"{max(0.0, budget.remaining()):.0f} s of the time budget are left, under {MIN_USEFUL_EPOCHS} epochs of "
-             f"the cheapest fine-tuning trial so far ({cheapest:.0f} s each): the search ends after {done} of "
-             f"{plan.trials} trials; raise --timeout for more")
-        return None
-    return st.ask(study)
+        return _WAIT
+    if not waiting and _stops(rules.time, study, done, plan.trials):
+        return _END
+    return Next(Step.RUN, st.ask(study))
+
+
+def _stops(rule: StoppingRule, study: optuna.Study, done: int, trials: int) -> bool:
+    """Whether ``rule`` ends the search now; if so the note says why."""
+    why = rule.reason(study)
+    if why is not None:
+        note(f"{why}: the search ends after {done} of {trials} trials{rule.hint}")
+    return why is not None
 
 
 def _run_until_budget_ends(study: optuna.Study, ctx: Context, plan: _Plan) -> None:
@@ -364,22 +361,24 @@ def _run_until_budget_ends(study: optuna.Study, ctx: Context, plan: _Plan) -> No
 
     bar = _progress(ctx.progress, plan.trials)
     failed_callbacks: set[int] = set()
+    rules = _Rules.of(ctx)
     try:
         while True:
             with st.study_lock(plan.url, plan.name, plan.out_dir):
-                trial = _next_trial(study, ctx, plan)
-            if trial is None:
+                nxt = _next_trial(study, ctx, plan, rules)
+            if nxt.step is Step.END:
                 break
-            if isinstance(trial, str):
+            if nxt.step is Step.WAIT:
                 continue
+            trial = nxt.trial
             run_trial(study, trial, ctx)
             rows_now = write_reports(study, ctx, final=False)
             get_plugin_manager().notify("trial_finished", trial_row=next(
                 (r for r in rows_now if r["trial"] == trial.number), {}))
             _call_back(plan.callbacks, study, trial, failed_callbacks)
             _tick(bar, study, ctx, plan.trials, plan.t0, plan.timeout)
-        if ctx.budget.remaining() <= 0 and counted(study, ctx) < plan.trials:
-            note(f"the time budget (--timeout {plan.timeout:.0f} s) ended after {counted(study, ctx)} of "
+        if ctx.budget.remaining() <= 0 and _counted(study, ctx) < plan.trials:
+            note(f"the time budget (--timeout {plan.timeout:.0f} s) ended after {_counted(study, ctx)} of "
                  f"{plan.trials} trials; raise --timeout for more")
     finally:
         if bar is not None:
@@ -419,148 +418,6 @@ def _finish_interrupted(study: optuna.Study, ctx: Context, plan: _Plan) -> None:
          "rerun the same command to resume")
     raise KeyboardInterrupt
 
-def counted(study: optuna.Study, ctx: Context) -> int:
-    """Trials that count toward ``--trials``: as ``storage.counted``, except that probing the sources
-    beyond the top-k is part of ranking (as many probes count as the top-k sources have)."""
-    per_top = sum(1 for s, _ in ctx.screen.fixed_trials() if s in list(ctx.screen.sources)[:ctx.top_k])
-    probes = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-                 if TrialRecord.from_frozen(t).fixed)
-    return st.counted(study) - max(0, probes - per_top)
-
-
-def cheapest_epoch(study: optuna.Study) -> float | None:
-    """Seconds per epoch of the cheapest finished trial that trained (no probe, no baseline), or None.
-
-    A sampled trial that cannot run ``MIN_USEFUL_EPOCHS`` of those before the deadline would only be
-    cut: in the full-resolution imagenet search (``--timeout 1200``, session 7) the default LP-FT
-    trial planned itself up to the deadline, and the trial started after it was cut 102 s later.
-    """
-    records = [TrialRecord.from_frozen(t) for t in study.get_trials(
-        deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))]
-    costs = [float(r.epoch_seconds) for r in records if r.epoch_seconds and not r.is_scratch and not r.fixed]
-    return min(costs) if costs else None
-
-
-def perfect_trial(study: optuna.Study) -> int | None:
-    """The first complete trial with a perfect validation score (1.0), once no trial is running.
-
-    The answer is the best trial on validation, ties going to the first, so nothing after it can
-    change the answer. Measured on the BBC benchmark task: MiniLM's probe reaches 1.0 on 100
-    validation articles, and the 8 trials after it cost ~170 s, nearly all of the search.
-    """
-    if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        return None
-    perfect = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-               if t.value is not None and t.value >= 1.0]
-    return min(perfect) if perfect else None
-
-
-def stalled(study: optuna.Study) -> int:
-    """How many sampled trials have finished (complete or pruned) since the best validation score so far
-    was reached (by any trial: probe, baseline or sampled; its first holder on ties).
-
-    A search whose last several trials all failed to beat its best is spending the budget on
-    configurations the sampler has already learnt are worse: on the imagenet benchmark task the
-    best trial was the first sampled one, and the 11 sampled trials after it (about half the
-    search's seconds) changed nothing.
-    """
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    values = [(t.value, -t.number) for t in done if t.state == TrialState.COMPLETE and t.value is not None
-              and not math.isnan(t.value)]
-    if not values:
-        return 0
-    first_best = -max(values)[1]
-    return sum(1 for t in done if t.number > first_best and TrialRecord.from_frozen(t).role == SEARCH)
-
-
-def probe_scores(study: optuna.Study) -> dict[str, float]:
-    """Each source's best completed probe (a strategy solved to convergence) on validation."""
-    best: dict[str, float] = {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        fixed = TrialRecord.from_frozen(t).fixed
-        if fixed and t.value is not None:
-            best[fixed["source"]] = max(t.value, best.get(fixed["source"], -math.inf))
-    return best
-
-
-def top_by_probe(ranked: Sequence[str], probes: dict[str, float], top_k: int) -> list[str]:
-    """The ``top_k`` sources to fine-tune: best solved probe on validation first; the estimators'
-    order breaks ties and places sources whose probe did not complete after those whose did."""
-    order = {s: i for i, s in enumerate(ranked)}
-    return sorted(ranked, key=lambda s: (-probes.get(s, -math.inf), order[s]))[:top_k]
-
-
-def _choose_top(study: optuna.Study, ctx: Context) -> bool:
-    """Make ``ctx.space`` the top-k sources' sampled space once every probe has finished (False until then).
-
-    The estimators rank every source from training features alone; the probes (a linear probe
-    solved to convergence: seconds on cached features) then see validation, and a source that
-    the estimators misplace (real ImageNet features on a small target) is not left out of the
-    expensive trials. The first worker to get here chooses and enqueues the scratch baselines
-    and the default trials, under the study lock; the others read the choice.
-    """
-    if ctx.space is not None:
-        return True
-    chosen = StudyRecord.from_study(study).sources
-    if chosen is None:
-        pending = [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
-                   if TrialRecord.from_frozen(t).fixed]
-        if pending:
-            return False
-        ranked = list(ctx.screen.sources)
-        probes = probe_scores(study)
-        top = top_by_probe(ranked, probes, ctx.top_k)
-        StudyRecord(sources=top, probe_scores=probes).save(study)
-        if probes and len(ranked) > len(top):
-            note(f"fine-tuning the top {len(top)} of {len(ranked)} sources by their solved probe on validation: "
-                 + ", ".join(f"{s} {probes[s]:.3f}" if s in probes else s for s in top))
-        ctx.space = SearchSpace([ctx.screen.sources[s] for s in top], list(ctx.screen.strategies), quiet=True)
-        _enqueue_after_choice(study, ctx.space, ctx.scratch_baselines)
-        return True
-    ctx.space = SearchSpace([ctx.screen.sources[s] for s in chosen], list(ctx.screen.strategies), quiet=True)
-    return True
-
-
-def _enqueue_after_choice(study: optuna.Study, space: SearchSpace, scratch_baselines: int | None) -> None:
-    """The fixed trials that follow the probes, in the order that keeps the baselines in budget.
-
-    1. the scratch baselines, one per architecture family among the top-k, cheapest first, so the
-       budget's share for them buys at least one, and the priciest is the one that may not fit;
-    2. each top source's default sampled strategy (when no converging strategy applies to it);
-    3. for the best-probed source (the first of the top-k), the fine-tuning that builds on its probe:
-       the first sampled strategy in ``DEFAULT_STRATEGY_FIRST`` order (LP-FT unless restricted) at
-       its defaults, what a practitioner tries first after a good probe (Kumar et al. 2022). On
-       the imagenet benchmark task the sampler's first trials otherwise go to random configurations
-       of all three sources, and a strong finished trial early lets the catch-up rule and
-       ``--stall-trials`` end the weaker ones sooner.
-    No skip_if_exists for baselines: they have empty params; the caller holds the study lock.
-    """
-    def cost(s: str) -> float:
-        return cost_proxy(space.sources[s])
-
-    bases = baseline_sources(StudyRecord.from_study(study).architectures, list(space.sources), scratch_baselines,
-                             cost)
-    for base_source in sorted(bases, key=cost):
-        study.enqueue_trial({}, user_attrs=TrialRecord(role=SCRATCH, baseline_source=base_source).to_user_attrs())
-    def probed(s: str) -> bool:  # a converging strategy (the probe) already ran on it
-        return any(space.strategies[t].converges for t in space.applicable[s])
-
-    best = next(iter(space.sources), None)
-    for s in space.sampled_sources:
-        if not probed(s) or s == best:
-            first = next((x for x in DEFAULT_STRATEGY_FIRST if x in space.sampled[s]), space.sampled[s][0])
-            study.enqueue_trial(space.fixed(s, first), user_attrs=TrialRecord(role=DEFAULT).to_user_attrs(),
-                                skip_if_exists=True)
-
-
-def cost_proxy(source: Any) -> float:
-    """Relative cost of training ``source``'s architecture: parameters × input pixels (images)."""
-
-    params = float(sum(source_info(source).group_sizes))
-    size = (getattr(source, "data_config", None) or {}).get("input_size") if source.modality == "image" else None
-    return params * (float(math.prod(size[1:])) if size else 1.0)
-
-
 def _progress(enabled: bool, total: int):
     if not enabled:
         return None
@@ -573,7 +430,7 @@ def _tick(bar: Any, study: optuna.Study, ctx: Context, total: int, t0: float, ti
     if bar is None:
         return
     ts = study.get_trials(deepcopy=False)
-    n = counted(study, ctx)
+    n = _counted(study, ctx)
     pruned = sum(t.state == TrialState.PRUNED for t in ts)
     failed = sum(t.state == TrialState.FAIL for t in ts)
     best = max((t.value for t in ts if t.state == TrialState.COMPLETE and t.value is not None), default=float("nan"))
