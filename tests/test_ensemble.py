@@ -305,3 +305,16 @@ def test_a_soup_of_one_architecture_saves_and_loads_as_one_model(members, tmp_pa
     saved = autotransfer.load_model(soup.save(tmp_path / "soup"))
     assert np.allclose(saved.predict(items)[1][0], probs[0], atol=1e-6)
     assert not np.allclose(probs[0], a.predict(items)[1][0], atol=1e-3)
+
+
+def test_exporting_an_ensemble_to_a_one_network_format_is_one_line_naming_a_member(members, tmp_path):
+    from autotransfer.export_formats import export_model
+
+    folders, _ = members
+    out = save_ensemble(folders[:2], [2, 1], tmp_path / "best")
+    for fmt in ("timm", "onnx"):
+        with pytest.raises(AutotransferError) as err:
+            export_model(out, fmt, tmp_path / f"exported-{fmt}")
+        msg = str(err.value)
+        assert "\n" not in msg and "ensemble of 2 models" in msg and str(out / "members" / "0") in msg
+        assert not (tmp_path / f"exported-{fmt}").exists()

@@ -57,6 +57,7 @@ def export_model(model_dir: str | Path, fmt: str, out: str | Path, *,
     Raises ``AutotransferError`` (one line) when the format does not fit the model or the check fails.
     """
     from ..loading import load_model
+    from ..model import EnsembleModel
 
     if fmt not in FORMATS:
         raise AutotransferError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
@@ -65,6 +66,10 @@ def export_model(model_dir: str | Path, fmt: str, out: str | Path, *,
         raise AutotransferError(f"--out {str(out)!r} already exists and is not an empty folder; "
                                 "choose a new folder or delete it")
     model = load_model(model_dir)
+    if isinstance(model, EnsembleModel):  # timm, transformers and our ONNX graph each hold one network
+        raise AutotransferError(f"{str(model_dir)!r} is an ensemble of {len(model.members)} models, and --format "
+                                f"{fmt} holds one; export a member instead (e.g. {str(Path(model_dir) / 'members' / '0')!r})"
+                                ", or use the folder itself with autotransfer predict")
     module = _format_module(fmt)
     why = module.misfit(model)
     if why:
