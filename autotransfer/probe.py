@@ -11,6 +11,10 @@ along the path:
 - the path is walked at a looser tolerance (``WALK_TOL``), and only the chosen strength is
   polished to ``TOL``;
 - the path stops ``PATIENCE`` points after its best validation score;
+- when there are fewer training items than features (N < D), every point is solved in the span
+  of the training rows (one QR decomposition serves the whole path): an L2-penalised solution
+  from zero weights lies in that span, so the answer is the same and each gradient costs N/D of
+  the full one;
 - when the training split is large, the path is walked on a stratified, seeded subsample of
   ``SELECT_ITEMS`` items, and only the chosen strength is solved on every item.
 
@@ -114,6 +118,19 @@ def stratified_rows(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.concatenate(keep))
 
 
+def row_basis(x: torch.Tensor) -> torch.Tensor | None:
+    """Orthonormal columns (D, N) spanning the rows of ``x`` when it has fewer rows than columns, else None.
+
+    The weights of an L2-penalised linear model fitted from zero lie in this span (the data's
+    gradient does, and the penalty only scales), so solving on ``x @ q`` and mapping the weights
+    back with ``w @ q.T`` gives the same model at N/D of each gradient's cost.
+    """
+    if x.shape[0] >= x.shape[1]:
+        return None
+    q, _ = torch.linalg.qr(x.T)  # reduced: (D, N)
+    return q
+
+
 def _walk(x: torch.Tensor, ys: torch.Tensor, xv: torch.Tensor, yvs: torch.Tensor, path: Sequence[float],
           classes: Sequence[int], tol: float, check: Callable[[], None], counter: list[int]):
     """The path on (x, ys): the best point's (key, accuracies, l2, weights) and the points solved."""
@@ -136,7 +153,7 @@ def _walk(x: torch.Tensor, ys: torch.Tensor, xv: torch.Tensor, yvs: torch.Tensor
 def solve_path(x: torch.Tensor, ys: torch.Tensor, xv: torch.Tensor, yvs: torch.Tensor,
                path: Sequence[float] = L2_PATH, *, classes: Sequence[int] | None = None, tol: float = TOL,
                walk_tol: float = WALK_TOL, select_items: int | None = SELECT_ITEMS,
-               seed: int = 0, check: Callable[[], None] | None = None) -> PathResult:
+               seed: int = 0, span: bool = True, check: Callable[[], None] | None = None) -> PathResult:
     """Solve the heads along ``path`` and choose the strength on validation.
 
     Args:
@@ -150,6 +167,7 @@ def solve_path(x: torch.Tensor, ys: torch.Tensor, xv: torch.Tensor, yvs: torch.T
         select_items: above this many training items, walk the path on a stratified subsample of
             this size and solve only the chosen strength on all items (None: never).
         seed: the subsample's seed.
+        span: solve in the span of the training rows when they are fewer than the features.
         check: called before every gradient evaluation; raise from it to stop.
     """
     check = check or (lambda: None)
@@ -159,12 +177,21 @@ def solve_path(x: torch.Tensor, ys: torch.Tensor, xv: torch.Tensor, yvs: torch.T
     sub = None
     if select_items and x.shape[0] > select_items and len(path) > 1:
         sub = torch.as_tensor(stratified_rows(ys.cpu().numpy(), select_items, seed), device=x.device)
-    best, points = _walk(x if sub is None else x[sub], ys if sub is None else ys[sub], xv, yvs, path, classes,
+    xw, yw = (x, ys) if sub is None else (x[sub], ys[sub])
+    q = row_basis(xw) if span else None
+    best, points = _walk(xw if q is None else xw @ q, yw, xv if q is None else xv @ q, yvs, path, classes,
                          max(tol, walk_tol), check, counter)
     assert best is not None
     key, accs, l2, state = best
     if sub is not None or walk_tol > tol:  # the chosen strength on every item, to ``tol``, from the walk's solution
-        state = [_fit(x, ys[:, t], l2, w, b, tol, check, counter) for t, (w, b) in enumerate(state)]
+        if sub is None and q is not None:  # the same rows: polish in their span too
+            state = [_fit(x @ q, ys[:, t], l2, w, b, tol, check, counter) for t, (w, b) in enumerate(state)]
+            state = [(w @ q.T, b) for w, b in state]
+        else:
+            state = [(w @ q.T, b) for w, b in state] if q is not None else state
+            state = [_fit(x, ys[:, t], l2, w, b, tol, check, counter) for t, (w, b) in enumerate(state)]
         accs = [_scores(xv, yvs[:, t], w, b)[0] for t, (w, b) in enumerate(state)]
         points += 1
+    elif q is not None:
+        state = [(w @ q.T, b) for w, b in state]
     return PathResult(state, [float(a) for a in accs], float(l2), points, counter[0])

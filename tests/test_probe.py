@@ -57,3 +57,30 @@ def test_a_raising_check_stops_the_solve_at_the_next_gradient():
     assert len(calls) == 7  # nothing ran after the check that raised
     done = probe.solve_path(x, y, xv, yv)
     assert done.gradients > 7  # the whole solve needs more gradients than the stop allowed
+
+
+def test_fewer_rows_than_features_are_solved_in_their_span_with_the_reference_answer():
+    from sklearn.linear_model import LogisticRegression
+
+    x, y, xv, yv = (a.double() if a.is_floating_point() else a for a in _problem(60, d=200, c=4, n_val=200))
+    q = probe.row_basis(x)
+    assert q.shape == (200, 60) and torch.allclose(q.T @ q, torch.eye(60, dtype=q.dtype), atol=1e-10)
+    assert torch.allclose(x @ q @ q.T, x, atol=1e-8)  # the columns span every training row
+    assert probe.row_basis(x[:, :50]) is None  # as many rows as features: nothing to gain
+    span = probe.solve_path(x, y, xv, yv)
+    full = probe.solve_path(x, y, xv, yv, span=False)
+    assert span.l2 == full.l2 and span.accuracies == full.accuracies
+    # solved tightly at one strength, both reach the reference solver's weights, and the span's lie in the span
+    l2 = 1e-2
+    ref = LogisticRegression(C=1 / (l2 * len(x)), tol=1e-12, max_iter=10_000).fit(x.numpy(), y[:, 0].numpy())
+    ref_w, ref_b = torch.as_tensor(ref.coef_), torch.as_tensor(ref.intercept_)
+
+    def loss(w, b):
+        return float(torch.nn.functional.cross_entropy(x @ w.T + b, y[:, 0]) + 0.5 * l2 * (w * w).sum())
+
+    solved = [probe.solve_path(x, y, xv, yv, (l2,), tol=1e-10, walk_tol=1e-10, span=s).weights[0] for s in (1, 0)]
+    for w, b in solved:  # the same minimum as the reference (L-BFGS's change tolerance leaves ~1e-3 in the weights)
+        assert w.shape == (4, 200) and abs(loss(w, b) - loss(ref_w, ref_b)) < 1e-8
+        assert torch.allclose(w, ref_w, atol=3e-3 * float(ref_w.abs().max()))
+    w = solved[1][0]
+    assert torch.allclose(w - w @ q @ q.T, torch.zeros_like(w), atol=1e-6)  # the full space's answer is in the span
