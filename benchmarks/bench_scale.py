@@ -12,11 +12,16 @@ rendered with their own jitter, colours and noise, 10 or 100 classes) and split 
     finetune    one epoch of full fine-tuning from the pretrained weights (train + val)
     test+export the answer's test predictions and its export to a folder
 
-It prints each phase's seconds and its log-log slope against N between consecutive sizes
-(1.0: linear), and the probe's seconds as a fraction of the extraction of the same split. With
+It prints each phase's wall and CPU seconds and their log-log slopes against N between consecutive
+sizes (1.0: linear), and the probe's seconds as a fraction of the extraction of the same split.
+CPU seconds (this process and its finished DataLoader workers) are the work a phase did: on a
+shared machine wall time also counts other programs' turns, so slopes are read from CPU seconds
+there (with ``--threads 1``, which keeps OpenMP from spinning while it waits for a core). With
 ``--probe-grid`` it also times the probe at C = 100 classes and at D = 2048 (the source's
-features through a fixed random ReLU layer, as a wider backbone would give), against the same
-extraction. Results go to ``--out`` (CSV, one row per phase and size).
+features through a fixed random ReLU layer, as a wider backbone would give), in the rows' span
+and in the full feature space, against the same extraction and against the forward pass of a
+real 2048-wide backbone (timm resnet50) over the same items. Results go to ``--out`` (CSV, one
+row per phase and size).
 
     python benchmarks/bench_scale.py                              # CPU: 500, 2000, 8000 at 128 px
     python benchmarks/bench_scale.py --sizes 500,2000 --px 64     # a quick look
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
 import platform
 import shutil
 import sys
@@ -44,26 +50,34 @@ REPO = Path(__file__).resolve().parents[1]
 PHASES = ["decode", "extract", "estimators", "probe", "scratch", "finetune", "test+export"]
 
 
+def cpu_now() -> float:
+    """CPU seconds of this process and its finished children (DataLoader workers): on a shared machine
+    this is the work a phase did, where wall time also counts the other programs' turns."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 class Timer:
-    """Seconds per phase of one size, synchronising the device around each."""
+    """Wall and CPU seconds per phase of one size, synchronising the device around each."""
 
     def __init__(self, device: str):
-        self.device, self.seconds = device, {}
+        self.device, self.seconds, self.cpu = device, {}, {}
 
     def __call__(self, phase: str, fn, *args, **kwargs):
         import torch
 
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_now()
         out = fn(*args, **kwargs)
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
         self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+        self.cpu[phase] = self.cpu.get(phase, 0.0) + cpu_now() - cpu
         return out
 
 
-def probe_seconds(x, y, xv, yv, classes: int, device: str) -> tuple[float, float]:
+def probe_seconds(x, y, xv, yv, classes: int, device: str, span: bool = True) -> tuple[float, float]:
     """(seconds, val accuracy) of the probe's solve on these features, as the linear-probe stage runs it."""
     import torch
 
@@ -74,7 +88,7 @@ def probe_seconds(x, y, xv, yv, classes: int, device: str) -> tuple[float, float
     x, xv = (torch.as_tensor(a, device=device) for a in (x, xv))
     mean, std = standardizer(x, isotropic=True)
     res = solve_path((x - mean) / std, torch.as_tensor(y, device=device)[:, None], (xv - mean) / std,
-                     torch.as_tensor(yv, device=device)[:, None], classes=[classes])
+                     torch.as_tensor(yv, device=device)[:, None], classes=[classes], span=span)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return time.perf_counter() - start, res.accuracies[0]
@@ -134,8 +148,8 @@ def one_size(n: int, args, work: Path, writer) -> dict[str, float]:
     t("decode", _decode_all, ds, src.decode_spec(), cache)
     train_f, val_f = t("extract", _extract, src, ds, args.device, cache)
     t("estimators", _estimators, train_f, train_f.labels[:, 0])
-    t.seconds["probe"], acc = probe_seconds(train_f.features, train_f.labels[:, 0], val_f.features,
-                                            val_f.labels[:, 0], args.classes, args.device)
+    _, acc = t("probe", probe_seconds, train_f.features, train_f.labels[:, 0], val_f.features,
+               val_f.labels[:, 0], args.classes, args.device)
     if args.subsample_curve and n == max(int(v) for v in args.sizes.split(",")):
         subsample_curve(train_f, val_f, args.classes, args.device, writer, n)
     if not args.skip_epochs:
@@ -145,9 +159,11 @@ def one_size(n: int, args, work: Path, writer) -> dict[str, float]:
     n_train = len(ds.splits["train"])
     for phase, sec in t.seconds.items():
         writer(dict(phase=phase, n=n, n_train=n_train, classes=args.classes, dim=src.feature_dim,
-                    seconds=round(sec, 3), ratio_to_extract=round(sec / t.seconds["extract"], 4),
+                    seconds=round(sec, 3), cpu_seconds=round(t.cpu[phase], 3),
+                    ratio_to_extract=round(sec / t.seconds["extract"], 4),
+                    cpu_ratio_to_extract=round(t.cpu[phase] / t.cpu["extract"], 4),
                     probe_val=round(acc, 4) if phase == "probe" else ""))
-    return t.seconds
+    return t
 
 
 def subsample_curve(train_f, val_f, classes: int, device: str, writer, n: int) -> None:
@@ -168,8 +184,28 @@ def subsample_curve(train_f, val_f, classes: int, device: str, writer, n: int) -
                     seconds=round(sec, 3), ratio_to_extract="", probe_val=round(acc, 4), logme=round(logme, 4)))
 
 
+def wide_forward(n_items: int, px: int, device: str) -> Timer:
+    """Wall and CPU seconds of a real 2048-wide backbone's forward pass (timm resnet50, random init: only its
+    cost matters) over ``n_items`` images at ``px``: what extracting the same split from such a source costs."""
+    import timm
+    import torch
+
+    model = timm.create_model("resnet50", pretrained=False, num_classes=0).to(device).eval()
+    t = Timer(device)
+
+    def run():
+        with torch.inference_mode():
+            for start in range(0, n_items, 64):
+                model(torch.randn(min(64, n_items - start), 3, px, px, device=device))
+
+    t("extract", run)
+    return t
+
+
 def probe_grid(n: int, args, work: Path, writer) -> None:
-    """The probe at C = 100 and at D = 2048 (random ReLU layer over the real features), vs extraction."""
+    """The probe at C = 100 and at D = 2048 (random ReLU layer over the real features), vs extraction of the
+    same split: by the source (a 1280-wide lite0: a harsh reference for D = 2048) and by a real 2048-wide
+    backbone. At D = 2048 the probe is timed in the rows' span (the default) and in the full feature space."""
     import torch
 
     from autotransfer.datasets import load
@@ -179,26 +215,33 @@ def probe_grid(n: int, args, work: Path, writer) -> None:
     folder = make_folder(work / f"data_{n}_100_{args.px}", n, 100, args.px)
     ds = load(folder)
     src = resolve_source(f"{args.source}?size={args.px}", SourceOptions(offline=True))
-    start = time.perf_counter()
-    tr, va = (extract(src, ds, s, device=args.device, cache_dir=False, progress=False) for s in ("train", "val"))
-    ext = time.perf_counter() - start
-    for dim in (src.feature_dim, 2048):
+    t = Timer(args.device)
+    tr, va = t("extract", lambda: [extract(src, ds, s, device=args.device, cache_dir=False, progress=False)
+                                   for s in ("train", "val")])
+    wide = wide_forward(len(tr.features) + len(va.features), args.px, args.device)
+    for dim, span in ((src.feature_dim, True), (2048, True), (2048, False)):
         x, xv = tr.features, va.features
         if dim != src.feature_dim:
             g = torch.Generator().manual_seed(0)
             proj = torch.randn(x.shape[1], dim, generator=g) / math.sqrt(x.shape[1])
             x, xv = (torch.relu(torch.as_tensor(a) @ proj).numpy() for a in (x, xv))
-        sec, acc = probe_seconds(x, tr.labels[:, 0], xv, va.labels[:, 0], 100, args.device)
-        writer(dict(phase="probe", n=n, n_train=len(x), classes=100, dim=dim, seconds=round(sec, 3),
-                    ratio_to_extract=round(sec / ext, 4), probe_val=round(acc, 4)))
+        phase = "probe" if span else "probe_fullspace"
+        _, acc = t(phase, probe_seconds, x, tr.labels[:, 0], xv, va.labels[:, 0], 100, args.device, span)
+        ref = wide if dim == 2048 else t
+        writer(dict(phase=phase, n=n, n_train=len(x), classes=100, dim=dim, seconds=round(t.seconds[phase], 3),
+                    cpu_seconds=round(t.cpu[phase], 3), ratio_to_extract=round(t.seconds[phase] / t.seconds["extract"], 4),
+                    cpu_ratio_to_extract=round(t.cpu[phase] / t.cpu["extract"], 4),
+                    ratio_to_wide_extract=round(t.seconds[phase] / ref.seconds["extract"], 4),
+                    cpu_ratio_to_wide_extract=round(t.cpu[phase] / ref.cpu["extract"], 4), probe_val=round(acc, 4)))
+        del t.seconds[phase], t.cpu[phase]
 
 
-def slopes(table: dict[int, dict[str, float]]) -> list[str]:
+def slopes(table: dict[int, dict[str, float]], unit: str = "s") -> list[str]:
     sizes = sorted(table)
     lines = []
     for phase in PHASES:
         pts = [(n, table[n][phase]) for n in sizes if phase in table[n]]
-        cells = [f"{n}: {s:7.2f}s" for n, s in pts]
+        cells = [f"{n}: {s:7.2f}{unit}" for n, s in pts]
         sl = [f"{math.log(b / a) / math.log(m / n):.2f}" for (n, a), (m, b) in zip(pts, pts[1:], strict=False)
               if a > 0 and b > 0]
         lines.append(f"{phase:12s} " + "  ".join(cells) + ("   slopes " + " ".join(sl) if sl else ""))
@@ -228,9 +271,10 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.machine()} {platform.processor()}; torch {torch.__version__}, {torch.get_num_threads()} threads"
     print(f"# {machine}; device {args.device}; {args.source} at {args.px} px", flush=True)
-    fields = ["phase", "n", "n_train", "classes", "dim", "seconds", "ratio_to_extract", "probe_val", "logme", "px",
-              "source", "device", "machine"]
-    table: dict[int, dict[str, float]] = {}
+    fields = ["phase", "n", "n_train", "classes", "dim", "seconds", "cpu_seconds", "ratio_to_extract",
+              "cpu_ratio_to_extract", "ratio_to_wide_extract", "cpu_ratio_to_wide_extract", "probe_val", "logme",
+              "px", "source", "device", "machine"]
+    table: dict[int, Timer] = {}
     with args.out.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
@@ -244,7 +288,8 @@ def main(argv: list[str] | None = None) -> None:
             table[n] = one_size(n, args, args.work, writer)
             if args.probe_grid and n >= 2000:
                 probe_grid(n, args, args.work, writer)
-    print("\n".join(slopes(table)))
+    print("wall seconds\n" + "\n".join(slopes({n: t.seconds for n, t in table.items()})))
+    print("CPU seconds\n" + "\n".join(slopes({n: t.cpu for n, t in table.items()}, " cpu-s")))
     print(f"wrote {args.out}")
 
 
