@@ -46,7 +46,7 @@ import torch
 
 from . import decode_cache
 from . import sources as sources_mod  # looked up at call time: a plugin or a test may replace resolve_source
-from ._train_config import KEEP_RULES, TrainConfig
+from ._train_config import TrainConfig
 from .augment import CropFlipJitter
 from .console import note
 from .datasets import load
@@ -667,13 +667,7 @@ def train(dataset: Any, source: Any, strategy: str | Strategy, config: TrainConf
     """
 
     start = time.perf_counter()
-    cfg, strategy_params = TrainConfig.split_options(config, options)
-    if int(cfg.epochs) < 1:
-        raise AutotransferError(f"epochs must be at least 1, got epochs={cfg.epochs!r}")
-    if cfg.keep not in KEEP_RULES:
-        raise AutotransferError(f"keep must be one of {', '.join(KEEP_RULES)}, got keep={cfg.keep!r}")
-    if cfg.batch_size is not None and int(cfg.batch_size) < 1:
-        raise AutotransferError(f"batch_size must be at least 1, got batch_size={cfg.batch_size!r}")
+    cfg, strategy_params = TrainConfig.split_options(config, options)  # checked in its __post_init__
     ds = load(dataset)
     src = _resolve_source(source, cfg.source_options)
     strat = get_strategy(strategy)

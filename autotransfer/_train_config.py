@@ -13,8 +13,10 @@ from typing import Any
 
 from .checks import COUNT, COUNT0, NONNEGATIVE, SEED, check_fields
 from .errors import AutotransferError
+from .precision import check_precision
 
 # lr 0 is allowed here (it freezes a stage: a test's probe); the CLI's --lr must be above 0
+KEEP_RULES = ("within_se", "best")  # which epoch a run keeps (``kept_epoch``)
 _RULES = {"lr": NONNEGATIVE, "epochs": COUNT, "weight_decay": NONNEGATIVE, "seed": SEED, "batch_size": COUNT,
           "num_workers": COUNT0}
 
@@ -50,6 +52,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """A number an option cannot mean is one line naming it, before any work."""
         check_fields(self, _RULES, optional=("lr", "batch_size", "num_workers"))
+        if self.keep not in KEEP_RULES:
+            raise AutotransferError(f"keep must be one of {', '.join(KEEP_RULES)}, got keep={self.keep!r}")
+        check_precision(self.precision)
 
     @classmethod
     def split_options(cls, config: TrainConfig | None, options: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
@@ -60,7 +65,5 @@ class TrainConfig:
         mine = {k: v for k, v in options.items() if k in names}
         return dataclasses.replace(config or cls(), **mine), {k: v for k, v in options.items() if k not in names}
 
-
-KEEP_RULES = ("within_se", "best")
 
 DEFAULTS = TrainConfig()  # the defaults the CLI shows

@@ -51,8 +51,8 @@ class _Trial:
 def _ctx(per_item: float, share: float):
     ds = SimpleNamespace(splits={"train": np.arange(1259), "val": np.arange(269)})
     budget = SimpleNamespace(share_left=lambda: share, item_seconds=per_item)
-    return SimpleNamespace(dataset=ds, budget=budget, epochs=8, source_options=SourceOptions(offline=True),
-                           pruner=SimpleNamespace(warmup_epochs=1, patience=2),
+    plan = SimpleNamespace(dataset=ds, epochs=8, source_options=SourceOptions(offline=True))
+    return SimpleNamespace(plan=plan, budget=budget, pruner=SimpleNamespace(warmup_epochs=1, patience=2),
                            scores={"efficientnet-lite0": {"n_samples": 1259, "extract_seconds": per_item * 1259}})
 
 

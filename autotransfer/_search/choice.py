@@ -54,13 +54,13 @@ def choose_top(study: optuna.Study, ctx: Any) -> bool:
             return False
         ranked = list(ctx.screen.sources)
         probes = probe_scores(study)
-        top = top_by_probe(ranked, probes, ctx.top_k)
+        top = top_by_probe(ranked, probes, ctx.plan.config.top_k)
         StudyRecord(sources=top, probe_scores=probes).save(study)
         if probes and len(ranked) > len(top):
             note(f"fine-tuning the top {len(top)} of {len(ranked)} sources by their solved probe on validation: "
                  + ", ".join(f"{s} {probes[s]:.3f}" if s in probes else s for s in top))
         ctx.space = SearchSpace([ctx.screen.sources[s] for s in top], list(ctx.screen.strategies), quiet=True)
-        enqueue_after_choice(study, ctx.space, ctx.scratch_baselines)
+        enqueue_after_choice(study, ctx.space, ctx.plan.config.scratch_baselines)
         return True
     ctx.space = SearchSpace([ctx.screen.sources[s] for s in chosen], list(ctx.screen.strategies), quiet=True)
     return True

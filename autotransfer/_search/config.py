@@ -14,12 +14,14 @@ from typing import Any
 
 from ..checks import COUNT, COUNT0, NONNEGATIVE, POSITIVE, SEED, check_fields
 from ..errors import AutotransferError
+from ..precision import check_precision
 
 # the numeric options and what each accepts; None (decided from the data) is accepted where listed
 _RULES = {"trials": COUNT, "timeout": POSITIVE, "top_k": COUNT, "epochs": COUNT, "seed": SEED, "max_samples": COUNT,
           "warmup_epochs": COUNT0, "patience": COUNT, "margin": NONNEGATIVE, "scratch_baselines": COUNT,
           "stall_trials": COUNT0}
 _OPTIONAL = ("trials", "timeout", "epochs", "max_samples", "scratch_baselines")
+EFFICIENCY_PRUNERS = ("median", "halving", "none")
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,10 @@ class SearchConfig:
     def __post_init__(self) -> None:
         """A number an option cannot mean is one line naming it, before any work."""
         check_fields(self, _RULES, _OPTIONAL)
+        if self.efficiency_pruner not in EFFICIENCY_PRUNERS:
+            raise AutotransferError(f"--efficiency-pruner {self.efficiency_pruner!r} is not one of "
+                                    f"{', '.join(EFFICIENCY_PRUNERS)}")
+        check_precision(self.precision)
         if self.split is not None:
             from ..data.splits import parse_split
 

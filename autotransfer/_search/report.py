@@ -177,7 +177,7 @@ def write_reports(study: optuna.Study, ctx: Any, final: bool, extra: dict[str, A
     """Write trials.csv (always) and, when ``final``, summary.csv, report.md and the plots."""
     import pandas as pd
 
-    out = Path(out_dir or ctx.out_dir)
+    out = Path(out_dir or ctx.plan.out_dir)
     lb = out / "leaderboards"
     lb.mkdir(parents=True, exist_ok=True)
     rows = trial_rows(study)

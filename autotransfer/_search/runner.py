@@ -18,14 +18,10 @@ from .._leaderboard import leaderboard
 from .._rank import plan_and_rank, subsample, write_transferability
 from ..console import note, warn
 from ..data import Dataset
-from ..datasets import load
 from ..errors import AutotransferError
-from ..features import resolve_device
 from ..loading import load_model
 from ..plugins import get_plugin_manager
-from ..precision import resolve_precision
 from ..rank_plan import RANK_SHARE, RankDeadline
-from ..sources import SourceOptions
 from ..strategies import default_strategies
 from . import rundir
 from . import storage as st
@@ -33,6 +29,7 @@ from .budget import Budget, now
 from .choice import choose_top
 from .config import SearchConfig
 from .optuna_private import storage_of, trial_id
+from .plan import SearchPlan, resolve_plan
 from .pruner import ScratchBaselinePruner, make_inner_pruner
 from .record import DEFAULT, StudyRecord, TrialRecord
 from .report import read_summary, read_transferability, write_reports
@@ -66,14 +63,6 @@ class SearchResult:
         return leaderboard(self.out_dir)
 
 
-def default_budget(n_train: int, top_k: int) -> tuple[int, int, float]:
-    """(trials, epochs, timeout seconds) when not given: small data affords more of each."""
-    epochs = 12 if n_train < 1000 else 8 if n_train < 10000 else 5
-    trials = 4 + 4 * top_k if n_train < 10000 else 2 + 3 * top_k
-    timeout = 3600.0 if n_train < 10000 else 4 * 3600.0
-    return trials, epochs, timeout
-
-
 def _accuracy(model: Any, dataset: Dataset, split: str) -> float | None:
     """Mean accuracy over the tasks on ``split``; None for an empty split (``--split 0.8,0.2,0``): no score, not nan."""
     if not len(dataset.split_items(split)):
@@ -96,50 +85,20 @@ def search(data: Any, config: SearchConfig | None = None, **overrides: Any) -> S
         return _run_search(data, cfg)
 
 
-@dataclass
-class _Plan:
-    """What the options come to for this data: the budget's numbers, where the study lives."""
-
-    data: Any  # the data as given (recorded in the study and the summary)
-    dataset: Dataset
-    out_dir: Path
-    trials: int
-    epochs: int
-    timeout: float
-    precision: str  # resolved: bf16 / fp16 / fp32
-    url: str  # the Optuna storage
-    name: str  # the study name
-    t0: float  # when the search began (the budget's clock)
-    callbacks: Sequence[Callable[[Any, Any], None]] = ()  # called after each finished trial
-
-
-def _pruner(cfg: SearchConfig) -> ScratchBaselinePruner:
-    """The search's pruner; its argument checks become one-line errors naming the option."""
-    try:
-        return ScratchBaselinePruner(cfg.warmup_epochs, cfg.patience, cfg.margin,
-                                     inner=make_inner_pruner(cfg.efficiency_pruner, cfg.warmup_epochs))
-    except ValueError as exc:
-        name = str(exc).split(" ", 1)[0]  # warmup_epochs, patience or margin
-        raise AutotransferError(f"--{name.replace('_', '-')} {str(exc).split(' ', 1)[1].rstrip('.')}; leave it out "
-                                f"for the default ({getattr(SearchConfig(), name)})") from None
-
-
 def _run_search(data: Any, cfg: SearchConfig) -> SearchResult:
     """The search's steps: plan, rank, open the study, run until the budget ends, finish."""
-    pruner = _pruner(cfg)  # first: a bad pruning option is one line before any work
-    plan = _plan(data, cfg)
-    srcs, est_names, rows, probe_data = _rank(plan, cfg)
+    plan = resolve_plan(data, cfg)
+    pruner = ScratchBaselinePruner(cfg.warmup_epochs, cfg.patience, cfg.margin,
+                                   inner=make_inner_pruner(cfg.efficiency_pruner, cfg.warmup_epochs))
+    srcs, est_names, rows, probe_data = _rank(plan)
     st.quiet_optuna()
     with st.RunOwner(plan.out_dir) as owner:
         with st.study_lock(plan.url, plan.name, plan.out_dir):
-            study, screen = _open_study(plan, cfg, pruner, srcs, est_names, rows)
+            study, screen = _open_study(plan, pruner, srcs, est_names, rows)
             write_transferability(rows, est_names, plan.out_dir)  # only once the study took this run
-            recorded = StudyRecord.from_study(study).epochs
-            plan.epochs = int(recorded if recorded is not None else plan.epochs)
+            plan = plan.with_epochs(StudyRecord.from_study(study).epochs)
             _recover_and_enqueue_probes(study, screen, plan, owner.sole)
-        ctx = _context(plan, cfg, screen, pruner, rows)
-        ctx.probe_dataset = probe_data
-        ctx.source_options = SourceOptions(offline=cfg.offline, trust_remote_code=cfg.trust_remote_code)
+        ctx = _context(plan, screen, pruner, rows, probe_data)
         interrupted = False
         try:
             _run_until_budget_ends(study, ctx, plan)
@@ -150,36 +109,13 @@ def _run_search(data: Any, cfg: SearchConfig) -> SearchResult:
         return _finish(study, ctx, plan.t0, data)
 
 
-def _plan(data: Any, cfg: SearchConfig) -> _Plan:
-    """Load the data, check the run directory, and fill in the budget's defaults from the data's size."""
-
-    t0 = now()
-    rundir.refuse_inside_data(Path(cfg.out or "autotransfer-runs"), data, default=not cfg.out)  # before reading it
-    ds = load(data, text_col=cfg.text_col, label_col=cfg.label_col, split=cfg.split, seed=cfg.seed)
-    out_dir = Path(cfg.out) if cfg.out else Path("autotransfer-runs") / ds.name
-    rundir.prepare(out_dir, ds, data, cfg.storage, cfg.study_name)  # before ranking: other data, unwritable, unreachable
-    d_trials, d_epochs, d_timeout = default_budget(len(ds.splits["train"]), cfg.top_k)
-    trials, epochs, timeout = cfg.trials or d_trials, cfg.epochs or d_epochs, cfg.timeout or d_timeout
-    if trials < 1 or epochs < 1 or cfg.top_k < 1:
-        raise AutotransferError(f"--trials, --epochs and --top-k must be at least 1, got {trials}, {epochs}, "
-                                f"{cfg.top_k}")
-    if cfg.scratch_baselines is not None and cfg.scratch_baselines < 1:
-        raise AutotransferError(f"--scratch-baselines must be at least 1, got {cfg.scratch_baselines}; "
-                                "leave it out for one baseline per architecture among the top-k sources")
-    if cfg.stall_trials < 0:
-        raise AutotransferError(f"--stall-trials must be 0 (never stop early) or more, got {cfg.stall_trials}; "
-                                f"leave it out for the default ({SearchConfig().stall_trials})")
-    precision = resolve_precision(cfg.precision, resolve_device(cfg.device))  # once: trials.csv and summary say it
-    return _Plan(data, ds, out_dir, trials, epochs, timeout, precision, cfg.storage or st.default_storage(out_dir),
-                 cfg.study_name or f"autotransfer-{ds.name}", t0, tuple(cfg.callbacks))
-
-
-def _rank(plan: _Plan, cfg: SearchConfig) -> tuple[list[Any], list[str], list[dict[str, Any]], Dataset | None]:
+def _rank(plan: SearchPlan) -> tuple[list[Any], list[str], list[dict[str, Any]], Dataset | None]:
     """Resolve the sources and rank them with the estimators within ranking's share of the budget
     (``rank_plan``), in memory: transferability.csv is written once the study accepts the run. The last
     value is the ranking's training subsample (the probes train on it), None when every training item
     was ranked."""
 
+    cfg = plan.config
     rank_end = plan.t0 + RANK_SHARE * plan.timeout
 
     def check() -> None:
@@ -199,14 +135,15 @@ def _rank(plan: _Plan, cfg: SearchConfig) -> tuple[list[Any], list[str], list[di
     return srcs, est_names, rows, sub
 
 
-def _open_study(plan: _Plan, cfg: SearchConfig, pruner: ScratchBaselinePruner, srcs: list[Any],
-                est_names: list[str], rows: list[dict[str, Any]]) -> tuple[optuna.Study, SearchSpace]:
+def _open_study(plan: SearchPlan, pruner: ScratchBaselinePruner, srcs: list[Any], est_names: list[str],
+                rows: list[dict[str, Any]]) -> tuple[optuna.Study, SearchSpace]:
     """Create or load the study (the caller holds its lock) and the space the probes screen.
 
     A new study records the ranking and the data; a resumed one must be of the same data, and
     every source it ranked must load here.
     """
 
+    cfg = plan.config
     strategy_names = list(cfg.strategies) if cfg.strategies else default_strategies()
     sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=cfg.seed,
                                          n_startup_trials=max(4, cfg.top_k + 1))
@@ -230,14 +167,14 @@ def _open_study(plan: _Plan, cfg: SearchConfig, pruner: ScratchBaselinePruner, s
     # only strategies the user named warn when they cannot apply (LoRA on a CNN); the report lists the rest
     screen = SearchSpace([by_name[s] for s in ranked], strategy_names, quiet=not cfg.strategies)
     if not record.made:
-        _record_study(study, plan, cfg, screen, est_names, rows)
+        _record_study(study, plan, screen, est_names, rows)
     return study, screen
 
 
-def _record_study(study: optuna.Study, plan: _Plan, cfg: SearchConfig, screen: SearchSpace, est_names: list[str],
+def _record_study(study: optuna.Study, plan: SearchPlan, screen: SearchSpace, est_names: list[str],
                   rows: list[dict[str, Any]]) -> None:
     """What a new study is of: the ranking, the data, the settings every worker must share."""
-    ds = plan.dataset
+    ds, cfg = plan.dataset, plan.config
     with warnings.catch_warnings():  # experimental in Optuna; it names the objective in optuna-dashboard
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(["validation accuracy"])
@@ -253,7 +190,7 @@ def _record_study(study: optuna.Study, plan: _Plan, cfg: SearchConfig, screen: S
     ).save(study)
 
 
-def _recover_and_enqueue_probes(study: optuna.Study, screen: SearchSpace, plan: _Plan, sole: bool) -> None:
+def _recover_and_enqueue_probes(study: optuna.Study, screen: SearchSpace, plan: SearchPlan, sole: bool) -> None:
     """Requeue what a stopped search left running (sole owner of a local study), and enqueue a new
     study's first trials: every ranked source's probe. Baselines and default trials follow once the
     probes have chosen the top-k (``_enqueue_after_choice``)."""
@@ -268,16 +205,13 @@ def _recover_and_enqueue_probes(study: optuna.Study, screen: SearchSpace, plan: 
                                                                                 "strategy": strategy}).to_user_attrs())
 
 
-def _context(plan: _Plan, cfg: SearchConfig, screen: SearchSpace, pruner: ScratchBaselinePruner,
-             rows: list[dict[str, Any]]) -> Context:
+def _context(plan: SearchPlan, screen: SearchSpace, pruner: ScratchBaselinePruner, rows: list[dict[str, Any]],
+             probe_dataset: Dataset | None) -> Context:
     budget = Budget(plan.t0, plan.timeout, len(plan.dataset.splits.get("test", [])))
     for r in rows:  # a first guess at forward costs (the test reserve), until trials measure them
         if r["source"] in screen.sources and r.get("n_samples"):
             budget.measured(int(r["n_samples"]), float(r.get("extract_seconds") or 0.0))
-    return Context(plan.dataset, plan.out_dir, screen, plan.epochs, cfg.seed, cfg.device, cfg.cache_dir,
-                   budget=budget, pruner=pruner, scores={r["source"]: r for r in rows}, top_k=cfg.top_k,
-                   scratch_baselines=cfg.scratch_baselines, progress=cfg.progress, precision=plan.precision,
-                   stall_trials=cfg.stall_trials)
+    return Context(plan, screen, budget, pruner, scores={r["source"]: r for r in rows}, probe_dataset=probe_dataset)
 
 
 class Step(Enum):
@@ -301,7 +235,7 @@ _WAIT, _END = Next(Step.WAIT), Next(Step.END)
 
 def _counted(study: optuna.Study, ctx: Context) -> int:
     """``stopping.counted`` for this search: the probes of the top-k sources count, the others are ranking."""
-    top = list(ctx.screen.sources)[:ctx.top_k]
+    top = list(ctx.screen.sources)[:ctx.plan.config.top_k]
     return counted(study, sum(1 for s, _ in ctx.screen.fixed_trials() if s in top))
 
 
@@ -315,12 +249,12 @@ class _Rules:
 
     @classmethod
     def of(cls, ctx: Context) -> _Rules:
-        early = bool(ctx.stall_trials)
-        return cls(PerfectScore() if early else None, Stalled(ctx.stall_trials) if early else None,
+        stall = ctx.plan.config.stall_trials
+        return cls(PerfectScore() if stall else None, Stalled(stall) if stall else None,
                    TooLittleTime(ctx.budget))
 
 
-def _next_trial(study: optuna.Study, ctx: Context, plan: _Plan, rules: _Rules) -> Next:
+def _next_trial(study: optuna.Study, ctx: Context, plan: SearchPlan, rules: _Rules) -> Next:
     """Under the study lock: the next trial to run, the end of the search, or a look again later."""
     budget = ctx.budget
     st.fail_stale(study)
@@ -356,10 +290,10 @@ def _stops(rule: StoppingRule, study: optuna.Study, done: int, trials: int) -> b
     return why is not None
 
 
-def _run_until_budget_ends(study: optuna.Study, ctx: Context, plan: _Plan) -> None:
+def _run_until_budget_ends(study: optuna.Study, ctx: Context, plan: SearchPlan) -> None:
     """Ask, train and tell trials until ``trials`` count, the budget ends, or nothing is left to sample."""
 
-    bar = _progress(ctx.progress, plan.trials)
+    bar = _progress(plan.config.progress, plan.trials)
     failed_callbacks: set[int] = set()
     rules = _Rules.of(ctx)
     try:
@@ -375,7 +309,7 @@ def _run_until_budget_ends(study: optuna.Study, ctx: Context, plan: _Plan) -> No
             rows_now = write_reports(study, ctx, final=False)
             get_plugin_manager().notify("trial_finished", trial_row=next(
                 (r for r in rows_now if r["trial"] == trial.number), {}))
-            _call_back(plan.callbacks, study, trial, failed_callbacks)
+            _call_back(plan.config.callbacks, study, trial, failed_callbacks)
             _tick(bar, study, ctx, plan.trials, plan.t0, plan.timeout)
         if ctx.budget.remaining() <= 0 and _counted(study, ctx) < plan.trials:
             note(f"the time budget (--timeout {plan.timeout:.0f} s) ended after {_counted(study, ctx)} of "
@@ -407,7 +341,7 @@ def _call_back(callbacks: Sequence[Callable[[Any, Any], None]], study: optuna.St
                      "(its later errors are not shown)")
 
 
-def _finish_interrupted(study: optuna.Study, ctx: Context, plan: _Plan) -> None:
+def _finish_interrupted(study: optuna.Study, ctx: Context, plan: SearchPlan) -> None:
     """Write what finished (nothing may have), say how to resume, and re-raise the interrupt."""
 
     try:
@@ -452,33 +386,34 @@ def _finish(study: optuna.Study, ctx: Context, t0: float, data: Any) -> SearchRe
     answer = base if negative else best
     if answer is None:
         raise AutotransferError(
-            f"no trial completed in {str(ctx.out_dir)!r} (see leaderboards/trials.csv for the reasons); "
+            f"no trial completed in {str(ctx.plan.out_dir)!r} (see leaderboards/trials.csv for the reasons); "
             "raise --timeout or --trials, or check the failures"
         )
     tests: dict[int, float | None] = {}
     best_dir: Path | None = None
     for t in {answer.number: answer, **({base.number: base} if base else {})}.values():
-        mdir = ctx.models_dir / f"trial_{t.number}"
+        mdir = ctx.plan.models_dir / f"trial_{t.number}"
         if not mdir.exists():
             tests[t.number] = None
             continue
         model = load_model(mdir, device="cpu")
-        tests[t.number] = _accuracy(model, ctx.dataset, "test")
+        tests[t.number] = _accuracy(model, ctx.plan.dataset, "test")
         if t.number == answer.number:
-            best_dir = ctx.out_dir / "best"
+            best_dir = ctx.plan.out_dir / "best"
             if best_dir.exists():
                 shutil.rmtree(best_dir)
             shutil.copytree(mdir, best_dir)
     if best_dir is None:  # an earlier answer's best/ here would not be the model summary.csv describes
-        shutil.rmtree(ctx.out_dir / "best", ignore_errors=True)
+        shutil.rmtree(ctx.plan.out_dir / "best", ignore_errors=True)
         note(f"the chosen model (trial {answer.number}) was trained by another worker; "
              "its weights are in that worker's --out directory")
     summary_extra = {"answer": answer.number, "baseline": base.number if base else None, "tests": tests,
                      "negative": negative, "seconds": now() - t0, "data": str(data)}
     rows = write_reports(study, ctx, final=True, extra=summary_extra)
 
-    summary = read_summary(ctx.out_dir)
-    get_plugin_manager().notify("search_finished", result={**summary, "out_dir": str(ctx.out_dir)})
-    return SearchResult(ctx.out_dir, summary, rows, read_transferability(ctx.out_dir), best_dir, negative,
+    out_dir = ctx.plan.out_dir
+    summary = read_summary(out_dir)
+    get_plugin_manager().notify("search_finished", result={**summary, "out_dir": str(out_dir)})
+    return SearchResult(out_dir, summary, rows, read_transferability(out_dir), best_dir, negative,
                         list(StudyRecord.from_study(study).sources or []))
 

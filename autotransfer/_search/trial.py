@@ -5,8 +5,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -24,6 +23,7 @@ from . import rundir
 from . import storage as st
 from .budget import MIN_BASELINE_EPOCHS, Budget, TrialMonitor, now
 from .optuna_private import storage_of, trial_id
+from .plan import SearchPlan
 from .pruner import ScratchBaselinePruner
 from .record import SCRATCH, StudyRecord, TrialRecord
 from .scratch_size import affordable_side, epoch_seconds, native_side, resized_spec
@@ -32,30 +32,15 @@ from .space import WEIGHT_DECAY, SearchSpace, TrialConfig
 
 @dataclass
 class Context:
-    """What every trial of one search shares."""
+    """What every trial of one search shares: the plan, and the state the search builds up."""
 
-    dataset: Dataset
-    out_dir: Path
+    plan: SearchPlan
     screen: SearchSpace  # every ranked source: the probes that choose the top-k run over it
-    epochs: int
-    seed: int
-    device: str
-    cache_dir: str | None
     budget: Budget
     pruner: ScratchBaselinePruner
     scores: dict[str, dict[str, Any]]  # source -> its transferability row
-    top_k: int = 3
-    scratch_baselines: int | None = None
-    progress: bool = False  # a progress bar inside each trial
     space: SearchSpace | None = None  # the top-k sources, sampled; None until the probes have chosen them
-    precision: str = "fp32"  # resolved (bf16 / fp16 / fp32): every trial trains at it
-    stall_trials: int = 0  # end after this many sampled trials in a row without a better score (0: never)
     probe_dataset: Dataset | None = None  # ranking's training subsample, the probes' data (None: all of it)
-    source_options: Any = None  # how the sources were resolved (a resized scratch baseline is resolved alike)
-    models_dir: Path = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.models_dir = self.out_dir / "trials"
 
 
 def _heartbeat(study: optuna.Study, trial: optuna.Trial, stop: threading.Event) -> None:
@@ -89,13 +74,13 @@ def _monitor(study: optuna.Study, trial: optuna.Trial, role: str, cfg: TrialConf
         share = budget.share_left()
         soft, floor, cap = now() + share / left, MIN_BASELINE_EPOCHS, now() + share
     bar = None
-    if ctx.progress:
+    if ctx.plan.config.progress:
         from tqdm.auto import tqdm
 
         label = f"trial {trial.number} {'scratch:' if role == SCRATCH else ''}{cfg.source} {cfg.strategy}"
-        bar = tqdm(total=ctx.epochs, desc=label, unit="epoch", leave=False, dynamic_ncols=True, position=1,
+        bar = tqdm(total=ctx.plan.epochs, desc=label, unit="epoch", leave=False, dynamic_ncols=True, position=1,
                    bar_format="{desc}: {n:.1f}/{total} epochs [{elapsed}<{remaining}] {postfix}")
-    return TrialMonitor(budget, ctx.epochs, soft, floor, bar, floor_deadline=cap)
+    return TrialMonitor(budget, ctx.plan.epochs, soft, floor, bar, floor_deadline=cap)
 
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, ctx: Context) -> None:
@@ -120,7 +105,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, ctx: Context) -> None:
     source = ctx.screen.sources[cfg.source]
     if role == SCRATCH:
         source = _baseline_source(study, trial, source, ctx)
-    TrialRecord(provider=str(getattr(source, "provider", "")), precision=ctx.precision).save(trial)
+    TrialRecord(provider=str(getattr(source, "provider", "")), precision=ctx.plan.precision).save(trial)
     _TrialRun(study, trial, role, cfg, ctx).run(source)
 
 
@@ -139,15 +124,15 @@ def _baseline_source(study: optuna.Study, trial: optuna.Trial, source: Any, ctx:
     per_item = float(row.get("extract_seconds") or 0.0) / n if n else ctx.budget.item_seconds
     if side is None or per_item <= 0:
         return source
-    epochs = min(ctx.epochs, ctx.pruner.warmup_epochs + ctx.pruner.patience + 1)
+    epochs = min(ctx.plan.epochs, ctx.pruner.warmup_epochs + ctx.pruner.patience + 1)
     seconds = ctx.budget.share_left() / _baselines_left(study)
-    smaller = affordable_side(side, per_item, len(ctx.dataset.splits["train"]), len(ctx.dataset.splits["val"]),
+    smaller = affordable_side(side, per_item, len(ctx.plan.dataset.splits["train"]), len(ctx.plan.dataset.splits["val"]),
                               seconds, epochs)
     if smaller is None:
         return source
-    resized = sources_mod.resolve_source(resized_spec(source.spec, smaller), ctx.source_options)
+    resized = sources_mod.resolve_source(resized_spec(source.spec, smaller), ctx.plan.source_options)
     why = (f"trained from scratch at {smaller} px instead of {side} px: {epochs} epochs at {side} px would take "
-           f"about {epochs * epoch_seconds(per_item, len(ctx.dataset.splits['train']), len(ctx.dataset.splits['val'])):.0f} s"
+           f"about {epochs * epoch_seconds(per_item, len(ctx.plan.dataset.splits['train']), len(ctx.plan.dataset.splits['val'])):.0f} s"
            f" of its {seconds:.0f} s share of the time budget")
     TrialRecord(input_size=smaller, scratch_note=why).save(trial)
     note(f"scratch baseline {source.name}: {why}")
@@ -169,21 +154,21 @@ class _TrialRun:
         threading.Thread(target=_heartbeat, args=(study, trial, self.stop), daemon=True).start()
         self.reason = ""  # why it was pruned ("" while it runs on)
         self.curve: dict[int, float] = {}
-        self.n_val = len(ctx.dataset.split_items("val"))
+        self.n_val = len(ctx.plan.dataset.split_items("val"))
         self.start, self.began = time.perf_counter(), now()
         self.monitor = _monitor(study, trial, role, cfg, ctx)
 
     def run(self, source: Any) -> None:
         ctx, cfg = self.ctx, self.cfg
-        data = ctx.dataset
+        data = ctx.plan.dataset
         if TrialRecord.from_frozen(self.trial).fixed and ctx.probe_dataset is not None:
             data = ctx.probe_dataset  # a probe solves on the features ranking extracted
             TrialRecord(train_items=len(data.splits["train"])).save(self.trial)
         try:  # cfg.params are the strategy's own (partial's depth among them)
-            result = train(data, source, cfg.strategy, lr=cfg.lr, epochs=ctx.epochs,
-                           weight_decay=cfg.weight_decay, seed=ctx.seed, device=ctx.device, report=self.report,
-                           pretrained=self.role != SCRATCH, evaluate_test=False, cache_dir=ctx.cache_dir,
-                           progress=False, monitor=self.monitor, precision=ctx.precision, **cfg.params)
+            result = train(data, source, cfg.strategy, lr=cfg.lr, epochs=ctx.plan.epochs,
+                           weight_decay=cfg.weight_decay, seed=ctx.plan.config.seed, device=ctx.plan.device, report=self.report,
+                           pretrained=self.role != SCRATCH, evaluate_test=False, cache_dir=ctx.plan.config.cache_dir,
+                           progress=False, monitor=self.monitor, precision=ctx.plan.precision, **cfg.params)
         except StopTraining:  # the budget ended before its first epoch did
             self._end()
             TrialRecord(prune_reason="timeout").save(self.trial)
@@ -254,7 +239,7 @@ class _TrialRun:
             # the budget ended it after at least one epoch: the kept epoch's weights were validated like any
             # other epoch's, so the trial completes with them (a candidate for the answer), as a baseline does
             TrialRecord(cut_reason=f"the search's time budget ended it after {result.epochs_run} of "
-                                   f"{self.ctx.epochs} epochs; it keeps epoch {result.best_epoch + 1}").save(trial)
+                                   f"{self.ctx.plan.epochs} epochs; it keeps epoch {result.best_epoch + 1}").save(trial)
         TrialRecord(epochs_run=int(result.epochs_run), best_epoch=int(result.best_epoch),
                     trainable_params=int(result.trainable_params), total_params=int(result.total_params),
                     task_scores={k: float(v) for k, v in result.task_scores.items()}
@@ -274,9 +259,9 @@ def _keep_if_best(study: optuna.Study, number: int, role: str, result: Any, ctx:
     best = max(done, key=lambda t: (t.value, -t.number))
     if best.number != number:
         return
-    target = ctx.models_dir / f"trial_{number}"
+    target = ctx.plan.models_dir / f"trial_{number}"
     result.save(target)
-    for other in ctx.models_dir.glob("trial_*"):
+    for other in ctx.plan.models_dir.glob("trial_*"):
         n = int(other.name.split("_")[1])
         if n != number and any(t.number == n for t in done):
             shutil.rmtree(other, ignore_errors=True)

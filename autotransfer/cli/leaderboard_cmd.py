@@ -11,6 +11,7 @@ from .._search.report import _md_table, write_reports
 from .._search.storage import open_storage
 from ..csvsafe import write_csv
 from ..errors import AutotransferError
+from ..runs import run_dir
 from ..textable import format_table
 
 
@@ -62,7 +63,7 @@ def leaderboard_cmd(out_dir, fmt, storage, study_name):
             study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
         except KeyError:
             raise AutotransferError(f"no study {study_name!r} in that --storage; check --study-name") from None
-        out_dir = Path(out_dir or Path("autotransfer-runs") / study_name)
+        out_dir = run_dir(out_dir, study_name)
         write_reports(study, None, final=True, out_dir=out_dir)
     if not out_dir:
         raise AutotransferError("give the run directory (autotransfer leaderboard DIR) or --storage and --study-name")

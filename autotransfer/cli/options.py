@@ -5,17 +5,16 @@ from __future__ import annotations
 import click
 
 from .._search.config import DEFAULTS  # light: the search's defaults, shown by every command that shares them
-from ..checks import COUNT, POSITIVE, SEED, Rule, check_number
-from ..data.splits import parse_split
+from ..checks import COUNT, POSITIVE, check_number
 from ..features import resolve_device
 from ..precision import resolve_precision
 
 
 def data_options(f):
-    """--data, --text-col, --label-col, --split, --seed."""
-    f = click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True, callback=checked(SEED),
+    """--data, --text-col, --label-col, --split, --seed (checked where the data is loaded, before any work)."""
+    f = click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True,
                      help="Seed for splits and training.")(f)
-    f = click.option("--split", default=None, callback=_split, help="Train,val,test fractions when the data is "
+    f = click.option("--split", default=None, help="Train,val,test fractions when the data is "
                      "not pre-split [default: 0.7,0.15,0.15].")(f)
     f = click.option("--label-col", default=None, help="Label column(s) of a table; 'a,b' = multi-task.")(f)
     f = click.option("--text-col", default=None, help="Text column of a table (auto-detected by default).")(f)
@@ -40,26 +39,12 @@ def json_option(f):
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
 
 
-def checked(rule: Rule):
-    """An option callback: a given number must fit ``rule`` (None keeps the default).
+def positive(ctx: click.Context, param: click.Parameter, value):
+    """Option callback for the two options no config checks as strictly: ``train --lr`` (``TrainConfig``
+    allows 0, which freezes a stage) and ``demo --timeout`` (the demo's own default).
 
     Raises ``AutotransferError`` rather than click's usage error so the CLI prints one line.
     """
-
-    def callback(ctx: click.Context, param: click.Parameter, value):
-        if value is not None:
-            check_number(param.name, value, rule, param.default)
-        return value
-
-    return callback
-
-
-def positive(ctx: click.Context, param: click.Parameter, value):
-    """Option callback: a given count must be at least 1, a given float finite and above zero."""
-    return checked(COUNT if param.type is click.INT else POSITIVE)(ctx, param, value)
-
-
-def _split(ctx: click.Context, param: click.Parameter, value):
     if value is not None:
-        parse_split(value)
+        check_number(param.name, value, COUNT if param.type is click.INT else POSITIVE, param.default)
     return value

@@ -7,13 +7,16 @@ from pathlib import Path
 import click
 
 from .._rank import rank_columns, rank_into
-from .._search.config import DEFAULTS, SearchConfig
+from .._search.config import DEFAULTS, EFFICIENCY_PRUNERS, SearchConfig
 from .._search.rundir import refuse_inside_data
 from .._search.runner import search
 from ..datasets import load
+from ..features import resolve_device
+from ..precision import resolve_precision
+from ..runs import RUNS, run_dir
 from ..textable import format_table
 from .leaderboard_cmd import print_leaderboards
-from .options import checked_precision, data_options, positive, precision_option
+from .options import data_options, precision_option
 
 
 def _split_list(value):
@@ -32,7 +35,7 @@ def source_options(f):
     f = click.option("--device", default=DEFAULTS.device, show_default=True, help="auto, cpu or cuda.")(f)
     f = click.option("--cache-dir", default=DEFAULTS.cache_dir, help="Cache of features and decoded images "
                      "[default: ~/.cache/autotransfer].")(f)
-    f = click.option("--max-samples", type=int, default=DEFAULTS.max_samples, callback=positive, help="Score on a stratified subsample of this size.")(f)
+    f = click.option("--max-samples", type=int, default=DEFAULTS.max_samples, help="Score on a stratified subsample of this size.")(f)
     f = click.option("--primary", default=DEFAULTS.primary, show_default=True, help="Estimator that orders the ranking.")(f)
     f = click.option("--estimators", multiple=True, help="Estimators to run (comma-separated or repeated) [default: the built-in set that is registered].")(f)
     f = click.option("--sources", multiple=True,
@@ -49,13 +52,17 @@ def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, p
              device, precision, offline, trust_remote_code):
     """Score source models for a dataset with transferability estimators."""
 
-    precision = checked_precision(precision, device)
-    refuse_inside_data(Path(out or "autotransfer-runs"), data, default=not out)  # before reading the data
+    # the options ranking shares with the search, checked where the search checks them
+    cfg = SearchConfig(out=out, sources=_split_list(sources), estimators=_split_list(estimators), primary=primary,
+                       max_samples=max_samples, cache_dir=cache_dir, device=device, precision=precision,
+                       offline=offline, trust_remote_code=trust_remote_code, label_col=label_col, text_col=text_col,
+                       split=split, seed=seed)
+    resolved = resolve_precision(cfg.precision, resolve_device(cfg.device))  # before any data or model is loaded
+    refuse_inside_data(Path(cfg.out or RUNS), data, default=not cfg.out)  # before reading the data
     ds = load(data, text_col=text_col, label_col=label_col, split=split, seed=seed)
-    run_dir = Path(out) if out else Path("autotransfer-runs") / ds.name
-    rows, est, path = rank_into(run_dir, ds, data, _split_list(sources), _split_list(estimators), primary=primary,
+    rows, est, path = rank_into(run_dir(cfg.out, ds.name), ds, data, cfg.sources, cfg.estimators, primary=primary,
                                 max_samples=max_samples, device=device, cache_dir=cache_dir, seed=seed,
-                                precision=precision, offline=offline, trust_remote_code=trust_remote_code)
+                                precision=resolved, offline=offline, trust_remote_code=trust_remote_code)
     cols = [c for c in rank_columns(rows, est) if c not in ("provider", "modality", "notes")
             and not c.startswith("rank_")]
     click.echo(format_table(rows, cols))
@@ -65,14 +72,14 @@ def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, p
 @click.command("search")
 @data_options
 @source_options
-@click.option("--trials", type=int, default=DEFAULTS.trials, callback=positive, help="Total trials of the study (a rerun tops it up) "
+@click.option("--trials", type=int, default=DEFAULTS.trials, help="Total trials of the study (a rerun tops it up) "
               "[default: 4 + 4 × top-k for < 10k training items, else 2 + 3 × top-k].")
-@click.option("--timeout", type=float, default=DEFAULTS.timeout, callback=positive, help="Seconds for the search [default: 3600; 4 h for ≥ 10k items].")
+@click.option("--timeout", type=float, default=DEFAULTS.timeout, help="Seconds for the search [default: 3600; 4 h for ≥ 10k items].")
 @click.option("--top-k", type=int, default=DEFAULTS.top_k, show_default=True, help="Sources fine-tuned: every ranked source's linear probe is solved first, and the "
               "top-k by probe validation score are searched (the estimators' order where no probe applies).")
 @click.option("--strategies", multiple=True, help="Strategies to search (comma-separated or repeated) [default: every registered one, "
               "a third-party plugin's included; see 'autotransfer strategies'].")
-@click.option("--epochs", type=int, default=DEFAULTS.epochs, callback=positive, help="Epochs per trial [default: 12 / 8 / 5 by data size].")
+@click.option("--epochs", type=int, default=DEFAULTS.epochs, help="Epochs per trial [default: 12 / 8 / 5 by data size].")
 @click.option("--storage", default=DEFAULTS.storage, help="Optuna storage URL shared by workers, e.g. postgresql://host/db "
               "[default: sqlite in the run directory].")
 @click.option("--study-name", default=DEFAULTS.study_name, help="Study name [default: autotransfer-<data-name>].")
@@ -81,7 +88,7 @@ def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, p
               help="Consecutive epochs behind scratch before a trial is pruned.")
 @click.option("--margin", type=float, default=DEFAULTS.margin, show_default=True, help="How far behind scratch (or, for an optimistically extrapolated curve, behind the best finished "
               "trial) counts as behind.")
-@click.option("--efficiency-pruner", type=click.Choice(["median", "halving", "none"]),
+@click.option("--efficiency-pruner", type=click.Choice(EFFICIENCY_PRUNERS),
               default=DEFAULTS.efficiency_pruner,
               show_default=True, help="Pruner chained after the scratch check.")
 @click.option("--scratch-baselines", type=int, default=DEFAULTS.scratch_baselines,
@@ -97,8 +104,7 @@ def search_cmd(data, text_col, label_col, split, seed, out, sources, estimators,
                warmup_epochs, patience, margin, efficiency_pruner, scratch_baselines, stall_trials, no_progress):
     """Rank sources, search source × strategy × depth × lr, export the best model."""
 
-    checked_precision(precision, device)
-    config = SearchConfig(
+    config = SearchConfig(  # checks every option, before any work
         out=out, trials=trials, timeout=timeout, sources=_split_list(sources), top_k=top_k,
         strategies=_split_list(strategies), estimators=_split_list(estimators), primary=primary, epochs=epochs,
         storage=storage, study_name=study_name, seed=seed, device=device, offline=offline,
