@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checks import COUNT, COUNT0, NONNEGATIVE, SEED, check_fields
+from .checks import COUNT, COUNT0, NONNEGATIVE, SEED, check_fields, split_options
 from .errors import AutotransferError
 from .precision import check_precision
 
@@ -59,11 +59,8 @@ class TrainConfig:
     @classmethod
     def split_options(cls, config: TrainConfig | None, options: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
         """``config`` with the options that name its fields, and the rest: the strategy's parameters."""
-        if config is not None and not isinstance(config, cls):
-            raise AutotransferError(f"config must be a TrainConfig, got {type(config).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        mine = {k: v for k, v in options.items() if k in names}
-        return dataclasses.replace(config or cls(), **mine), {k: v for k, v in options.items() if k not in names}
+        base, mine, strategy_params = split_options(cls, config, options)
+        return dataclasses.replace(base, **mine), strategy_params
 
 
 DEFAULTS = TrainConfig()  # the defaults the CLI shows

@@ -68,3 +68,15 @@ def check_fields(config: Any, rules: Mapping[str, Rule], optional: tuple[str, ..
         if value is None and name in optional:
             continue
         check_number(name, value, rule, defaults[name])
+
+
+def split_options(cls: type, config: Any, options: Mapping[str, Any]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """The one pattern of ``SearchConfig.from_options`` and ``TrainConfig.split_options``: the base config
+    (``config``, or ``cls``'s defaults), the ``options`` that name its fields, and the options that do not.
+    A ``config`` of another type is one line."""
+    if config is not None and not isinstance(config, cls):
+        raise AutotransferError(f"config must be a {cls.__name__}, got {type(config).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    return (config or cls(), {k: v for k, v in options.items() if k in names},
+            {k: v for k, v in options.items() if k not in names})
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -422,8 +423,9 @@ def test_a_trial_whose_curve_stopped_improving_ends_early_and_completes(zoo, tar
     real = trial_mod.train
     scripted = [0.5, 0.9, 0.8, 0.7, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6]
 
-    def train(*args, report, **kwargs):  # the real training run; its reported curve is the script's
-        return real(*args, report=lambda epoch, _val: report(epoch, scripted[epoch]), **kwargs)
+    def train(dataset, source, strategy, config, **params):  # the real training run; its reported curve is the script's
+        scripted_report = dataclasses.replace(config, report=lambda epoch, _val: config.report(epoch, scripted[epoch]))
+        return real(dataset, source, strategy, scripted_report, **params)
 
     monkeypatch.setattr(trial_mod, "train", train)
     res = autotransfer.search(target_dir, out=tmp_path / "run", sources=[zoo["digits-test_resnet"].spec],
@@ -447,8 +449,8 @@ def test_search_ends_once_a_trial_reaches_a_perfect_validation_score(zoo, target
 
     real = trial_mod.train
 
-    def train(dataset, source, strategy, **kwargs):  # the real run; the probe's score is made perfect
-        result = real(dataset, source, strategy, **kwargs)
+    def train(dataset, source, strategy, config, **params):  # the real run; the probe's score is made perfect
+        result = real(dataset, source, strategy, config, **params)
         return dataclasses.replace(result, val_score=1.0) if strategy == "linear_probe" else result
 
     monkeypatch.setattr(trial_mod, "train", train)

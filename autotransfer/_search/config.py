@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..checks import COUNT, COUNT0, NONNEGATIVE, POSITIVE, SEED, check_fields
+from ..checks import COUNT, COUNT0, NONNEGATIVE, POSITIVE, SEED, check_fields, split_options
 from ..errors import AutotransferError
 from ..precision import check_precision
 
@@ -78,14 +78,11 @@ class SearchConfig:
     @classmethod
     def from_options(cls, config: SearchConfig | None = None, **overrides: Any) -> SearchConfig:
         """``config`` (or the defaults) with ``overrides``; an unknown name is a one-line error."""
-        if config is not None and not isinstance(config, cls):
-            raise AutotransferError(f"config must be a SearchConfig, got {type(config).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(overrides) - set(names))
+        base, known, unknown = split_options(cls, config, overrides)
         if unknown:
-            raise AutotransferError(f"search() got unknown option(s) {', '.join(unknown)}; "
-                                    f"valid options: {', '.join(names)}")
-        return dataclasses.replace(config or cls(), **overrides)
+            raise AutotransferError(f"search() got unknown option(s) {', '.join(sorted(unknown))}; "
+                                    f"valid options: {', '.join(f.name for f in dataclasses.fields(cls))}")
+        return dataclasses.replace(base, **known)
 
 
 DEFAULTS = SearchConfig()  # the defaults the CLI shows

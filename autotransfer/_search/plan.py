@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._train_config import TrainConfig
 from ..data import Dataset
 from ..datasets import load
 from ..features import resolve_device
@@ -51,6 +52,15 @@ class SearchPlan:
     def source_options(self) -> SourceOptions:
         """How the sources are resolved (a resized scratch baseline is resolved alike)."""
         return SourceOptions(offline=self.config.offline, trust_remote_code=self.config.trust_remote_code)
+
+    @property
+    def train_config(self) -> TrainConfig:
+        """What every trial's ``TrainConfig`` starts from (a trial adds its lr, weight decay, report,
+        monitor, and whether its backbone is pretrained): the validation split chooses, the test split
+        is evaluated once, after the search."""
+        return TrainConfig(epochs=self.epochs, seed=self.config.seed, device=str(self.device),
+                           cache_dir=self.config.cache_dir, evaluate_test=False, progress=False,
+                           precision=self.precision)
 
     def with_epochs(self, epochs: int | None) -> SearchPlan:
         """The plan with a resumed study's epochs per trial (every worker trains as many)."""

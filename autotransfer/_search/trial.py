@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import threading
 import time
@@ -164,11 +165,10 @@ class _TrialRun:
         if TrialRecord.from_frozen(self.trial).fixed and ctx.probe_dataset is not None:
             data = ctx.probe_dataset  # a probe solves on the features ranking extracted
             TrialRecord(train_items=len(data.splits["train"])).save(self.trial)
+        config = dataclasses.replace(ctx.plan.train_config, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                     report=self.report, pretrained=self.role != SCRATCH, monitor=self.monitor)
         try:  # cfg.params are the strategy's own (partial's depth among them)
-            result = train(data, source, cfg.strategy, lr=cfg.lr, epochs=ctx.plan.epochs,
-                           weight_decay=cfg.weight_decay, seed=ctx.plan.config.seed, device=ctx.plan.device, report=self.report,
-                           pretrained=self.role != SCRATCH, evaluate_test=False, cache_dir=ctx.plan.config.cache_dir,
-                           progress=False, monitor=self.monitor, precision=ctx.plan.precision, **cfg.params)
+            result = train(data, source, cfg.strategy, config, **cfg.params)
         except StopTraining:  # the budget ended before its first epoch did
             self._end()
             TrialRecord(prune_reason="timeout").save(self.trial)
