@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from ._search.rundir import refuse_other_data
 from .console import warn
 from .csvsafe import write_csv
 from .data import Dataset
@@ -23,6 +22,7 @@ from .features import extract, resolve_device
 from .precision import resolve_precision
 from .probe import stratified_rows
 from .rank_plan import RankDeadline, RankPlan, plan_ranking
+from .runs import refuse_other_data
 from .sources import SourceOptions, default_source_specs, resolve_sources
 
 BASE_COLUMNS = ["source", "provider", "modality", "feature_dim", "n_samples"]

@@ -15,7 +15,7 @@ from helpers_training import timm_spec
 from test_safety_sweep2 import digit_folder, one_line_error, run, snapshot
 
 import autotransfer
-from autotransfer._search import rundir
+from autotransfer import runs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -117,7 +117,7 @@ def test_a_run_inside_the_data_is_refused_before_reading_it(tmp_path, monkeypatc
     assert sorted(p.name for p in data.iterdir()) == ["a", "b"]
     # beside the data is where runs go: a sibling whose name starts like the data's, a table's own folder
     for out, given in ((tmp_path / "digits-runs", data), (tmp_path / "run", tmp_path / "t.csv")):
-        rundir.refuse_inside_data(out, given)
+        runs.refuse_inside_data(out, given)
 
 
 # --- 3. links in data folders ---

@@ -18,7 +18,7 @@ from ..data import Dataset
 from ..datasets import load
 from ..features import resolve_device
 from ..precision import resolve_precision
-from ..runs import RUNS, run_dir
+from ..runs import RUNS, refuse_inside_data, run_dir
 from ..sources import SourceOptions
 from . import rundir
 from . import storage as st
@@ -81,7 +81,7 @@ def resolve_plan(data: Any, cfg: SearchConfig) -> SearchPlan:
     t0 = now()
     device = resolve_device(cfg.device)  # the search's one resolution of its device
     precision = resolve_precision(cfg.precision, device)
-    rundir.refuse_inside_data(Path(cfg.out or RUNS), data, default=not cfg.out)  # before reading it
+    refuse_inside_data(Path(cfg.out or RUNS), data, default=not cfg.out)  # before reading it
     ds = load(data, text_col=cfg.text_col, label_col=cfg.label_col, split=cfg.split, seed=cfg.seed)
     out_dir = run_dir(cfg.out, ds.name)
     rundir.prepare(out_dir, ds, data, cfg.storage, cfg.study_name)  # before ranking: other data, unwritable, unreachable

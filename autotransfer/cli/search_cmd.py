@@ -8,12 +8,11 @@ import click
 
 from .._rank import rank_columns, rank_into
 from .._search.config import DEFAULTS, EFFICIENCY_PRUNERS, SearchConfig
-from .._search.rundir import refuse_inside_data
 from .._search.runner import search
 from ..datasets import load
 from ..features import resolve_device
 from ..precision import resolve_precision
-from ..runs import RUNS, run_dir
+from ..runs import RUNS, refuse_inside_data, run_dir
 from ..textable import format_table
 from .leaderboard_cmd import print_leaderboards
 from .options import data_options, precision_option
