@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 import autotransfer
-import autotransfer._search.budget as budget_mod
 import autotransfer.sources as sources_mod
 
 SECONDS_PER_ITEM = 1.0  # what reading one image costs on the fake clock
@@ -29,8 +28,7 @@ class FakeClock:
 @pytest.fixture()
 def slow_source(zoo, monkeypatch):
     """``digits-test_resnet`` whose every item read costs SECONDS_PER_ITEM on the search's clock."""
-    clock = FakeClock()
-    monkeypatch.setattr(budget_mod, "_clock", clock)
+    clock = FakeClock()  # the search's clock: search(..., clock=slow_source)
     real = sources_mod.resolve_source(zoo["digits-test_resnet"].spec)
 
     class Slow(type(real)):
@@ -56,7 +54,7 @@ def slow_source(zoo, monkeypatch):
 def test_timeout_bounds_ranking_baselines_trials_and_export(slow_source, target_dir, tmp_path):
     res = autotransfer.search(target_dir, out=tmp_path / "run", sources=["slow"], timeout=TIMEOUT, epochs=12,
                               trials=40, estimators=["logme"], progress=False, cache_dir=str(tmp_path / "cache"),
-                              stall_trials=0)  # the budget under test ends the search, not a stall
+                              stall_trials=0, clock=slow_source)  # the budget under test ends the search, not a stall
     n = res.summary
     # everything, test evaluation and export included, within 10% of --timeout on the fake clock
     assert n["total_seconds"] <= 1.1 * TIMEOUT, n["total_seconds"]
@@ -86,7 +84,7 @@ def test_no_sampled_trial_starts_when_the_budget_left_fits_too_few_epochs(slow_s
     import autotransfer._search.stopping as stopping
 
     kw = dict(sources=["slow"], timeout=10 * TIMEOUT, epochs=3, trials=8, estimators=["logme"], progress=False,
-              cache_dir=str(tmp_path / "cache"), stall_trials=0)
+              cache_dir=str(tmp_path / "cache"), stall_trials=0, clock=slow_source)
     monkeypatch.setattr(stopping, "MIN_USEFUL_EPOCHS", 10**6)
     short = autotransfer.search(target_dir, out=tmp_path / "short", **kw)
     rows = pd.read_csv(short.out_dir / "leaderboards" / "trials.csv")
@@ -124,13 +122,12 @@ def test_probe_is_never_pruned_by_the_matched_epoch_rule():
     assert not pruner.prune(study, trial_at(11, 0.5, 60.0))
 
 
-def test_plans_follow_measured_epoch_costs(monkeypatch):
+def test_plans_follow_measured_epoch_costs():
     from autotransfer._search.budget import BASELINE_SHARE, RESERVE_FLOOR, Budget, TrialMonitor
     from autotransfer._train import StopTraining
 
     clock = [0.0]
-    monkeypatch.setattr(budget_mod, "_clock", lambda: clock[0])
-    b = Budget(0.0, 1000.0, n_test=100)
+    b = Budget(0.0, 1000.0, n_test=100, clock=lambda: clock[0])
     b.measured(50, 5.0)  # 0.1 s per item through a backbone: testing two models on 100 items costs 20 s
     assert b.reserve == pytest.approx(RESERVE_FLOOR + 20.0) and b.remaining() == pytest.approx(978.0)
     share = b.share_left()

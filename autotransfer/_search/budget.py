@@ -20,6 +20,7 @@ random init can compete, and a short complete schedule shows that.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..monitor import StopTraining, TrainMonitor
@@ -29,18 +30,13 @@ MIN_BASELINE_EPOCHS = 2  # a baseline's floor when the whole budget allows it (o
 MIN_USEFUL_EPOCHS = 2  # a sampled trial starts only when the budget left fits this many of the cheapest
 # measured fine-tuning epochs (one epoch is mostly warm-up)
 RESERVE_FLOOR = 2.0  # seconds always kept for writing the reports
-_clock = time.monotonic  # the search's clock (a test may drive it)
-
-
-def now() -> float:
-    """Seconds on the search's clock (monotonic)."""
-    return _clock()
 
 
 class Budget:
-    """Deadlines for one search process (monotonic clock)."""
+    """Deadlines for one search process, on its ``clock`` (monotonic seconds; a test may drive it)."""
 
-    def __init__(self, start: float, timeout: float, n_test: int):
+    def __init__(self, start: float, timeout: float, n_test: int, clock: Callable[[], float] = time.monotonic):
+        self.now = clock  # seconds on the search's clock
         self.n_test = int(n_test)
         self.end = start + float(timeout)
         self.item_seconds = 0.0  # slowest measured forward pass per item through a backbone
@@ -58,7 +54,7 @@ class Budget:
         return self.end - self.reserve
 
     def remaining(self) -> float:
-        return self.hard_deadline - now()
+        return self.hard_deadline - self.now()
 
     def measured(self, n_items: int, seconds: float) -> None:
         """A forward pass of ``n_items`` through a backbone took ``seconds`` (sizes the reserve)."""
@@ -81,7 +77,7 @@ class TrialMonitor(TrainMonitor):
         self.soft_deadline, self.min_epochs = soft_deadline, int(min_epochs)
         self.floor_deadline = floor_deadline  # how far ``min_epochs`` may stretch the soft deadline
         self.bar = bar
-        self.started = now()
+        self.started = budget.now()
         self.planned = int(epochs)
         self.epoch_seconds: list[float] = []
         self.stopped = ""  # why the monitor ended the run ("timeout"), "" if it did not
@@ -91,7 +87,7 @@ class TrialMonitor(TrainMonitor):
     # --- TrainMonitor ---
 
     def batch(self, stage: str, epoch: int, i: int, n_batches: int, epochs: int) -> None:
-        t = now()
+        t = self.budget.now()
         if self.bar is not None and t - self._drawn > 0.5:
             self._drawn = t
             self.bar.total = self.planned
@@ -104,7 +100,7 @@ class TrialMonitor(TrainMonitor):
             raise StopTraining("the baselines' share of the time budget ended")
 
     def check(self, t: float | None = None) -> None:
-        if (now() if t is None else t) > self.budget.hard_deadline:
+        if (self.budget.now() if t is None else t) > self.budget.hard_deadline:
             self.stopped = "timeout"
             raise StopTraining("the search's time budget ended")
 
@@ -115,7 +111,7 @@ class TrialMonitor(TrainMonitor):
     def plan(self, epochs_done: int, epochs: int, epoch_seconds: list[float]) -> int:
         self.epoch_seconds = list(epoch_seconds)
         per_epoch = sum(epoch_seconds) / len(epoch_seconds)
-        t = now()
+        t = self.budget.now()
         deadline = self.soft_deadline
         if epochs_done < self.min_epochs:  # a floor, when what it may borrow allows it
             cap = self.budget.hard_deadline if self.floor_deadline is None else self.floor_deadline
@@ -133,7 +129,7 @@ class TrialMonitor(TrainMonitor):
         """Mean seconds per epoch so far (before the first ``plan``: the time since the trial started)."""
         if self.epoch_seconds:
             return sum(self.epoch_seconds) / len(self.epoch_seconds)
-        return (now() - self.started) / max(1, epochs_done)
+        return (self.budget.now() - self.started) / max(1, epochs_done)
 
     def reported(self, epoch: int, val: float) -> None:
         self.val = val

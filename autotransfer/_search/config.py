@@ -7,6 +7,7 @@ The CLI's ``search`` command takes its option defaults from here; ``search(data,
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,7 @@ class SearchConfig:
     # failed), e.g. optuna_integration's MLflowCallback or WeightsAndBiasesCallback; one that raises
     # is warned about once and the search goes on
     callbacks: Sequence[Callable[[Any, Any], None]] = ()
+    clock: Callable[[], float] = time.monotonic  # the search's clock (monotonic seconds); a test may drive it
 
     def __post_init__(self) -> None:
         """A number an option cannot mean is one line naming it, before any work."""

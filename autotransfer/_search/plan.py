@@ -22,7 +22,6 @@ from ..runs import RUNS, refuse_inside_data, run_dir
 from ..sources import SourceOptions
 from . import rundir
 from . import storage as st
-from .budget import now
 from .config import SearchConfig
 
 
@@ -78,7 +77,7 @@ def default_budget(n_train: int, top_k: int) -> tuple[int, int, float]:
 def resolve_plan(data: Any, cfg: SearchConfig) -> SearchPlan:
     """Resolve the device and precision, load the data, check the run folder, and fill in the budget's
     defaults from the data's size (in this order: a refused search reads and writes nothing it need not)."""
-    t0 = now()
+    t0 = cfg.clock()
     device = resolve_device(cfg.device)  # the search's one resolution of its device
     precision = resolve_precision(cfg.precision, device)
     refuse_inside_data(Path(cfg.out or RUNS), data, default=not cfg.out)  # before reading it

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import warnings
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -25,10 +24,10 @@ from ..rank_plan import RANK_SHARE, RankDeadline
 from ..strategies import default_strategies
 from . import rundir
 from . import storage as st
-from .budget import Budget, now
+from .announce import Announcer
+from .budget import Budget
 from .choice import choose_top
 from .config import SearchConfig
-from .optuna_private import storage_of, trial_id
 from .plan import SearchPlan, resolve_plan
 from .pruner import ScratchBaselinePruner, make_inner_pruner
 from .record import DEFAULT, StudyRecord, TrialRecord
@@ -119,11 +118,11 @@ def _rank(plan: SearchPlan) -> tuple[list[Any], list[str], list[dict[str, Any]],
     rank_end = plan.t0 + RANK_SHARE * plan.timeout
 
     def check() -> None:
-        if now() > rank_end:
+        if cfg.clock() > rank_end:
             raise RankDeadline(f"ranking's share of the time budget ({RANK_SHARE:.0%} of --timeout) ended")
 
     srcs, est_names, rows, ranking = plan_and_rank(
-        plan.dataset, cfg.sources, cfg.estimators, share=max(0.0, rank_end - now()), offline=cfg.offline,
+        plan.dataset, cfg.sources, cfg.estimators, share=max(0.0, rank_end - cfg.clock()), offline=cfg.offline,
         trust_remote_code=cfg.trust_remote_code, primary=cfg.primary, max_samples=cfg.max_samples,
         device=cfg.device, cache_dir=cfg.cache_dir, seed=cfg.seed, progress=cfg.progress, precision=plan.precision,
         check=check)
@@ -207,7 +206,7 @@ def _recover_and_enqueue_probes(study: optuna.Study, screen: SearchSpace, plan: 
 
 def _context(plan: SearchPlan, screen: SearchSpace, pruner: ScratchBaselinePruner, rows: list[dict[str, Any]],
              probe_dataset: Dataset | None) -> Context:
-    budget = Budget(plan.t0, plan.timeout, len(plan.dataset.splits.get("test", [])))
+    budget = Budget(plan.t0, plan.timeout, len(plan.dataset.splits.get("test", [])), clock=plan.config.clock)
     for r in rows:  # a first guess at forward costs (the test reserve), until trials measure them
         if r["source"] in screen.sources and r.get("n_samples"):
             budget.measured(int(r["n_samples"]), float(r.get("extract_seconds") or 0.0))
@@ -294,7 +293,7 @@ def _run_until_budget_ends(study: optuna.Study, ctx: Context, plan: SearchPlan) 
     """Ask, train and tell trials until ``trials`` count, the budget ends, or nothing is left to sample."""
 
     bar = _progress(plan.config.progress, plan.trials)
-    failed_callbacks: set[int] = set()
+    announce = Announcer(plan.config.callbacks)
     rules = _Rules.of(ctx)
     try:
         while True:
@@ -306,10 +305,7 @@ def _run_until_budget_ends(study: optuna.Study, ctx: Context, plan: SearchPlan) 
                 continue
             trial = nxt.trial
             run_trial(study, trial, ctx)
-            rows_now = write_reports(study, ctx, final=False)
-            get_plugin_manager().notify("trial_finished", trial_row=next(
-                (r for r in rows_now if r["trial"] == trial.number), {}))
-            _call_back(plan.config.callbacks, study, trial, failed_callbacks)
+            announce.finished(study, trial, write_reports(study, ctx, final=False))
             _tick(bar, study, ctx, plan.trials, plan.t0, plan.timeout)
         if ctx.budget.remaining() <= 0 and _counted(study, ctx) < plan.trials:
             note(f"the time budget (--timeout {plan.timeout:.0f} s) ended after {_counted(study, ctx)} of "
@@ -317,28 +313,6 @@ def _run_until_budget_ends(study: optuna.Study, ctx: Context, plan: SearchPlan) 
     finally:
         if bar is not None:
             bar.close()
-
-
-def _call_back(callbacks: Sequence[Callable[[Any, Any], None]], study: optuna.Study, trial: optuna.Trial,
-               failed: set[int]) -> None:
-    """Optuna-style ``callback(study, frozen_trial)`` for a finished trial, after the reports are written.
-
-    The trial is already told and written, so a callback that raises loses nothing: it is warned
-    about once (its later errors are silent: a logging service that is down fails every trial) and
-    still called for the next trials. An interrupt (Ctrl-C) is not caught.
-    """
-    if not callbacks:
-        return
-    frozen = storage_of(study).get_trial(trial_id(trial))
-    for i, callback in enumerate(callbacks):
-        try:
-            callback(study, frozen)
-        except Exception as exc:
-            if i not in failed:
-                failed.add(i)
-                name = getattr(callback, "__qualname__", None) or type(callback).__name__
-                warn(f"search callback {name} raised {type(exc).__name__}: {exc}; the search goes on "
-                     "(its later errors are not shown)")
 
 
 def _finish_interrupted(study: optuna.Study, ctx: Context, plan: SearchPlan) -> None:
@@ -370,7 +344,7 @@ def _tick(bar: Any, study: optuna.Study, ctx: Context, total: int, t0: float, ti
     best = max((t.value for t in ts if t.state == TrialState.COMPLETE and t.value is not None), default=float("nan"))
     bar.n = min(n, total)
     bar.set_postfix_str(f"pruned={pruned} failed={failed} best={best:.4f} "
-                        f"elapsed={now() - t0:.0f}/{timeout:.0f}s")
+                        f"elapsed={ctx.budget.now() - t0:.0f}/{timeout:.0f}s")
     bar.refresh()
 
 
@@ -408,7 +382,7 @@ def _finish(study: optuna.Study, ctx: Context, t0: float, data: Any) -> SearchRe
         note(f"the chosen model (trial {answer.number}) was trained by another worker; "
              "its weights are in that worker's --out directory")
     summary_extra = {"answer": answer.number, "baseline": base.number if base else None, "tests": tests,
-                     "negative": negative, "seconds": now() - t0, "data": str(data)}
+                     "negative": negative, "seconds": ctx.budget.now() - t0, "data": str(data)}
     rows = write_reports(study, ctx, final=True, extra=summary_extra)
 
     out_dir = ctx.plan.out_dir

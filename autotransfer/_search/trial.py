@@ -22,7 +22,7 @@ from ..sources import display_source
 from ..strategies import SCRATCH_RECIPE
 from . import rundir
 from . import storage as st
-from .budget import MIN_BASELINE_EPOCHS, Budget, TrialMonitor, now
+from .budget import MIN_BASELINE_EPOCHS, Budget, TrialMonitor
 from .optuna_private import storage_of, trial_id
 from .plan import SearchPlan
 from .pruner import ScratchBaselinePruner
@@ -73,7 +73,7 @@ def _monitor(study: optuna.Study, trial: optuna.Trial, role: str, cfg: TrialConf
     if role == SCRATCH:
         left = _baselines_left(study)
         share = budget.share_left()
-        soft, floor, cap = now() + share / left, MIN_BASELINE_EPOCHS, now() + share
+        soft, floor, cap = budget.now() + share / left, MIN_BASELINE_EPOCHS, budget.now() + share
     bar = None
     if ctx.plan.config.progress:
         from tqdm.auto import tqdm
@@ -156,7 +156,7 @@ class _TrialRun:
         self.reason = ""  # why it was pruned ("" while it runs on)
         self.curve: dict[int, float] = {}
         self.n_val = len(ctx.plan.dataset.split_items("val"))
-        self.start, self.began = time.perf_counter(), now()
+        self.start, self.began = time.perf_counter(), ctx.budget.now()
         self.monitor = _monitor(study, trial, role, cfg, ctx)
 
     def run(self, source: Any) -> None:
@@ -215,7 +215,7 @@ class _TrialRun:
         self.stop.set()
         self.monitor.close()
         if account and self.role == SCRATCH:
-            self.ctx.budget.share_used += now() - self.began
+            self.ctx.budget.share_used += self.ctx.budget.now() - self.began
 
     def _tell(self, state: TrialState, value: float | None = None) -> None:
         TrialRecord(seconds=round(time.perf_counter() - self.start, 2)).save(self.trial)
