@@ -79,4 +79,3 @@ def split_options(cls: type, config: Any, options: Mapping[str, Any]) -> tuple[A
     names = {f.name for f in dataclasses.fields(cls)}
     return (config or cls(), {k: v for k, v in options.items() if k in names},
             {k: v for k, v in options.items() if k not in names})
-
