@@ -1,4 +1,5 @@
 """The plugin contract as checks, for a plugin author's own tests (like scikit-learn's ``check_estimator``)::
+
     from autotransfer.testing import check_estimator, check_source, check_strategy
 
     def test_my_plugin():
@@ -6,16 +7,26 @@
         check_strategy(MyStrategy())    # fields, search space, resolve_params, stages, param_groups
         check_estimator(my_estimator)   # fields, finite deterministic float, direction
 
-Each runs the item on tiny inputs and raises ``AssertionError`` that names the item, what the
+or each check as its own test case, so one failure does not hide the others (like scikit-learn's
+``parametrize_with_checks``)::
+
+    from autotransfer.testing import parametrize_with_checks
+
+    @parametrize_with_checks(sources=[MySource()], strategies=[MyStrategy()], estimators=[my_estimator])
+    def test_contract(item, check):
+        check(item)
+
+Each check runs the item on tiny inputs and raises ``AssertionError`` that names the item, what the
 contract expects and what it got. The built-in plugins are tested with these same checks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -45,7 +56,7 @@ def _expect(ok: Any, who: str, expected: str, got: Any) -> None:
 
 
 def check_source(source: Any, items: Sequence[Any] | None = None) -> None:
-    """Check ``source`` against the ``autotransfer.sources.Source`` contract.
+    """Check ``source`` against the ``autotransfer.sources.Source`` contract: every ``SOURCE_CHECKS`` in one call.
 
     Its pretrained weights must be available. ``items``: two or more dataset items its
     ``load_item`` takes (image paths, or texts); by default two small PNG files or two sentences.
@@ -54,19 +65,60 @@ def check_source(source: Any, items: Sequence[Any] | None = None) -> None:
     the scratch build has the pretrained one's architecture and other weights.
     """
     who = _who("source", source)
-    _check_source_fields(source, who)
+    check_source_fields(source)
+    check_source_available(source)
+    with _source_items(source, items) as items:
+        batch = _check_pipeline(source, items, who)
+        pretrained = _check_backbone(source, True, batch, len(items), who)
+        scratch = _check_backbone(source, False, batch, len(items), who)
+    _check_scratch(pretrained, scratch, who)
+
+
+def check_source_fields(source: Any) -> None:
+    """The ``Source`` fields: name, modality, spec, architecture, flags, ``feature_dim``, ``describe()``."""
+    _check_source_fields(source, _who("source", source))
+
+
+def check_source_available(source: Any) -> None:
+    """``available()`` says ``(True, why)`` (the weights are there) and ``identity()`` is a stable non-empty str."""
+    who = _who("source", source)
     ok, why = source.available()
     _expect(isinstance(ok, bool) and isinstance(why, str), who, "available() must return (bool, str)", (ok, why))
     _expect(ok, who, "its pretrained weights must be available to check it", why)
     identity = source.identity()
     _expect(isinstance(identity, str) and identity and identity == source.identity(), who,
             "identity() must be a non-empty str, the same on every call", identity)
+
+
+def check_source_pipeline(source: Any, items: Sequence[Any] | None = None) -> None:
+    """``transform_key``, ``load_item`` (eval and train), ``collate`` and ``decoded_augmentation`` on ``items``."""
+    with _source_items(source, items) as items:
+        _check_pipeline(source, items, _who("source", source))
+
+
+def check_source_pretrained(source: Any, items: Sequence[Any] | None = None) -> None:
+    """``build(pretrained=True)``: a ``Backbone`` with valid layer groups, finite deterministic features, its head."""
+    with _source_items(source, items) as items:
+        _check_backbone(source, True, _eval_batch(source, items), len(items), _who("source", source))
+
+
+def check_source_scratch(source: Any, items: Sequence[Any] | None = None) -> None:
+    """``build(pretrained=False)``: a valid ``Backbone`` with the pretrained build's architecture, other weights."""
+    who = _who("source", source)
+    with _source_items(source, items) as items:
+        scratch = _check_backbone(source, False, _eval_batch(source, items), len(items), who)
+    _check_scratch(source.build(pretrained=True), scratch, who)
+
+
+@contextlib.contextmanager
+def _source_items(source: Any, items: Sequence[Any] | None) -> Iterator[list[Any]]:
+    """``items`` as a list, or two tiny ones of the source's modality (files that live for the block)."""
     with tempfile.TemporaryDirectory() as tmp:
-        items = list(items) if items is not None else _tiny_items(source.modality, Path(tmp))
-        batch = _check_pipeline(source, items, who)
-        pretrained = _check_backbone(source, True, batch, len(items), who)
-        scratch = _check_backbone(source, False, batch, len(items), who)
-    _check_scratch(pretrained, scratch, who)
+        yield list(items) if items is not None else _tiny_items(source.modality, Path(tmp))
+
+
+def _eval_batch(source: Any, items: list[Any]) -> Any:
+    return source.collate([source.load_item(item, train=False) for item in items])
 
 
 def _check_source_fields(source: Any, who: str) -> None:
@@ -210,7 +262,7 @@ def _check_scratch(pretrained: Any, scratch: Any, who: str) -> None:
 
 
 def check_strategy(strategy: Any, backbone: Any = None) -> None:
-    """Check ``strategy`` against the ``autotransfer.strategies.Strategy`` contract.
+    """Check ``strategy`` against the ``autotransfer.strategies.Strategy`` contract: every ``STRATEGY_CHECKS``.
 
     ``backbone``: a ``Backbone`` taking ``(B, 8)`` float input that the strategy applies to; by
     default a tiny one with an attention block (so LoRA applies) in 3 layer groups. Checked: the
@@ -222,9 +274,30 @@ def check_strategy(strategy: Any, backbone: Any = None) -> None:
     who = _who("strategy", strategy)
     _check_strategy_fields(strategy, who)
     backbone = backbone if backbone is not None else tiny_backbone()
-    source = SimpleNamespace(name="check", modality="image", architecture="tiny")
-    params = _check_resolve_params(strategy, SourceInfo.from_backbone(source, backbone), who)
+    params = _check_resolve_params(strategy, _strategy_info(backbone), who)
     _check_stages(strategy, backbone, params, who)
+
+
+def check_strategy_fields(strategy: Any) -> None:
+    """The ``Strategy`` fields: name, description, learning-rate range and default, options, flags."""
+    _check_strategy_fields(strategy, _who("strategy", strategy))
+
+
+def check_strategy_params(strategy: Any, backbone: Any = None) -> None:
+    """``check``, ``search_space`` and ``resolve_params``: defaults, None, other, unknown and out-of-range values."""
+    backbone = backbone if backbone is not None else tiny_backbone()
+    _check_resolve_params(strategy, _strategy_info(backbone), _who("strategy", strategy))
+
+
+def check_strategy_stages(strategy: Any, backbone: Any = None) -> None:
+    """Every stage of the default parameters: ``param_groups`` trains exactly the parameters it returns, heads too."""
+    backbone = backbone if backbone is not None else tiny_backbone()
+    params = strategy.resolve_params(_strategy_info(backbone), {})
+    _check_stages(strategy, backbone, params, _who("strategy", strategy))
+
+
+def _strategy_info(backbone: Any) -> SourceInfo:
+    return SourceInfo.from_backbone(SimpleNamespace(name="check", modality="image", architecture="tiny"), backbone)
 
 
 def _check_strategy_fields(strategy: Any, who: str) -> None:
@@ -355,26 +428,49 @@ def tiny_backbone(seed: int = 0) -> Any:
 
 
 def check_estimator(estimator: Any) -> None:
-    """Check ``estimator`` against the ``autotransfer.estimators.Estimator`` contract.
+    """Check ``estimator`` against the ``autotransfer.estimators.Estimator`` contract: every ``ESTIMATOR_CHECKS``.
 
     On a tiny 3-class problem (60 samples, 8-d float64 features, 5-class source probabilities):
     ``score`` returns a finite float, the same on a second call, without changing its inputs; and
     inputs that separate the classes score better than noise in the direction ``higher_is_better``
     says. An estimator with ``supports_regression`` also gets a 2-column float target.
     """
+    check_estimator_fields(estimator)
+    check_estimator_score(estimator)
+    check_estimator_direction(estimator)
+    check_estimator_regression(estimator)
+
+
+def check_estimator_fields(estimator: Any) -> None:
+    """The ``Estimator`` fields: name, callable score, flags, what it requires, description."""
+    _check_estimator_fields(estimator, _who("estimator", estimator))
+
+
+def check_estimator_score(estimator: Any) -> None:
+    """``score`` gives a finite float, the same on a second call, and leaves its inputs as they were."""
     who = _who("estimator", estimator)
-    _check_estimator_fields(estimator, who)
-    good, noise = _tiny_problem(informative=True), _tiny_problem(informative=False)
-    first = _score(estimator, good, who)
-    _expect(_score(estimator, good, who) == first, who, "score must be deterministic", "two different scores")
-    other = _score(estimator, noise, who)
+    good = _tiny_problem(informative=True)
+    _expect(_score(estimator, good, who) == _score(estimator, good, who), who, "score must be deterministic",
+            "two different scores")
+
+
+def check_estimator_direction(estimator: Any) -> None:
+    """Inputs that separate the classes score better than noise, in the direction ``higher_is_better`` says."""
+    who = _who("estimator", estimator)
+    first = _score(estimator, _tiny_problem(informative=True), who)
+    other = _score(estimator, _tiny_problem(informative=False), who)
     better = first > other if estimator.higher_is_better else first < other
     word = "higher" if estimator.higher_is_better else "lower (higher_is_better=False)"
     _expect(better, who, f"inputs that separate the classes must score {word} than noise",
             {"separating": first, "noise": other})
+
+
+def check_estimator_regression(estimator: Any) -> None:
+    """With ``supports_regression``: a 2-column float target scores as a finite float (nothing to check otherwise)."""
     if estimator.supports_regression:
+        good = _tiny_problem(informative=True)
         target = np.c_[good["labels"], -good["labels"]].astype(np.float64)
-        _score(estimator, {**good, "labels": target}, who)
+        _score(estimator, {**good, "labels": target}, _who("estimator", estimator))
 
 
 def _check_estimator_fields(estimator: Any, who: str) -> None:
@@ -412,3 +508,71 @@ def _score(estimator: Any, problem: dict[str, np.ndarray], who: str) -> float:
             "score must return a float", type(value).__name__)
     _expect(math.isfinite(value), who, "score must be finite", value)
     return float(value)
+
+
+# --- each check as its own test case -------------------------------------------------------
+
+SOURCE_CHECKS = (check_source_fields, check_source_available, check_source_pipeline, check_source_pretrained,
+                 check_source_scratch)
+STRATEGY_CHECKS = (check_strategy_fields, check_strategy_params, check_strategy_stages)
+ESTIMATOR_CHECKS = (check_estimator_fields, check_estimator_score, check_estimator_direction,
+                    check_estimator_regression)
+
+
+class _Case:
+    """One check, called with the item: a source spec is resolved and a source factory called first."""
+
+    def __init__(self, check: Callable[[Any], None]):
+        self.check = check
+        self.__name__ = check.__name__
+
+    def __call__(self, item: Any) -> None:
+        if isinstance(item, str):
+            from .sources import resolve_source
+
+            item = resolve_source(item)
+        if not hasattr(item, "name") and callable(item):
+            with tempfile.TemporaryDirectory() as tmp:
+                return self.check(item(Path(tmp)))
+        return self.check(item)
+
+    def __repr__(self) -> str:
+        return self.__name__
+
+
+def _applies(check: Callable[[Any], None], item: Any) -> bool:
+    return check is not check_estimator_regression or bool(getattr(item, "supports_regression", False))
+
+
+def _case_id(item: Any) -> str:
+    if isinstance(item, str):
+        return item
+    return getattr(item, "name", None) or getattr(item, "__name__", type(item).__name__)
+
+
+def parametrize_with_checks(sources: Sequence[Any] = (), strategies: Sequence[Any] = (),
+                            estimators: Sequence[Any] = ()) -> Any:
+    """A ``pytest.mark.parametrize`` over every (item, check) pair, so each check is its own test case.
+
+    Like scikit-learn's ``parametrize_with_checks``: the decorated test takes ``item`` and ``check``
+    and calls ``check(item)``; a failing check fails its own case, and the others still run. Case
+    ids name the item and the check, e.g. ``my-resnet-check_source_pretrained``. ``sources`` holds
+    ``Source`` objects, spec strings (resolved when the case runs, so collecting stays cheap), or
+    functions ``make(folder) -> Source`` called with a fresh temporary folder (to write weights in),
+    named by their ``__name__``. ``check_source``, ``check_strategy`` and ``check_estimator`` run
+    the same checks in one call::
+
+        @parametrize_with_checks(sources=["my-resnet"], strategies=[MyStrategy()])
+        def test_contract(item, check):
+            check(item)
+    """
+    import pytest
+
+    cases, ids = [], []
+    for items, checks in ((sources, SOURCE_CHECKS), (strategies, STRATEGY_CHECKS), (estimators, ESTIMATOR_CHECKS)):
+        for item in items:
+            for check in checks:
+                if _applies(check, item):
+                    cases.append((item, _Case(check)))
+                    ids.append(f"{_case_id(item)}-{check.__name__}")
+    return pytest.mark.parametrize(("item", "check"), cases, ids=ids)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from autotransfer.testing import SOURCE_CHECKS
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "plugins" / "examples"
 
 
@@ -57,12 +59,12 @@ def test_bitfit_trains_only_biases_and_learns(local_zoo, target_dir, monkeypatch
     assert res.val_score > 0.4  # 5 classes: chance is 0.2
 
 
-def test_my_zoo_names_resolve_and_pass_the_source_contract(tmp_path, monkeypatch):
+@pytest.mark.parametrize("check", SOURCE_CHECKS, ids=lambda c: c.__name__)
+def test_my_zoo_names_resolve_and_pass_the_source_contract(check, tmp_path, monkeypatch):
     from helpers_sources import save_timm
 
     from autotransfer.plugins import configure
     from autotransfer.sources import resolve_source
-    from autotransfer.testing import check_source
 
     save_timm("test_resnet", tmp_path / "a.safetensors", seed=0)
     save_timm("test_resnet", tmp_path / "b.safetensors", seed=1)
@@ -74,7 +76,7 @@ def test_my_zoo_names_resolve_and_pass_the_source_contract(tmp_path, monkeypatch
             assert src.spec == f"timm:test_resnet@{tmp_path / weights}?size=16"  # rebuilds it without the plugin
             assert src.provider.plugin == "my_zoo" and src.data_config["input_size"] == (3, 16, 16)
             assert resolve_source(src.name) is src  # one object per name, like any registered source
-            check_source(src)
+            check(src)
         assert a.name == "my-resnet-a" and b.name == "my-resnet-b" and a.identity() != b.identity()
         assert a.describe()["description"] == "test_resnet weights a, at 16 px"
     finally:

