@@ -84,6 +84,7 @@ def test_draws_come_from_the_generator_alone():
     assert not torch.equal(outs[0], aug(images, index, np.random.default_rng(6), CPU))
 
 
+@pytest.mark.slow  # thousands of draws from both implementations
 def test_draws_follow_timms_distribution():
     """Crop area within ``scale``, aspect ratio within ``ratio``, inside the square; flips at ``hflip``;
     factors within their ranges; all six jitter orders."""

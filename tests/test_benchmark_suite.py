@@ -67,6 +67,7 @@ def quick_out(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # the quick benchmark suite, run in a subprocess
 def test_estimator_csv(quick_out):
     cols, rows = _read(quick_out / "benchmark_estimators.csv")
     assert cols == SUITE_MODULE.ESTIMATOR_COLUMNS
@@ -88,6 +89,7 @@ def test_estimator_csv(quick_out):
             assert -1.0 <= float(r["weighted_tau"]) <= 1.0
 
 
+@pytest.mark.slow  # the quick benchmark suite, run in a subprocess
 def test_search_csv(quick_out):
     cols, rows = _read(quick_out / "benchmark_search.csv")
     assert cols == SUITE_MODULE.SEARCH_COLUMNS
@@ -115,6 +117,7 @@ def test_search_csv(quick_out):
     assert rows[1]["worse_than_scratch"] in ("0", "1")
 
 
+@pytest.mark.slow  # the quick benchmark suite, run in a subprocess
 def test_readme_section(quick_out):
     text = (quick_out / "README.md").read_text()
     assert "## Other table\n\nkept" in text  # only our section is written

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
+
+# the README's first command as a user runs it, in a fresh process: HF_HUB_OFFLINE must hold from the
+# first import of huggingface_hub
+pytestmark = pytest.mark.slow
 
 
-def test_demo_ranks_the_planted_harmful_source_last_and_exports_an_answer(cli, tmp_path):
+def test_demo_ranks_the_planted_harmful_source_last_and_exports_an_answer(cli_subprocess, tmp_path):
     out = tmp_path / "demo"
     env = {"AUTOTRANSFER_CACHE_DIR": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
     # a timeout far above what it needs: the trial count, not the clock, ends this run
-    r = cli("demo", "--out", str(out), "--trials", "5", "--timeout", "900", "--no-progress", env=env)
+    r = cli_subprocess("demo", "--out", str(out), "--trials", "5", "--timeout", "900", "--no-progress", env=env)
     assert r.code == 0, r.err[-3000:]
     run = out / "run"
     trans = pd.read_csv(run / "leaderboards" / "transferability.csv")
@@ -44,7 +49,7 @@ def test_demo_ranks_the_planted_harmful_source_last_and_exports_an_answer(cli, t
     zoo = sorted((tmp_path / "cache" / "zoo").rglob("*.safetensors"))  # $AUTOTRANSFER_CACHE_DIR/zoo
     assert len(zoo) == 4
     stamps = [p.stat().st_mtime_ns for p in zoo]
-    r2 = cli("demo", "--out", str(out), "--trials", "5", "--timeout", "900", "--no-progress", env=env)
+    r2 = cli_subprocess("demo", "--out", str(out), "--trials", "5", "--timeout", "900", "--no-progress", env=env)
     assert r2.code == 0, r2.err[-3000:]
     assert [p.stat().st_mtime_ns for p in zoo] == stamps
     assert len(pd.read_csv(run / "leaderboards" / "trials.csv")) == 7

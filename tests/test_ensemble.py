@@ -183,14 +183,16 @@ def members(tmp_path_factory):
 
 
 def _bare_env(home):
-    """HOME and every cache location pointed at an empty folder."""
+    """HOME and every cache location pointed at an empty folder (read by torch and huggingface_hub when
+    imported, so commands given it run through ``cli_subprocess``)."""
     home.mkdir(parents=True, exist_ok=True)
     return {"HOME": str(home), "AUTOTRANSFER_CACHE_DIR": str(home / "at-cache"), "XDG_CACHE_HOME": str(home / ".c"),
             "HF_HOME": str(home / "hf"), "HF_HUB_CACHE": str(home / "hf" / "hub"), "TORCH_HOME": str(home / "t"),
             "HF_HUB_OFFLINE": "1"}
 
 
-def test_an_ensemble_folder_moves_and_predicts_the_weighted_average_through_the_cli(cli, members, tmp_path):
+@pytest.mark.slow  # two fresh processes
+def test_an_ensemble_folder_moves_and_predicts_the_weighted_average_through_the_cli(cli_subprocess, members, tmp_path):
     folders, data = members
     single = autotransfer.load_model(folders[0])
     weights = [3, 2, 1]
@@ -211,7 +213,7 @@ def test_an_ensemble_folder_moves_and_predicts_the_weighted_average_through_the_
     by_hand = sum(w / 6 * autotransfer.load_model(f).predict(items)[1][0].astype(np.float64)
                   for w, f in zip(weights, folders, strict=True))
     env = _bare_env(tmp_path / "empty-home")
-    res = cli("predict", "--model", str(moved), "--data", str(data), "--out", str(tmp_path / "p.csv"), env=env)
+    res = cli_subprocess("predict", "--model", str(moved), "--data", str(data), "--out", str(tmp_path / "p.csv"), env=env)
     assert res.code == 0, res.err
     df = pd.read_csv(tmp_path / "p.csv", dtype={"prediction": str})
     classes = single.tasks[0].classes
@@ -224,7 +226,7 @@ def test_an_ensemble_folder_moves_and_predicts_the_weighted_average_through_the_
     # the three members disagree somewhere, so the average is not any one of them
     assert not np.allclose(by_hand, autotransfer.load_model(folders[0]).predict(items)[1][0], atol=1e-3)
 
-    ev = cli("evaluate", "--model", str(moved), "--data", str(data), "--json", "--out", str(tmp_path / "c.csv"),
+    ev = cli_subprocess("evaluate", "--model", str(moved), "--data", str(data), "--json", "--out", str(tmp_path / "c.csv"),
              env=env)
     assert ev.code == 0, ev.err
     [task] = json.loads(ev.out)["tasks"]

@@ -23,6 +23,7 @@ def local_zoo(zoo, tmp_path):
     return folder
 
 
+@pytest.mark.slow  # the digits zoo
 def test_example_plugins_register_through_plugins_dir(cli, local_zoo):
     env = {"AUTOTRANSFER_LOCAL_ZOO": str(local_zoo)}
     r = cli("--plugins-dir", str(EXAMPLES), "plugins", "--json", env=env)
@@ -35,6 +36,7 @@ def test_example_plugins_register_through_plugins_dir(cli, local_zoo):
     assert src["my-digits"]["modality"] == "image" and src["my-digits"]["feature_dim"] == 96
 
 
+@pytest.mark.slow  # the digits zoo
 def test_bitfit_trains_only_biases_and_learns(local_zoo, target_dir, monkeypatch, tmp_path):
     import numpy as np
 

@@ -21,7 +21,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _bare_env(home: Path) -> dict[str, str]:
-    """HOME, every cache location and the autotransfer cache pointed at an empty folder."""
+    """HOME, every cache location and the autotransfer cache pointed at an empty folder.
+
+    torch and huggingface_hub read these when imported: run commands with it through ``cli_subprocess``."""
     home.mkdir(parents=True, exist_ok=True)
     return {"HOME": str(home), "AUTOTRANSFER_CACHE_DIR": str(home / "at-cache"), "XDG_CACHE_HOME": str(home / ".c"),
             "HF_HOME": str(home / "hf"), "HF_HUB_CACHE": str(home / "hf" / "hub"), "TORCH_HOME": str(home / "t"),
@@ -40,7 +42,8 @@ def _probs(csv: str, classes: list[str]) -> np.ndarray:
     return df[[f"p[{c}]" for c in classes]].to_numpy(np.float64)
 
 
-def test_timm_model_predicts_identically_without_weights_sidecar_or_home(cli, tmp_path):
+@pytest.mark.slow  # two fresh processes
+def test_timm_model_predicts_identically_without_weights_sidecar_or_home(cli_subprocess, tmp_path):
     data = write_digits(tmp_path / "digits", classes=range(3), per_class=12, size=24)
     ds = load(data)
     # the preprocessing lives only in the sidecar: size, normalisation, interpolation, model_args
@@ -63,14 +66,14 @@ def test_timm_model_predicts_identically_without_weights_sidecar_or_home(cli, tm
     assert export["data_config"]["input_size"] == [3, 24, 24] and export["data_config"]["mean"] == [0.2, 0.3, 0.4]
     assert export["model_args"] == {"img_size": 24, "patch_size": 4} and export["data_config"]["interpolation"] == "nearest"
 
-    before = cli("predict", "--model", str(best), "--data", str(data / "0"), "--out", str(tmp_path / "before.csv"))
+    before = cli_subprocess("predict", "--model", str(best), "--data", str(data / "0"), "--out", str(tmp_path / "before.csv"))
     assert before.code == 0, before.err
 
     copy = tmp_path / "elsewhere" / "best"
     shutil.copytree(best, copy)
     _move_away([weights, weights.with_suffix(".json")], tmp_path / "gone")
     out = tmp_path / "after.csv"
-    after = cli("predict", "--model", str(copy), "--data", str(data / "0"), "--out", str(out),
+    after = cli_subprocess("predict", "--model", str(copy), "--data", str(data / "0"), "--out", str(out),
                 env=_bare_env(tmp_path / "empty-home"))
     assert after.code == 0, after.err
     assert out.read_bytes() == (tmp_path / "before.csv").read_bytes()
@@ -82,7 +85,8 @@ def test_timm_model_predicts_identically_without_weights_sidecar_or_home(cli, tm
     assert np.allclose(_probs(out.read_text(), ds.tasks[0].classes), probs[0], atol=1e-5, rtol=0)
 
 
-def test_hf_model_predicts_identically_without_its_folder_or_hub_cache(cli, tmp_path):
+@pytest.mark.slow  # two fresh processes
+def test_hf_model_predicts_identically_without_its_folder_or_hub_cache(cli_subprocess, tmp_path):
     data = write_bbc_folder(tmp_path / "bbc", per_class=8)
     ds = load(data)
     spec = make_tiny_bert(tmp_path / "bert", ds.items, vocab_size=400)
@@ -90,14 +94,14 @@ def test_hf_model_predicts_identically_without_its_folder_or_hub_cache(cli, tmp_
     best = r.save(tmp_path / "run" / "best")
     assert (best / "source" / "config.json").is_file() and not (best / "source" / "model.safetensors").exists()
     test_dir = data / "tech"
-    before = cli("predict", "--model", str(best), "--data", str(test_dir), "--out", str(tmp_path / "before.csv"))
+    before = cli_subprocess("predict", "--model", str(best), "--data", str(test_dir), "--out", str(tmp_path / "before.csv"))
     assert before.code == 0, before.err
 
     copy = tmp_path / "elsewhere" / "best"
     shutil.copytree(best, copy)
     _move_away([tmp_path / "bert"], tmp_path / "gone")
     out = tmp_path / "after.csv"
-    after = cli("predict", "--model", str(copy), "--data", str(test_dir), "--out", str(out),
+    after = cli_subprocess("predict", "--model", str(copy), "--data", str(test_dir), "--out", str(out),
                 env=_bare_env(tmp_path / "empty-home"))
     assert after.code == 0, after.err
     assert out.read_bytes() == (tmp_path / "before.csv").read_bytes()

@@ -150,6 +150,7 @@ def _brute_force_bootstrap(fn, y_first, n_resamples, seed):
     return np.array([fn(np.concatenate([rng.choice(s, size=len(s)) for s in strata])) for _ in range(n_resamples)])
 
 
+@pytest.mark.slow  # a brute-force bootstrap in Python loops
 def test_bootstrap_intervals_match_a_brute_force_stratified_bootstrap_with_sklearn():
     y, p = _case(4, n=120, classes=3, skill=1.2)
     pred = p.argmax(1)
@@ -181,6 +182,7 @@ def test_bootstrap_is_seeded_and_keeps_the_class_counts():
     assert low == high == 0.75
 
 
+@pytest.mark.slow  # a brute-force bootstrap in Python loops
 def test_multi_task_bootstrap_matches_a_brute_force_joint_resample():
     (y0, p0), (y1, p1) = _case(6, n=100, classes=3), _case(7, n=100, classes=4)
     labels = np.stack([y0, y1], axis=1)
@@ -209,6 +211,7 @@ def test_metrics_module_imports_no_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.slow  # a brute-force bootstrap in Python loops
 def test_paired_difference_matches_a_brute_force_paired_bootstrap_and_beats_unpaired_errors():
     y, pa = _case(9, n=120, classes=3, skill=1.5)
     rng = np.random.default_rng(10)

@@ -61,6 +61,7 @@ def test_rank_with_a_bad_primary_is_one_line(tiny):
     assert "'logme'" in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.slow  # a search end to end
 def test_search_then_leaderboard_and_the_backend_is_untouched(tiny, tmp_path):
     import matplotlib
 

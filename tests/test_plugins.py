@@ -179,17 +179,17 @@ def test_builtins_come_through_entry_points(cli):
         assert rows[builtin]["hooks"] == ["load_dataset"]
 
 
-def test_third_party_entry_point_plugin(cli, tmp_path):
+def test_third_party_entry_point_plugin(cli_subprocess, tmp_path):
     site = _dist_info(tmp_path / "site", "autotransfer-extra", "1.2.3", "at_extra_plugin",
                       EST_PLUGIN.format(name="extra_est"))
-    env = {"PYTHONPATH": str(site)}
-    r = cli("plugins", "--json", env=env)
+    env = {"PYTHONPATH": str(site)}  # read when the interpreter starts: a fresh process each
+    r = cli_subprocess("plugins", "--json", env=env)
     assert r.code == 0, r.err
     rows = {p["name"]: p for p in json.loads(r.out)}
     assert rows["at_extra_plugin"]["from"] == "autotransfer-extra"
     assert rows["at_extra_plugin"]["version"] == "1.2.3"
     assert rows["at_extra_plugin"]["registered"] == {"estimators": ["extra_est"]}
-    r = cli("estimators", "--json", env=env)
+    r = cli_subprocess("estimators", "--json", env=env)
     est = {e["name"]: e for e in json.loads(r.out)}
     assert est["extra_est"]["provider"] == "autotransfer-extra 1.2.3"
     # and it really works through the public API

@@ -8,6 +8,7 @@ import pytest
 from autotransfer._rank import subsample
 
 
+@pytest.mark.slow  # the digits zoo
 def test_rank_cli_writes_transferability_csv(cli, zoo, target_dir, tmp_path):
     specs = [zoo["digits-test_resnet"].spec, zoo["shuffled-test_resnet"].spec]
     out = tmp_path / "run"

@@ -11,6 +11,8 @@ from autotransfer.features import extract
 from autotransfer.rank_plan import PLAN_FILL, RankDeadline, min_items, plan_ranking
 from autotransfer.sources import resolve_source
 
+pytestmark = pytest.mark.slow  # every test ranks two sources of the digits zoo
+
 
 @pytest.fixture(scope="module")
 def digits(digits_dir):

@@ -49,14 +49,14 @@ def _search_args(data: Path, out: Path, spec: str, cache: Path, trials: int = 3,
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Two datasets (digits 0-2 and 3-5), one tiny local source, one finished search of the first."""
-    from conftest import run_cli
+    from conftest import run_cli_in_process
 
     root = tmp_path_factory.mktemp("runs")
     a = write_digits(root / "digits-a", classes=range(3), per_class=10, size=16)
     b = write_digits(root / "digits-b", classes=range(3, 6), per_class=10, size=16)
     spec = timm_spec(root, "test_resnet", size=16)
     out = root / "run-a"
-    r = run_cli(*_search_args(a, out, spec, root / "cache"))
+    r = run_cli_in_process(*_search_args(a, out, spec, root / "cache"))
     assert r.code == 0, r.err[-3000:]
     return {"a": a, "b": b, "spec": spec, "out": out, "cache": root / "cache", "root": root,
             "summary": pd.read_csv(out / "leaderboards" / "summary.csv").iloc[0]}
@@ -80,6 +80,7 @@ def _can_mount() -> bool:
 # --- item 2: one folder, one data ---
 
 
+@pytest.mark.slow  # a search of the module's world
 def test_out_of_other_data_is_refused_and_nothing_in_it_changes(cli, world):
     out = world["out"]
     before = _snapshot(out)
@@ -105,6 +106,7 @@ def test_out_of_other_data_is_refused_and_nothing_in_it_changes(cli, world):
     assert int(summary["n_trials"]) == 3
 
 
+@pytest.mark.slow  # a search of the module's world
 def test_leaderboards_and_result_show_sources_by_name(world):
     weights = world["spec"].split("@")[1].split("?")[0]
     assert Path(weights).is_absolute()
@@ -123,6 +125,7 @@ def test_leaderboards_and_result_show_sources_by_name(world):
 
 
 @pytest.mark.parametrize("kind", ["refused", "no-database"])
+@pytest.mark.slow  # a search of the module's world
 def test_unreachable_storage_fails_before_ranking(cli, world, tmp_path, kind):
     if kind == "refused":
         url, shown, words = "postgresql://postgres:secret@127.0.0.1:1/test", "postgresql://postgres@127.0.0.1:1/test", \
@@ -138,6 +141,7 @@ def test_unreachable_storage_fails_before_ranking(cli, world, tmp_path, kind):
     assert not out.exists()  # refused before the ranking wrote anything
 
 
+@pytest.mark.slow  # a search of the module's world
 def test_a_shared_study_of_other_data_is_refused_before_ranking(cli, world, tmp_path):
     _pg_ok()
     name = f"other-data-{os.getpid()}-{int(time.time())}"
@@ -168,6 +172,7 @@ def _read_only_cmd(folder: Path, argv: list[str]) -> list[str]:
     return ["unshare", "-m", "sh", "-c", script, str(folder), *cli]
 
 
+@pytest.mark.slow  # a search of the module's world
 def test_read_only_out_is_one_line_before_ranking(world, tmp_path):
     from conftest import CliResult
 
@@ -184,6 +189,7 @@ def test_read_only_out_is_one_line_before_ranking(world, tmp_path):
     assert _snapshot(run) == before
 
 
+@pytest.mark.slow  # a search of the module's world
 def test_disk_full_mid_search_is_one_line_and_the_study_resumes(cli, world, tmp_path):
     """A real full disk: the run folder on a 32 MiB tmpfs (a private mount namespace), filled with
     zeros as soon as the first trial is on the leaderboard."""
@@ -257,6 +263,7 @@ def _trials_of(name: str) -> list:
     return optuna.load_study(study_name=name, storage=st.open_storage(PG_URL)).get_trials()
 
 
+@pytest.mark.slow  # a search of the module's world
 def test_worker_killed_in_its_first_seconds_is_retried_before_the_survivor_finishes(world, tmp_path):
     _pg_ok()
     name = f"early-kill-{os.getpid()}-{int(time.time())}"
@@ -305,6 +312,7 @@ def test_worker_killed_in_its_first_seconds_is_retried_before_the_survivor_finis
         optuna.delete_study(study_name=name, storage=st.open_storage(PG_URL))
 
 
+@pytest.mark.slow  # a search of the module's world
 def test_a_second_search_on_the_same_out_says_it_waits(world, tmp_path):
     out = tmp_path / "run"
     # long enough trials (40 epochs) that the second search is ready before the first ends: with

@@ -331,6 +331,7 @@ def test_an_out_that_cannot_be_written_is_one_line_before_the_work(image_model, 
     assert not (tmp_path / "missing").exists()
 
 
+@pytest.mark.slow  # a fresh process in its own mount namespace
 def test_a_read_only_out_is_one_line_before_predicting(image_model, tmp_path):
     from test_safety_runs import _read_only_cmd
 

@@ -303,8 +303,10 @@ def test_plugins_register_without_importing_torch():
     assert proc.returncode == 0, proc.stderr
 
 
-def test_sources_listing(cli):
-    res = cli("sources", "--json", env={"HF_HUB_OFFLINE": "1"})
+@pytest.mark.slow  # a fresh process importing every source plugin
+def test_sources_listing(cli_subprocess):
+    # HF_HUB_OFFLINE is read when huggingface_hub is imported, so only a fresh process honours it
+    res = cli_subprocess("sources", "--json", env={"HF_HUB_OFFLINE": "1"})
     assert res.code == 0, res.err
     rows = {r["name"]: r for r in json.loads(res.out)}
     assert rows["minilm-l6"]["feature_dim"] == 384 and rows["minilm-l6"]["offline_weights"] is True
