@@ -10,6 +10,7 @@ variables that third-party libraries read when they are imported (``HF_HUB_OFFLI
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import sys
@@ -140,6 +141,31 @@ def _fresh_process_state():
             torch.set_rng_state(saved_torch[1])
 
 
+def _stream_handlers() -> list[logging.StreamHandler]:
+    """Plain stream handlers of every logger (optuna's, transformers'): each holds the stream it was made with."""
+    loggers = [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(v, logging.Logger))]
+    return [h for lg in loggers for h in lg.handlers if type(h) is logging.StreamHandler]
+
+
+@contextlib.contextmanager
+def _logs_on_stderr(outside):
+    """Libraries' log handlers write to the current ``sys.stderr`` for the block, as to a fresh process's
+    stderr; afterwards each goes back to its stream, and one made during the block to ``outside``."""
+    stderr = sys.stderr
+    saved = {h: h.stream for h in _stream_handlers() if h.stream not in (sys.stdout, sys.__stdout__)}
+    for handler in saved:
+        handler.setStream(stderr)
+    try:
+        yield
+    finally:
+        for handler in _stream_handlers():
+            if handler in saved:
+                handler.setStream(saved[handler])
+            elif handler.stream is stderr:
+                handler.setStream(outside)
+
+
 def run_cli_in_process(*args: str, env: dict | None = None, cwd: str | None = None, timeout: int = 600) -> CliResult:
     """Run ``autotransfer ARGS`` in this process: ``main()`` with click's ``CliRunner`` capturing stdout
     and stderr apart, ``env`` and ``cwd`` applied for the call only, exit codes as a process gives them.
@@ -151,7 +177,9 @@ def run_cli_in_process(*args: str, env: dict | None = None, cwd: str | None = No
     from autotransfer.cli import main
 
     runner = CliRunner()
-    with _fresh_process_state(), runner.isolation(env=env) as (out, err, _), _fresh_warnings():
+    outside = sys.stderr
+    with (_fresh_process_state(), runner.isolation(env=env) as (out, err, _), _fresh_warnings(),
+          _logs_on_stderr(outside)):
         sys.argv[:] = ["autotransfer", *args]  # the lazy group reads argv to tell a help listing
         if cwd is not None:
             os.chdir(cwd)

@@ -215,6 +215,31 @@ def test_plugins_dir_plugin(cli, tmp_path):
     assert "dir_est" in {e["name"] for e in json.loads(r.out)}
 
 
+def test_an_in_process_run_leaves_the_process_as_it_found_it(cli, tmp_path, monkeypatch):
+    """The ``cli`` fixture runs in this process: a command's plugins, environment, working directory,
+    logger set-up and warning memory must not outlive it (each test sees a fresh process's state)."""
+    import logging
+    import os
+
+    from autotransfer import console, plugins
+
+    d = tmp_path / "plug"
+    d.mkdir()
+    (d / "my_est.py").write_text(EST_PLUGIN.format(name="dir_est"))
+    (d / "broken.py").write_text("raise RuntimeError('kaboom at import')\n")
+    monkeypatch.chdir(tmp_path)
+    log = logging.getLogger("autotransfer")
+    manager, handlers, level = plugins.get_plugin_manager(), list(log.handlers), log.level
+    env, seen, mods = dict(os.environ), console.seen_warnings(), set(sys.modules)
+    r = cli("--plugins-dir", str(d), "estimators", "--json", env={"AUTOTRANSFER_TRACE_PLUGINS": "1"}, cwd=str(d))
+    assert r.code == 0 and "dir_est" in {e["name"] for e in json.loads(r.out)}
+    assert "trace: register_estimators" in r.err and "kaboom at import" in r.err
+    assert plugins.get_plugin_manager() is manager and "dir_est" not in plugins.get_registry("estimators")
+    assert dict(os.environ) == env and os.getcwd() == str(tmp_path)
+    assert log.handlers == handlers and log.level == level and console.seen_warnings() == seen
+    assert not {m for m in set(sys.modules) - mods if m.startswith("autotransfer_dirplugin_")}
+
+
 def test_broken_plugin_warns_and_is_skipped_or_fatal_when_strict(cli, tmp_path):
     d = tmp_path / "plug"
     d.mkdir()
