@@ -7,6 +7,7 @@ import pickle
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from helpers_sources import Payload, block_network, check_groups, save_timm, save_tiny_bert
@@ -324,3 +325,21 @@ def _png(folder):
     if not path.exists():
         Image.fromarray(digits_arrays()[0][0]).save(path)
     return path
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_digits_zoo_pretrains_once_and_loads_through_the_timm_path(tmp_path):
+    from autotransfer.zoo import build_zoo, synthetic_bars
+
+    [entry] = build_zoo(tmp_path, archs=("test_resnet",), kinds=("helpful",), epochs=1)
+    weights = tmp_path / "digits-test_resnet.safetensors"
+    assert entry.name == "digits-test_resnet" and entry.kind == "helpful" and 0.0 <= entry.source_accuracy <= 1.0
+    assert entry.spec == f"timm:test_resnet@{weights}" and weights.with_suffix(".json").is_file()
+    stamp = weights.stat().st_mtime_ns
+    assert build_zoo(tmp_path, archs=("test_resnet",), kinds=("helpful",), epochs=1) == [entry]
+    assert weights.stat().st_mtime_ns == stamp  # reused, not trained again
+    src = resolve_source(entry.spec)
+    assert src.available()[0] and src.feature_dim > 0
+    images, labels = synthetic_bars(40, seed=7)
+    assert images.shape == (40, 8, 8) and images.dtype == np.uint8 and set(labels.tolist()) <= {0, 1, 2, 3}
+
