@@ -51,6 +51,7 @@ def slow_source(zoo, monkeypatch):
     return clock
 
 
+@pytest.mark.slow
 def test_timeout_bounds_ranking_baselines_trials_and_export(slow_source, target_dir, tmp_path):
     res = autotransfer.search(target_dir, out=tmp_path / "run", sources=["slow"], timeout=TIMEOUT, epochs=12,
                               trials=40, estimators=["logme"], progress=False, cache_dir=str(tmp_path / "cache"),
@@ -76,6 +77,7 @@ def test_timeout_bounds_ranking_baselines_trials_and_export(slow_source, target_
     assert res.best_dir is not None and (res.best_dir / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_no_sampled_trial_starts_when_the_budget_left_fits_too_few_epochs(slow_source, target_dir, tmp_path,
                                                                            monkeypatch, capsys):
     """The rule that ends the search when what is left would not fit ``MIN_USEFUL_EPOCHS`` of the cheapest

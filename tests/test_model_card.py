@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # a zoo search
 
 
 @pytest.fixture(scope="module")

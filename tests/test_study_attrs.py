@@ -8,7 +8,7 @@ import optuna
 import pandas as pd
 import pytest
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # a zoo search
 
 
 def test_every_trial_names_its_source_and_strategy_and_the_objective_is_named(zoo, target_dir, tmp_path):

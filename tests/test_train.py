@@ -62,6 +62,7 @@ def digits_a_b(work):
     return work / "A", work / "B"
 
 
+@pytest.mark.slow
 def test_pretrained_on_0_to_4_transfers_to_5_to_9(digits_a_b, work):
     from safetensors.torch import save_file
 
@@ -106,6 +107,7 @@ def test_lp_ft_probe_stage_is_exactly_linear_probe(resnet, digits5, work):
 # --- multi-task ---
 
 
+@pytest.mark.slow
 def test_multitask_shares_one_backbone_with_a_head_per_task(news, work):
     ds, bert = news
     assert [t.name for t in ds.tasks] == ["topic", "kind"]
