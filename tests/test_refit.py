@@ -1,0 +1,81 @@
+"""``--refit``: the chosen trial retrained on train + val (never test), tested beside it, exported as best/."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from helpers_final import check_moved_model
+from helpers_training import timm_spec
+
+import autotransfer
+from autotransfer._search.refit import resolve_refit, train_and_val
+from autotransfer._train import kept_epoch
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_keep_last_keeps_the_last_epoch_whatever_the_curve():
+    assert kept_epoch([0.9, 0.5, 0.2], 100, "last") == 2
+    assert kept_epoch([0.9, 0.5, 0.2], 100, "best") == 0
+
+
+def test_train_and_val_trains_on_both_and_never_on_test(digits5):
+    both = train_and_val(digits5)
+    train, val, test = (set(digits5.splits[s].tolist()) for s in ("train", "val", "test"))
+    assert set(both.splits["train"].tolist()) == train | val
+    assert not set(both.splits["train"].tolist()) & test
+    assert both.splits["test"].tolist() == digits5.splits["test"].tolist()
+    assert both.fingerprint != digits5.fingerprint  # its features are not the training split's cached ones
+
+
+def test_auto_is_off_until_measured_and_its_rule_counts_the_smallest_class(digits5):
+    assert resolve_refit("on", digits5) == (True, "on")
+    assert resolve_refit("off", digits5) == (False, "off")
+    on, why = resolve_refit("auto", digits5)
+    assert not on and "off until the benchmark suite" in why
+    fewest = min(digits5.class_counts()["train"]["label"].values())
+    assert resolve_refit("auto", digits5, below=fewest + 1)[0]
+    assert not resolve_refit("auto", digits5, below=fewest)[0]
+
+
+def test_stop_after_replays_the_first_epochs_of_the_same_schedule(digits5, tmp_path):
+    spec = timm_spec(tmp_path, "test_resnet")
+    full = autotransfer.train(digits5, spec, "partial", depth=1, epochs=4, evaluate_test=False)
+    cut = autotransfer.train(digits5, spec, "partial", depth=1, epochs=4, stop_after=2, keep="last",
+                             evaluate_test=False)
+    assert cut.epochs_run == 2 and cut.best_epoch == 1
+    assert cut.val_curve == pytest.approx(full.val_curve[:2])  # the same schedule, cut: the same first epochs
+    assert cut.train_items == len(digits5.splits["train"])
+
+
+def test_a_probe_re_solves_at_the_l2_it_is_given(digits5, tmp_path):
+    spec = timm_spec(tmp_path, "test_resnet")
+    chosen = autotransfer.train(digits5, spec, "linear_probe", evaluate_test=False, cache_dir=tmp_path / "c")
+    l2 = {k[:-3]: v for k, v in chosen.params.items() if k.endswith("_l2")}
+    assert l2
+    again = autotransfer.train(digits5, spec, "linear_probe", evaluate_test=False, cache_dir=tmp_path / "c", l2=l2)
+    assert {k: again.params[f"{k}_l2"] for k in l2} == l2
+    assert again.val_score == pytest.approx(chosen.val_score)
+    other = {k: v * 1000 for k, v in l2.items()}
+    stronger = autotransfer.train(digits5, spec, "linear_probe", evaluate_test=False, cache_dir=tmp_path / "c",
+                                  l2=other)
+    assert {k: stronger.params[f"{k}_l2"] for k in l2} == other
+
+
+@pytest.mark.slow
+def test_refit_trains_on_train_and_val_and_the_moved_model_predicts(zoo, target_dir, tmp_path, cli_subprocess):
+    res = autotransfer.search(
+        target_dir, out=tmp_path / "run", sources=[zoo["digits-test_resnet"].spec], trials=3, epochs=3,
+        estimators=["logme"], strategies=["linear_probe", "partial"], progress=False,
+        cache_dir=str(tmp_path / "cache"), refit="on")
+    s = res.summary
+    n_train, n_val = int(s["n_train"]), int(s["n_val"])
+    cfg = json.loads((res.best_dir / "config.json").read_text())
+    assert cfg["refit"]["train_items"] == n_train + n_val  # train + val, never test
+    assert s["refit_train_items"] == n_train + n_val and s["exported"] == "refit" and s["refit"] == "on"
+    assert s["test_score"] == s["test_score_refit"] and s["test_score_single"] is not None
+    single = json.loads((res.out_dir / "trials" / f"trial_{int(cfg['refit']['trial'])}" / "result.json").read_text())
+    assert cfg["refit"]["epochs"] == single["best_epoch"] + 1  # exactly the kept epoch's count
+    assert "Refit on train + val" in (res.out_dir / "report.md").read_text()
+    check_moved_model(cli_subprocess, res.best_dir, res.out_dir, target_dir / "test", tmp_path, s["test_score_refit"])
