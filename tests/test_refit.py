@@ -79,3 +79,26 @@ def test_refit_trains_on_train_and_val_and_the_moved_model_predicts(zoo, target_
     assert cfg["refit"]["epochs"] == single["best_epoch"] + 1  # exactly the kept epoch's count
     assert "Refit on train + val" in (res.out_dir / "report.md").read_text()
     check_moved_model(cli_subprocess, res.best_dir, res.out_dir, target_dir / "test", tmp_path, s["test_score_refit"])
+
+
+def test_bad_refit_and_ensemble_options_are_one_line_naming_the_fix():
+    from autotransfer import AutotransferError
+    from autotransfer._search.config import SearchConfig
+
+    with pytest.raises(AutotransferError, match=r"--refit 'sometimes' is not one of auto, on, off; pass auto, on or off"):
+        SearchConfig(refit="sometimes")
+    with pytest.raises(AutotransferError, match="--ensemble -2 is not allowed"):
+        SearchConfig(ensemble=-2)
+
+
+def test_the_report_says_what_best_is_and_an_older_summary_reads_as_before():
+    from autotransfer._search.report import _final_md
+
+    assert _final_md({"test_score": 0.9}) == []  # a run folder written before --refit and --ensemble
+    text = _final_md({"exported": "refit", "test_score_single": 0.81, "test_score_refit": 0.86,
+                      "refit": "on", "refit_train_items": 120, "refit_seconds": 3.5})[0]
+    assert "**Exported as best/:** refit; the chosen trial as searched: test 0.8100." in text
+    assert "Refit on train + val (120 items, 3.5 s): test 0.8600." in text
+    text = _final_md({"exported": "ensemble", "test_score_single": 0.8, "ensemble_members": "trial 0 x0.6; trial 1 x0.4",
+                      "ensemble_val_score": 0.811, "ensemble_test_score": 0.83, "inference_cost": 2.0})[0]
+    assert "Ensemble of trial 0 x0.6; trial 1 x0.4: validation 0.8110, test 0.8300, inference cost 2.00x" in text

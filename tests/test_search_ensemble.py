@@ -81,16 +81,14 @@ def test_a_trial_perfect_on_test_and_poor_on_validation_is_never_chosen(zoo, tar
     assert f"trial {planted} " not in f"{s['ensemble_members']} "
     assert StudyRecord.from_study(optuna.load_study(study_name="autotransfer-target",
                                                     storage=default_storage(out))).answer != planted
-    assert s["exported"] in ("ensemble", "soup", "single")
-    assert s["test_score_single"] is not None and s["ensemble_val_score"] >= s["val_score"]
-    print("EXPORTED", s["exported"], s["ensemble_members"], s["ensemble_val_score"], s["val_score"])
-    if s["exported"] == "single":
-        return
+    # on this data the probe and the scratch baseline together beat the probe alone on validation (0.811 to 0.798)
+    assert s["exported"] in ("ensemble", "soup") and s["test_score_single"] is not None
     assert s["ensemble_val_score"] > s["val_score"] and s["test_score"] == s["ensemble_test_score"]
     cfg = json.loads((res.best_dir / "config.json").read_text())
     if s["exported"] == "soup":  # one model: one model's inference cost
         assert float(s["inference_cost"]) == 1.0
     else:
-        assert float(s["inference_cost"]) == pytest.approx(cfg["parameters"] / cfg["single_parameters"]) > 1.0
+        cost = float(s["inference_cost"])
+        assert cost == pytest.approx(cfg["parameters"] / cfg["single_parameters"]) and cost > 1.0
     assert str(planted) not in map(str, cfg.get("trials") or cfg.get("soup", {}).get("trials", []))
     check_moved_model(cli_subprocess, res.best_dir, out, target_dir / "test", tmp_path, s["ensemble_test_score"])
