@@ -102,3 +102,40 @@ def test_the_report_says_what_best_is_and_an_older_summary_reads_as_before():
     text = _final_md({"exported": "ensemble", "test_score_single": 0.8, "ensemble_members": "trial 0 x0.6; trial 1 x0.4",
                       "ensemble_val_score": 0.811, "ensemble_test_score": 0.83, "inference_cost": 2.0})[0]
     assert "Ensemble of trial 0 x0.6; trial 1 x0.4: validation 0.8110, test 0.8300, inference cost 2.00x" in text
+
+
+def _ctx(dataset, source, epochs):
+    from types import SimpleNamespace
+
+    from autotransfer._train_config import TrainConfig
+
+    plan = SimpleNamespace(dataset=dataset, epochs=epochs, source_options=None,
+                           train_config=TrainConfig(epochs=epochs, seed=0, device="cpu", evaluate_test=False))
+    return SimpleNamespace(plan=plan, screen=SimpleNamespace(sources={source.name: source}))
+
+
+@pytest.mark.parametrize("role", ["search", "scratch"])
+def test_refit_replays_a_fine_tuned_or_scratch_trial_on_train_and_val(role, digits5, tmp_path):
+    from types import SimpleNamespace
+
+    from autotransfer._search.record import TrialRecord
+    from autotransfer._search.refit import refit
+    from autotransfer.sources import resolve_source
+
+    source = resolve_source(timm_spec(tmp_path, "test_resnet"))
+    pretrained = role != "scratch"
+    trained = autotransfer.train(digits5, source, "partial", depth=1, epochs=4, lr=1e-3, pretrained=pretrained,
+                                 evaluate_test=False)
+    trained.save(tmp_path / "trial_0")
+    record = TrialRecord(role=role, baseline_source=source.name if role == "scratch" else None, planned_epochs=4,
+                         best_epoch=trained.best_epoch,
+                         config={"source": source.name, "strategy": "partial", "lr": 1e-3, "weight_decay": 0.01,
+                                 "params": {"depth": 1}})
+    trial = SimpleNamespace(number=0, user_attrs=record.to_user_attrs())
+    result = refit(_ctx(digits5, source, 4), trial, tmp_path / "trial_0")
+    n = len(digits5.splits["train"]) + len(digits5.splits["val"])
+    assert result.train_items == n and result.model.config["refit"]["train_items"] == n
+    assert result.epochs_run == trained.best_epoch + 1 and result.best_epoch == trained.best_epoch  # the last, kept
+    assert result.model.config["refit"]["schedule_epochs"] == 4
+    assert result.model.config["pretrained"] is pretrained
+    assert result.batch_size == trained.batch_size
