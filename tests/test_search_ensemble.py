@@ -38,6 +38,9 @@ class _Planted:
     def param_counts(self):
         return self.real.param_counts()
 
+    def to(self, device):
+        return self
+
 
 def _plant(out, number_of_trials: int) -> int:
     """A completed trial, poor on validation, added to the run's study; its model folder a copy of trial 0's."""

@@ -72,8 +72,11 @@ def choose_ensemble(ctx: Any, complete: list[Any], answer: Any, size: int) -> tu
     two when it beats the single answer on validation (else None), and the single answer's validation score."""
     metric = selection_metric(ctx)
     cands = _candidates(complete, ctx)
-    models = {n: load_model(d, device=str(ctx.plan.device)) for n, d in cands}
-    probs = {n: _probs(m, ctx, "val") for n, m in models.items()}
+    models, probs = {}, {}
+    for n, d in cands:  # one candidate on the device at a time: the others wait on the CPU
+        model = load_model(d, device=str(ctx.plan.device))
+        probs[n] = _probs(model, ctx, "val")
+        models[n] = model.to("cpu")
     labels = ctx.plan.dataset.split_labels("val")
     single = score(metric, labels, probs[answer.number]) if answer.number in probs else float("-inf")
     numbers = list(probs)
