@@ -78,7 +78,7 @@ def test_a_trial_perfect_on_test_and_poor_on_validation_is_never_chosen(zoo, tar
         return _Planted(dataset, model) if str(path).endswith(f"trial_{planted}") else model
 
     monkeypatch.setattr(final, "load_model", load_model)
-    res = autotransfer.search(target_dir, **{**kw, "trials": len(first.trials) + 1})
+    res = autotransfer.search(target_dir, **{**kw, "trials": len(first.trials) + 1, "refit": "on"})
     assert any(p.endswith(f"trial_{planted}") for p in loaded)  # it was a candidate
     s = res.summary
     assert f"trial {planted} " not in f"{s['ensemble_members']} "
@@ -86,6 +86,8 @@ def test_a_trial_perfect_on_test_and_poor_on_validation_is_never_chosen(zoo, tar
                                                     storage=default_storage(out))).answer != planted
     # on this data the probe and the scratch baseline together beat the probe alone on validation (0.811 to 0.798)
     assert s["exported"] in ("ensemble", "soup") and s["test_score_single"] is not None
+    # --refit applies to a single answer: the ensemble that won is exported as chosen
+    assert s["refit"].startswith("on; not applied") and s["test_score_refit"] is None
     assert s["ensemble_val_score"] > s["val_score"] and s["test_score"] == s["ensemble_test_score"]
     cfg = json.loads((res.best_dir / "config.json").read_text())
     if s["exported"] == "soup":  # one model: one model's inference cost
