@@ -16,9 +16,9 @@ from .errors import AutotransferError
 from .precision import check_precision
 
 # lr 0 is allowed here (it freezes a stage: a test's probe); the CLI's --lr must be above 0
-KEEP_RULES = ("within_se", "best")  # which epoch a run keeps (``kept_epoch``)
+KEEP_RULES = ("within_se", "best", "last")  # which epoch a run keeps (``kept_epoch``)
 _RULES = {"lr": NONNEGATIVE, "epochs": COUNT, "weight_decay": NONNEGATIVE, "seed": SEED, "batch_size": COUNT,
-          "num_workers": COUNT0}
+          "num_workers": COUNT0, "stop_after": COUNT}
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,18 @@ class TrainConfig:
     monitor: Any = None  # a ``TrainMonitor`` that may shorten the run or stop it mid-epoch (the search's budget)
     precision: str = "auto"  # auto, bf16, fp16 or fp32 (``autotransfer.precision``); recorded in ``params``
     # which epoch's weights the run keeps: "within_se", the latest epoch whose validation score is
-    # within one standard error of the best (``kept_epoch``), or "best", the first maximum
+    # within one standard error of the best (``kept_epoch``), "best", the first maximum, or "last", the
+    # last epoch run (a refit: validation chooses nothing)
     keep: str = "within_se"
+    # a refit's replay of a finished run: the reported stage stops after this many epochs while its
+    # learning-rate schedule still spans ``epochs`` (the run it replays kept that epoch) [None: all epochs]
+    stop_after: int | None = None
+    # solver stage name -> the L2 strength to solve at, instead of choosing one on validation (a refit)
+    l2: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         """A number an option cannot mean is one line naming it, before any work."""
-        check_fields(self, _RULES, optional=("lr", "batch_size", "num_workers"))
+        check_fields(self, _RULES, optional=("lr", "batch_size", "num_workers", "stop_after"))
         if self.keep not in KEEP_RULES:
             raise AutotransferError(f"keep must be one of {', '.join(KEEP_RULES)}, got keep={self.keep!r}")
         check_precision(self.precision)

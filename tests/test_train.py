@@ -205,8 +205,8 @@ def test_report_stops_the_run_and_the_best_epoch_is_kept(resnet, digits5):
         assert full.val_score == full.val_curve[full.best_epoch]
         pred, _ = full.predict(digits5.split_items("val"))
         assert (pred[:, 0] == digits5.split_labels("val", 0)).mean() == pytest.approx(full.val_score)
-    with pytest.raises(AutotransferError, match="keep must be one of within_se, best"):
-        autotransfer.train(digits5, resnet, "partial", depth=2, epochs=1, keep="last")
+    with pytest.raises(AutotransferError, match="keep must be one of within_se, best, last"):
+        autotransfer.train(digits5, resnet, "partial", depth=2, epochs=1, keep="worst")
 
 
 def test_kept_epoch_is_the_latest_within_one_standard_error_of_the_best():

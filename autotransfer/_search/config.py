@@ -20,9 +20,10 @@ from ..precision import check_precision
 # the numeric options and what each accepts; None (decided from the data) is accepted where listed
 _RULES = {"trials": COUNT, "timeout": POSITIVE, "top_k": COUNT, "epochs": COUNT, "seed": SEED, "max_samples": COUNT,
           "warmup_epochs": COUNT0, "patience": COUNT, "margin": NONNEGATIVE, "scratch_baselines": COUNT,
-          "stall_trials": COUNT0}
+          "stall_trials": COUNT0, "ensemble": COUNT0}
 _OPTIONAL = ("trials", "timeout", "epochs", "max_samples", "scratch_baselines")
 EFFICIENCY_PRUNERS = ("median", "halving", "none")
+REFIT_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,10 @@ class SearchConfig:
     # end the search early when this many sampled trials in a row have finished without raising the
     # best validation score of any trial (baselines and probes included); 0: always run --trials
     stall_trials: int = 6
+    # after the search, retrain the chosen trial on train + val and export that: on, off, or auto
+    # (``refit.resolve_refit``'s rule: off until the benchmark suite measures it)
+    refit: str = "auto"
+    ensemble: int = 0  # greedy ensemble selection over the completed trials, at most this many picks; 0: off
     progress: bool = True  # progress bars
     precision: str = "auto"  # auto, bf16, fp16 or fp32
     # Optuna-style ``callback(study, frozen_trial)`` after each finished trial (complete, pruned or
@@ -72,6 +77,9 @@ class SearchConfig:
             raise AutotransferError(f"--efficiency-pruner {self.efficiency_pruner!r} is not one of "
                                     f"{', '.join(EFFICIENCY_PRUNERS)}")
         check_precision(self.precision)
+        if self.refit not in REFIT_MODES:
+            raise AutotransferError(f"--refit {self.refit!r} is not one of {', '.join(REFIT_MODES)}; pass auto, on "
+                                    "or off")
         if self.split is not None:
             from ..data.splits import parse_split
 

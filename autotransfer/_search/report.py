@@ -27,10 +27,14 @@ CURVES = "curves.png"  # every trial's validation curve, first in the report
 TRIAL_COLUMNS = ["trial", "state", "role", "source", "provider", "strategy", "depth", "lr", "weight_decay",
                  "epochs_run", "val_score", "best_epoch", "baseline_val_same_epoch", "delta_vs_scratch",
                  "prune_reason", "stop_reason", "fail_reason", "seconds", "trainable_params", "precision"]
+# what best/ is once the search has chosen (``final.improve``): the chosen trial, its refit, an ensemble
+# or a soup; the summary's test_score is best/'s, test_score_single the chosen trial's as searched
+FINAL_COLUMNS = ["exported", "test_score_single", "refit", "test_score_refit", "refit_seconds", "refit_train_items",
+                 "ensemble_members", "ensemble_val_score", "ensemble_test_score", "inference_cost"]
 SUMMARY_COLUMNS = ["data", "modality", "tasks", "n_train", "n_val", "n_test", "best_source", "strategy", "depth",
                    "lr", "val_score", "test_score", "scratch_val_score", "scratch_test_score", "delta_vs_scratch",
                    "negative_transfer", "negative_transfer_pruned", "n_trials", "n_pruned", "n_failed",
-                   "total_seconds", "precision", "note"]
+                   "total_seconds", "precision", "note", *FINAL_COLUMNS]
 # a failed trial whose worker could not say why (Optuna's own heartbeat check fails it without a word)
 NO_REASON = "no reason recorded: the worker running it stopped before the trial ended (killed, crashed or hung)"
 
@@ -169,6 +173,7 @@ def summary_row(study: optuna.Study, rows: list[dict[str, Any]], extra: dict[str
         "total_seconds": round(float(extra.get("seconds", 0.0)), 1),
         "precision": ans.get("precision"),
         "note": note,
+        **(extra.get("final") or {}),  # may replace test_score with best/'s
     }
 
 
@@ -252,6 +257,30 @@ def _searched_md(study: optuna.Study) -> list[str]:
     return [*lines, ""]
 
 
+def _final_md(summary: dict[str, Any]) -> list[str]:
+    """What best/ is (the chosen trial, its refit, an ensemble or a soup) and the test scores of each."""
+    exported = summary.get("exported")
+    if not exported:  # a summary written before --refit and --ensemble
+        return []
+
+    def num(key: str) -> str:
+        v = summary.get(key)
+        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+    lines = [f"**Exported as best/:** {exported}; the chosen trial as searched: test {num('test_score_single')}."]
+    if num("test_score_refit"):
+        lines.append(f"Refit on train + val ({summary.get('refit_train_items')} items, "
+                     f"{summary.get('refit_seconds')} s): test {num('test_score_refit')}.")
+    if summary.get("refit"):
+        lines.append(f"Refit: {summary['refit']}.")
+    if summary.get("ensemble_members"):
+        lines.append(f"Ensemble of {summary['ensemble_members']}: validation {num('ensemble_val_score')}"
+                     + (f", test {num('ensemble_test_score')}" if num("ensemble_test_score") else "")
+                     + (f", inference cost {summary['inference_cost']:.2f}x the chosen trial's"
+                        if num("inference_cost") else "") + ".")
+    return [" ".join(lines), ""]
+
+
 def _markdown(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]], study: optuna.Study) -> None:
     trans = read_transferability(out)
     t_cols = [c for c in (trans[0].keys() if trans else []) if not c.startswith("rank_") and c not in ("notes",)]
@@ -266,6 +295,7 @@ def _markdown(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]], st
         + (f", test {summary['scratch_test_score']:.4f}" if summary.get("scratch_test_score") is not None else "")
         + ".", "",
         summary["note"] + ".", "",
+        *_final_md(summary),
         f"![learning curves]({CURVES})", "",
         f"{summary['n_trials']} trials: {summary['n_pruned']} pruned "
         f"({summary['negative_transfer_pruned']} behind scratch), {summary['n_failed']} failed; "

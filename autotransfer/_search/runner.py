@@ -28,6 +28,7 @@ from .announce import Announcer
 from .budget import Budget
 from .choice import choose_top
 from .config import SearchConfig
+from .final import improve
 from .plan import SearchPlan, resolve_plan
 from .pruner import ScratchBaselinePruner, make_inner_pruner
 from .record import DEFAULT, StudyRecord, TrialRecord
@@ -319,7 +320,7 @@ def _finish_interrupted(study: optuna.Study, ctx: Context, plan: SearchPlan) -> 
     """Write what finished (nothing may have), say how to resume, and re-raise the interrupt."""
 
     try:
-        _finish(study, ctx, plan.t0, plan.data)
+        _finish(study, ctx, plan.t0, plan.data, finalise=False)
     except AutotransferError:
         write_reports(study, ctx, final=False)
     note(f"interrupted: leaderboards for the finished trials are in {plan.out_dir / 'leaderboards'}; "
@@ -348,8 +349,11 @@ def _tick(bar: Any, study: optuna.Study, ctx: Context, total: int, t0: float, ti
     bar.refresh()
 
 
-def _finish(study: optuna.Study, ctx: Context, t0: float, data: Any) -> SearchResult:
-    """Pick the answer (never worse than scratch on validation), test it once, export it, write reports."""
+def _finish(study: optuna.Study, ctx: Context, t0: float, data: Any, finalise: bool = True) -> SearchResult:
+    """Pick the answer (never worse than scratch on validation), test it once, export it, write reports.
+
+    ``finalise``: then ensemble or refit it (``final.improve``) as --ensemble and --refit say; an
+    interrupted search exports the chosen trial as it is."""
 
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
     scratch = [t for t in complete if TrialRecord.from_frozen(t).is_scratch]
@@ -381,8 +385,9 @@ def _finish(study: optuna.Study, ctx: Context, t0: float, data: Any) -> SearchRe
         shutil.rmtree(ctx.plan.out_dir / "best", ignore_errors=True)
         note(f"the chosen model (trial {answer.number}) was trained by another worker; "
              "its weights are in that worker's --out directory")
+    final = improve(ctx, complete, answer, tests[answer.number], best_dir) if best_dir and finalise else {}
     summary_extra = {"answer": answer.number, "baseline": base.number if base else None, "tests": tests,
-                     "negative": negative, "seconds": ctx.budget.now() - t0, "data": str(data)}
+                     "negative": negative, "seconds": ctx.budget.now() - t0, "data": str(data), "final": final}
     rows = write_reports(study, ctx, final=True, extra=summary_extra)
 
     out_dir = ctx.plan.out_dir

@@ -23,6 +23,7 @@ from ..strategies import SCRATCH_RECIPE
 from . import rundir
 from . import storage as st
 from .budget import MIN_BASELINE_EPOCHS, Budget, TrialMonitor
+from .final import keep_every_trial
 from .optuna_private import storage_of, trial_id
 from .plan import SearchPlan
 from .pruner import ScratchBaselinePruner
@@ -253,14 +254,18 @@ class _TrialRun:
 
 
 def _keep_if_best(study: optuna.Study, number: int, role: str, result: Any, ctx: Context) -> None:
-    """Save the model when it is the best of its role so far; drop the one it replaces."""
+    """Save the model when it is the best of its role so far; drop the one it replaces. With --ensemble,
+    every completed trial's model is kept: the ensemble chooses among them."""
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if TrialRecord.from_frozen(t).is_scratch == (role == SCRATCH)]
     best = max(done, key=lambda t: (t.value, -t.number))
-    if best.number != number:
+    keep_all = keep_every_trial(ctx)
+    if best.number != number and not keep_all:
         return
     target = ctx.plan.models_dir / f"trial_{number}"
     result.save(target)
+    if keep_all:
+        return
     for other in ctx.plan.models_dir.glob("trial_*"):
         n = int(other.name.split("_")[1])
         if n != number and any(t.number == n for t in done):

@@ -63,8 +63,11 @@ def kept_epoch(curve: Sequence[float], n_val: int, keep: str = "within_se") -> i
     within +-0.021, so an early maximum reached at a high learning rate is no evidence against a
     later, converged epoch a point below it. Measured on the imagenet benchmark task: lite0's LP-FT
     (lr 2.7e-4) peaked at epoch 3 (val 0.933, test 0.884) and ended at epoch 8 (val 0.920, test
-    0.917). ``best``: the first epoch at the maximum.
+    0.917). ``best``: the first epoch at the maximum. ``last``: the last epoch (a refit, which has no
+    validation to choose with).
     """
+    if keep == "last":
+        return len(curve) - 1
     best = max(range(len(curve)), key=lambda e: (curve[e], -e))
     if keep == "best":
         return best
@@ -74,12 +77,12 @@ def kept_epoch(curve: Sequence[float], n_val: int, keep: str = "within_se") -> i
 
 def fit(model: TransferModel, loop: _Loop, groups: list[dict[str, Any]], train: _Split, val: _Split, *,
         epochs: int, cached: bool, weight_decay: float, report: Report | None, verbose: bool = False,
-        monitor: TrainMonitor | None = None, keep: str = "within_se") -> _FitOut:
+        monitor: TrainMonitor | None = None, keep: str = "within_se", stop_after: int | None = None) -> _FitOut:
     """Train ``groups`` for ``epochs`` epochs; evaluate and report after each; restore the kept epoch.
 
     The kept epoch is ``kept_epoch(curve, len(val), keep)``. ``monitor.plan`` may shorten the run
     after each reported epoch (the schedule follows the new length); ``monitor.batch`` may end it
-    mid-epoch.
+    mid-epoch. ``stop_after`` ends the run after that many epochs, the schedule still spanning ``epochs``.
     """
     monitor = monitor or TrainMonitor()
     module: torch.nn.Module = model.heads if cached else model
@@ -93,7 +96,7 @@ def fit(model: TransferModel, loop: _Loop, groups: list[dict[str, Any]], train: 
     seconds: list[float] = []
     best_epoch, stopped = -1, False
     epoch = 0
-    while epoch < epochs:
+    while epoch < min(epochs, stop_after or epochs):
         t0 = time.perf_counter()
         try:
             _epoch_with_backoff(model, loop, opt, base_lrs, trainable, train, epoch, epochs, cached, monitor)

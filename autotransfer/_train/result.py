@@ -44,6 +44,7 @@ class TrainResult:
     features_from_cache: bool | None = None  # cached features came from the disk cache (None: none used)
     task_curves: dict[str, list[float]] = field(default_factory=dict)  # val accuracy per task per epoch
     stage_curves: dict[str, list[float]] = field(default_factory=dict)  # val curves of unreported stages
+    train_items: int | None = None  # items of the training split it trained on (a refit's: train + val)
 
     def predict(self, items: Sequence[Any], batch_size: int = 64) -> tuple[np.ndarray, list[np.ndarray]]:
         """Predicted class indices (n, n_tasks) and per-task probabilities; see ``TransferModel.predict``."""
@@ -59,7 +60,7 @@ class TrainResult:
             "best_epoch": self.best_epoch, "epochs_run": self.epochs_run, "seconds": self.seconds,
             "trainable_params": self.trainable_params, "total_params": self.total_params,
             "batch_size": self.batch_size, "oom_retries": self.oom_retries,
-            "stopped_early": self.stopped_early, "params": self.params,
+            "stopped_early": self.stopped_early, "params": self.params, "train_items": self.train_items,
         }
 
     def save(self, path: str | Path) -> Path:

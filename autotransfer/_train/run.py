@@ -20,6 +20,7 @@ from ..features import resolve_device
 from ..model import TransferModel
 from ..monitor import StopTraining
 from ..precision import resolve_precision
+from ..probe import L2_PATH
 from ..sources import Source, SourceOptions
 from ..strategies import SourceInfo, get_strategy
 from .cached_features import _Features
@@ -143,6 +144,7 @@ def _result(run: _Run, out: _StagesOut, strat: Strategy, params: dict[str, Any],
         features_from_cache=run.features.from_cache,
         task_curves={n: [row[i] for row in out.task_curve] for i, n in enumerate(names)},
         stage_curves=out.stage_curves,
+        train_items=len(run.splits["train"]),
     )
 
 
@@ -174,7 +176,7 @@ class _Run:
         self.epochs, self.lr, self.weight_decay, self.seed = int(cfg.epochs), cfg.lr, cfg.weight_decay, cfg.seed
         self.batch_size, self.cache_dir, self.pretrained = cfg.batch_size, cfg.cache_dir, cfg.pretrained
         self.verbose, self.progress, self.monitor, self.report = cfg.verbose, cfg.progress, cfg.monitor, cfg.report
-        self.keep = cfg.keep
+        self.keep, self.stop_after, self.l2 = cfg.keep, cfg.stop_after, dict(cfg.l2 or {})
         n = cfg.num_workers
         self.workers = (0 if dev.type == "cpu" else decode_cache.default_workers()) if n is None else int(n)
         self.splits = {"train": _split(ds, "train"), "val": _split(ds, "val")}
@@ -244,12 +246,13 @@ def _run_stage(run: _Run, stage: Any, res: _StagesOut) -> tuple[_FitOut, _Loop]:
     groups = stage.strategy.param_groups(model, lr=stage_lr, weight_decay=run.weight_decay, **stage.params)
     stage_report = run.report if stage.reported else None
     if stage.solver and cached:
+        path = [run.l2[stage.name]] if stage.name in run.l2 else L2_PATH
         out, res.solved[stage.name] = _solve_stage(model, train_data, val_data, run.epochs, stage_report,
-                                                    run.monitor)
+                                                    run.monitor, path)
     else:
         out = fit(model, loop, groups, train_data, val_data, epochs=int(stage.epochs or run.epochs), cached=cached,
                   weight_decay=run.weight_decay, report=stage_report, verbose=run.verbose, monitor=run.monitor,
-                  keep=run.keep)
+                  keep=run.keep, stop_after=run.stop_after if stage.reported else None)
     if cached:
         fold_standardizer(model.heads, mean, std)
     return out, loop

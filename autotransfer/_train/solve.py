@@ -41,14 +41,15 @@ def solve_probe(heads: torch.nn.ModuleList, train: _Split, val: _Split, path: Se
     return res.accuracies, res.l2
 
 
-def _solve_stage(model: TransferModel, train: _Split, val: _Split, epochs: int,
-                 report: Report | None, monitor: TrainMonitor | None) -> tuple[_FitOut, float]:
+def _solve_stage(model: TransferModel, train: _Split, val: _Split, epochs: int, report: Report | None,
+                 monitor: TrainMonitor | None, path: Sequence[float] = L2_PATH) -> tuple[_FitOut, float]:
     """A solver stage: one solve, reported once as the run's last epoch (nothing is left to run).
 
     The monitor checks before every gradient, so a deadline stops the solve as it stops an epoch.
+    ``path`` of one strength solves at it (a refit re-solves at the strength its run chose).
     """
     t0 = time.perf_counter()
-    accs, l2 = solve_probe(model.heads, train, val, check=monitor.check if monitor is not None else None)
+    accs, l2 = solve_probe(model.heads, train, val, path, check=monitor.check if monitor is not None else None)
     score = float(np.mean(accs))
     model.eval()
     stopped = False

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .._rank import rank_columns, rank_into
-from .._search.config import DEFAULTS, EFFICIENCY_PRUNERS, SearchConfig
+from .._search.config import DEFAULTS, EFFICIENCY_PRUNERS, REFIT_MODES, SearchConfig
 from .._search.runner import search
 from ..datasets import load
 from ..features import resolve_device
@@ -97,10 +97,17 @@ def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, p
 @click.option("--stall-trials", type=int, default=DEFAULTS.stall_trials, show_default=True,
               help="End the search early when this many sampled trials in a row finish without raising the best "
               "validation score (0: always run --trials).")
+@click.option("--refit", type=click.Choice(REFIT_MODES), default=DEFAULTS.refit, show_default=True,
+              help="Retrain the chosen trial on train + val (same seed, parameters and schedule, for its kept "
+              "epochs), test it beside the trial, and export it (auto: off until measured; see docs/concepts.md).")
+@click.option("--ensemble", type=int, default=DEFAULTS.ensemble, show_default=True,
+              help="Greedy ensemble selection (at most N picks) over the completed trials on validation; "
+              "exported when it beats the chosen trial there (0: off).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def search_cmd(data, text_col, label_col, split, seed, out, sources, estimators, primary, max_samples, cache_dir,
                device, precision, offline, trust_remote_code, trials, timeout, top_k, strategies, epochs, storage, study_name,
-               warmup_epochs, patience, margin, efficiency_pruner, scratch_baselines, stall_trials, no_progress):
+               warmup_epochs, patience, margin, efficiency_pruner, scratch_baselines, stall_trials, refit, ensemble,
+               no_progress):
     """Rank sources, search source × strategy × depth × lr, export the best model."""
 
     config = SearchConfig(  # checks every option, before any work
@@ -111,6 +118,7 @@ def search_cmd(data, text_col, label_col, split, seed, out, sources, estimators,
         max_samples=max_samples, cache_dir=cache_dir, warmup_epochs=warmup_epochs, patience=patience,
         margin=margin, efficiency_pruner=efficiency_pruner, scratch_baselines=scratch_baselines,
         progress=not no_progress, precision=precision, stall_trials=stall_trials,
+        refit=refit, ensemble=ensemble,
     )
     result = search(data, config)
     print_leaderboards(result.out_dir, "table")

@@ -1,0 +1,179 @@
+"""What the search's answer becomes once the search has chosen it: refit on train + val (``--refit``),
+or an ensemble of the completed trials chosen on validation (``--ensemble N``).
+
+``improve`` runs after ``_finish`` has tested the chosen trial and copied it to ``best/``; it may
+replace ``best/`` and returns the summary's columns about it (``report.FINAL_COLUMNS``). The
+ensemble is chosen on validation only; each model it considers exporting is tested once. ``--refit``
+applies to a single answer: an ensemble that wins on validation is exported as it is (refitting
+every member would cost as many trainings as it has members).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..console import note
+from ..ensemble import average_models, greedy_ensemble, save_ensemble
+from ..errors import AutotransferError
+from ..loading import load_model
+from ..metrics import score
+from .refit import refit, resolve_refit
+
+_TIE = 1e-12  # an ensemble must beat the single answer by more than rounding to replace it
+
+
+def selection_metric(ctx: Any) -> str:
+    """The metric the search chooses with (the trials' validation score)."""
+    return "accuracy"
+
+
+def split_score(model: Any, ctx: Any, split: str, metric: str = "accuracy") -> float | None:
+    """``model``'s ``metric`` on ``split`` (mean over tasks); None for an empty split."""
+    ds = ctx.plan.dataset
+    if not len(ds.split_items(split)):
+        return None
+    return score(metric, ds.split_labels(split), _probs(model, ctx, split))
+
+
+def _probs(model: Any, ctx: Any, split: str) -> list[np.ndarray]:
+    return model.predict(ctx.plan.dataset.split_items(split))[1]
+
+
+@dataclass
+class _Pick:
+    """The ensemble (or soup) chosen on validation, before it is exported."""
+
+    kind: str  # "ensemble" or "soup"
+    trials: list[int]  # the members' trial numbers, first pick first
+    weights: list[float]  # their weights (sum 1)
+    val: float  # its validation score
+    models: list[Any]  # the loaded members
+
+
+def _candidates(study_trials: list[Any], ctx: Any) -> list[tuple[int, Path]]:
+    """Every completed trial whose model is saved here (scratch baselines included)."""
+    out = []
+    for t in study_trials:
+        mdir = ctx.plan.models_dir / f"trial_{t.number}"
+        if (mdir / "config.json").is_file():
+            out.append((t.number, mdir))
+    return out
+
+
+def choose_ensemble(ctx: Any, complete: list[Any], answer: Any, size: int) -> tuple[_Pick | None, float]:
+    """Greedy ensemble selection over the completed trials' validation probabilities (at most ``size``
+    picks), and the soup of its members where they share an architecture; returns the better of the
+    two when it beats the single answer on validation (else None), and the single answer's validation score."""
+    metric = selection_metric(ctx)
+    cands = _candidates(complete, ctx)
+    models, probs = {}, {}
+    for n, d in cands:  # one candidate on the device at a time: the others wait on the CPU
+        model = load_model(d, device=str(ctx.plan.device))
+        probs[n] = _probs(model, ctx, "val")
+        models[n] = model.to("cpu")
+    labels = ctx.plan.dataset.split_labels("val")
+    single = score(metric, labels, probs[answer.number]) if answer.number in probs else float("-inf")
+    numbers = list(probs)
+    if len(numbers) < 2:
+        return None, single
+    sel = greedy_ensemble([probs[n] for n in numbers], labels, metric, max_members=size)
+    members = sel.members()
+    pick = _Pick("ensemble", [numbers[i] for i, _ in members], [w for _, w in members], float(sel.score),
+                 [models[numbers[i]] for i, _ in members])
+    soup = _soup(ctx, pick, metric, labels)
+    if soup is not None and soup.val >= pick.val:
+        pick = soup  # as good on validation at one model's inference cost
+    if len(pick.trials) < 2 or pick.val <= single + _TIE * max(1.0, abs(single)):
+        return None, single
+    return pick, single
+
+
+def _soup(ctx: Any, pick: _Pick, metric: str, labels: np.ndarray) -> _Pick | None:
+    """The members' weight-space average with the ensemble's weights, scored on validation; None when
+    they are not one architecture (their tensors differ) or there is one member."""
+    if len(pick.models) < 2:
+        return None
+    try:
+        soup = average_models(pick.models, pick.weights)
+    except AutotransferError:
+        return None
+    return _Pick("soup", pick.trials, pick.weights, float(score(metric, labels, _probs(soup, ctx, "val"))), [soup])
+
+
+def _export(pick: _Pick, ctx: Any, single_parameters: int, out: Path) -> None:
+    """The pick written as ``out`` (replacing it), self-contained."""
+    partial = out.with_name(f".{out.name}.ensemble")
+    shutil.rmtree(partial, ignore_errors=True)
+    extra = {"metric": selection_metric(ctx), "val_score": pick.val, "trials": pick.trials, "kind": pick.kind}
+    if pick.kind == "soup":
+        model = pick.models[0]
+        model.config = {**model.config, "soup": {**model.config.get("soup", {}), **extra}}
+        model.save(partial)
+    else:
+        save_ensemble(pick.models, pick.weights, partial, single_parameters=single_parameters, extra=extra)
+    shutil.rmtree(out, ignore_errors=True)
+    partial.rename(out)
+
+
+def _cost(pick: _Pick, single_parameters: int) -> float:
+    return 1.0 if pick.kind == "soup" else sum(m.param_counts()[1] for m in pick.models) / single_parameters
+
+
+def _ensemble_columns(ctx: Any, complete: list[Any], answer: Any, best_dir: Path) -> dict[str, Any]:
+    """``--ensemble``: choose, and export and test the pick when it beats the single answer on validation."""
+    size = int(ctx.plan.config.ensemble)
+    pick, single = choose_ensemble(ctx, complete, answer, size)
+    if pick is None:
+        note(f"--ensemble {size}: no ensemble of the completed trials beats the chosen trial on validation "
+             f"({single:.4f}); best/ is the chosen trial")
+        return {"ensemble_val_score": single, "ensemble_members": f"trial {answer.number} x1"}
+    params = load_model(ctx.plan.models_dir / f"trial_{answer.number}").param_counts()[1]
+    cost = _cost(pick, params)
+    _export(pick, ctx, params, best_dir)
+    test = split_score(load_model(best_dir, device=str(ctx.plan.device)), ctx, "test")
+    members = "; ".join(f"trial {n} x{w:.3g}" for n, w in zip(pick.trials, pick.weights, strict=True))
+    note(f"best/ is the {pick.kind} of {members}: validation {pick.val:.4f} against the chosen trial's {single:.4f}")
+    return {"exported": pick.kind, "test_score": test, "ensemble_members": members,
+            "ensemble_val_score": pick.val, "ensemble_test_score": test, "inference_cost": cost}
+
+
+def _refit_columns(ctx: Any, answer: Any, best_dir: Path, exported: str) -> dict[str, Any]:
+    """``--refit``: retrain the single answer on train + val, test it, export it."""
+    on, why = resolve_refit(ctx.plan.config.refit, ctx.plan.dataset)
+    if not on:
+        return {"refit": why}
+    if exported != "single":
+        return {"refit": f"{why}; not applied: --refit applies to a single answer, and the {exported} won"}
+    t0 = time.perf_counter()
+    result = refit(ctx, answer, ctx.plan.models_dir / f"trial_{answer.number}")
+    seconds = time.perf_counter() - t0
+    target = ctx.plan.models_dir / f"refit_{answer.number}"
+    shutil.rmtree(target, ignore_errors=True)
+    result.save(target)
+    test = split_score(load_model(target, device=str(ctx.plan.device)), ctx, "test")
+    shutil.rmtree(best_dir, ignore_errors=True)
+    shutil.copytree(target, best_dir)
+    note(f"best/ is trial {answer.number} refit on train + val ({result.train_items} items, "
+         f"{len(result.val_curve)} epoch(s), {seconds:.0f} s)")
+    return {"refit": why, "exported": "refit", "test_score": test, "test_score_refit": test,
+            "refit_seconds": round(seconds, 1), "refit_train_items": result.train_items}
+
+
+def improve(ctx: Any, complete: list[Any], answer: Any, single_test: float | None, best_dir: Path) -> dict[str, Any]:
+    """The ensemble (``--ensemble``), then the refit (``--refit``) of a single answer; the summary's columns."""
+    cols: dict[str, Any] = {"exported": "single", "test_score_single": single_test}
+    if ctx.plan.config.ensemble:
+        cols.update(_ensemble_columns(ctx, complete, answer, best_dir))
+    cols.update(_refit_columns(ctx, answer, best_dir, cols["exported"]))
+    return cols
+
+
+def keep_every_trial(ctx: Any) -> bool:
+    """Whether every completed trial's model is kept (the ensemble chooses among them), not only the best."""
+    return bool(ctx.plan.config.ensemble)

@@ -1,0 +1,95 @@
+"""Refit: the chosen trial's configuration retrained on train + val once the search has chosen it.
+
+The refit replays the trial with the validation items added to its training split: the same source
+(a scratch baseline's architecture at the size it trained at), strategy, parameters, seed, batch size
+and learning-rate schedule, stopped after the trial's kept epoch. Nothing is chosen on validation
+(the validation items are training items now): the last epoch is kept, and a solver stage (the probe)
+re-solves at the L2 strength its trial chose. The test split is never trained on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import sources as sources_mod
+from .._train import train
+from ..data import Dataset
+from ..errors import AutotransferError
+from .record import TrialRecord
+from .scratch_size import resized_spec
+
+# ``auto`` refits when the smallest class has fewer training items than this: there every validation
+# label is a large share of what the class has. None: ``auto`` is off, until the suite measures refit
+# (benchmarks/) and shows it helps; the rule and its evidence are in docs/concepts.md.
+AUTO_REFIT_BELOW: int | None = None
+
+
+def resolve_refit(mode: str, dataset: Dataset, below: int | None = None) -> tuple[bool, str]:
+    """Whether to refit, and why (the summary's ``refit`` column)."""
+    if mode != "auto":
+        return mode == "on", mode
+    below = AUTO_REFIT_BELOW if below is None else below
+    if below is None:
+        return False, "off (auto: off until the benchmark suite shows that refitting helps)"
+    counts = dataset.class_counts().get("train", {})
+    fewest = min((n for task in counts.values() for n in task.values()), default=0)
+    if fewest < below:
+        return True, f"on (auto: the smallest class has {fewest} training items, fewer than {below})"
+    return False, f"off (auto: every class has at least {below} training items)"
+
+
+def train_and_val(dataset: Dataset) -> Dataset:
+    """``dataset`` whose training split is its train and val items together (val and test unchanged:
+    the refit's validation curve is not used to choose anything, and test is tested once, afterwards)."""
+    both = np.sort(np.concatenate([dataset.splits["train"], dataset.splits["val"]])).astype(np.int64)
+    fp = hashlib.sha256(f"{dataset.fingerprint}|refit|{both.tobytes().hex()}".encode()).hexdigest()
+    return dataclasses.replace(dataset, splits={**dataset.splits, "train": both}, fingerprint=fp)
+
+
+def _trial_result(model_dir: Path) -> dict[str, Any]:
+    """The trial's ``result.json`` (its batch size, kept epoch and solved L2 strengths)."""
+    try:
+        return json.loads((model_dir / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise AutotransferError(f"cannot refit: {str(model_dir / 'result.json')!r} is missing or damaged; "
+                                "pass --refit off, or rerun the search in a new --out") from None
+
+
+def _source(ctx: Any, record: TrialRecord) -> Any:
+    """The trial's source object; a scratch baseline at the input size it trained at."""
+    config = record.config or {}
+    name = config.get("source") or record.baseline_source
+    source = ctx.screen.sources[name]
+    if record.is_scratch and record.input_size:
+        return sources_mod.resolve_source(resized_spec(source.spec, record.input_size), ctx.plan.source_options)
+    return source
+
+
+def refit(ctx: Any, trial: Any, model_dir: Path) -> Any:
+    """Retrain ``trial`` (a finished trial whose model is saved in ``model_dir``) on train + val;
+    returns the ``TrainResult``, its model's config recording what it trained on."""
+    record = TrialRecord.from_frozen(trial)
+    done = _trial_result(model_dir)
+    params = dict(done.get("params") or {})
+    config = record.config or {}
+    l2 = {k[:-len("_l2")]: float(v) for k, v in params.items() if k.endswith("_l2") and v is not None}
+    kept = int(done.get("best_epoch", record.best_epoch or 0)) + 1
+    schedule = int(record.planned_epochs or ctx.plan.epochs)
+    data = train_and_val(ctx.plan.dataset)
+    base = ctx.plan.train_config
+    cfg = dataclasses.replace(
+        base, lr=config.get("lr"), weight_decay=config.get("weight_decay", base.weight_decay),
+        epochs=max(schedule, kept), stop_after=kept, keep="last", l2=l2 or None,
+        batch_size=done.get("batch_size") or None, pretrained=not record.is_scratch)
+    result = train(data, _source(ctx, record), config.get("strategy") or done["strategy"], cfg,
+                   **dict(config.get("params") or {}))
+    result.model.config = {**result.model.config, "refit": {
+        "trial": trial.number, "train_items": int(result.train_items or 0), "epochs": len(result.val_curve),
+        "schedule_epochs": max(schedule, kept), "l2": l2}}
+    return result
