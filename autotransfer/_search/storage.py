@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import optuna
 from filelock import FileLock, ReadWriteLock, Timeout
@@ -22,6 +23,7 @@ from optuna.trial import TrialState
 from ..console import note
 from ..errors import AutotransferError
 from .optuna_private import rdb_of, start_waiting, storage_of, trial_id
+from .record import TrialRecord
 
 
 def _seconds(env: str, default: int) -> int:
@@ -216,14 +218,20 @@ class RunOwner:
             self._lock = None
 
 
+def _record(storage: Any, trial: optuna.trial.FrozenTrial, record: TrialRecord) -> None:
+    """Store ``record``'s fields on a trial through the storage (the trial may belong to a dead worker)."""
+    for key, value in record.to_user_attrs().items():
+        storage.set_trial_user_attr(trial_id(trial), key, value)
+
+
 def fail_orphans(study: optuna.Study) -> list[int]:
     """Fail and re-enqueue RUNNING trials of a study nobody else is running (a killed process's)."""
     storage = storage_of(study)
     retry = retry_callback()
     failed = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        storage.set_trial_user_attr(trial_id(t), "fail_reason", "the process running it ended before the trial "
-                                                                "did (killed or crashed)")
+        _record(storage, t, TrialRecord(fail_reason="the process running it ended before the trial did "
+                                                     "(killed or crashed)"))
         if storage.set_trial_state_values(trial_id(t), TrialState.FAIL):
             retry(study, storage.get_trial(trial_id(t)))
             failed.append(t.number)
@@ -257,8 +265,8 @@ def fail_stale(study: optuna.Study) -> None:
         if (datetime.now() - t.datetime_start).total_seconds() <= GRACE_SECONDS:
             continue
         try:
-            storage.set_trial_user_attr(trial_id(t), "fail_reason", f"its worker sent no heartbeat in its first "
-                                                                    f"{GRACE_SECONDS} s (killed early?)")
+            _record(storage, t, TrialRecord(fail_reason=f"its worker sent no heartbeat in its first "
+                                                         f"{GRACE_SECONDS} s (killed early?)"))
             if storage.set_trial_state_values(trial_id(t), TrialState.FAIL):
                 retry(study, storage.get_trial(trial_id(t)))
         except optuna.exceptions.UpdateFinishedTrialError:  # another worker failed it first
@@ -299,15 +307,12 @@ def others_running(study: optuna.Study) -> bool:
     return True
 
 
-SKIPPED = "skipped"  # user attr: why a trial was never trained (it does not count toward --trials)
-
-
 def counted(study: optuna.Study) -> int:
     """Trials that count toward ``--trials``: everything started, except failures that were retried
     and baselines skipped for budget."""
     trials = study.get_trials(deepcopy=False)
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-    return sum(1 for t in trials if t.state != TrialState.WAITING and SKIPPED not in t.user_attrs
+    return sum(1 for t in trials if t.state != TrialState.WAITING and TrialRecord.from_frozen(t).skipped is None
                and not (t.state == TrialState.FAIL and t.number in retried))
 
 
