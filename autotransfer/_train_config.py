@@ -13,6 +13,7 @@ from typing import Any
 
 from .checks import COUNT, COUNT0, NONNEGATIVE, SEED, check_fields, split_options
 from .errors import AutotransferError
+from .metrics import check_metric
 from .precision import check_precision
 
 # lr 0 is allowed here (it freezes a stage: a test's probe); the CLI's --lr must be above 0
@@ -48,12 +49,17 @@ class TrainConfig:
     # which epoch's weights the run keeps: "within_se", the latest epoch whose validation score is
     # within one standard error of the best (``kept_epoch``), or "best", the first maximum
     keep: str = "within_se"
+    # what each epoch's validation score is, and so which epoch is kept and which L2 a probe solves at:
+    # accuracy, balanced_accuracy, macro_f1, log_loss (negated: every score is higher-is-better) or
+    # auto (``metrics.resolve_metric``: balanced accuracy when the training classes are imbalanced)
+    metric: str = "accuracy"
 
     def __post_init__(self) -> None:
         """A number an option cannot mean is one line naming it, before any work."""
         check_fields(self, _RULES, optional=("lr", "batch_size", "num_workers"))
         if self.keep not in KEEP_RULES:
             raise AutotransferError(f"keep must be one of {', '.join(KEEP_RULES)}, got keep={self.keep!r}")
+        check_metric(self.metric)
         check_precision(self.precision)
 
     @classmethod

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..checks import COUNT, COUNT0, NONNEGATIVE, POSITIVE, SEED, check_fields, split_options
 from ..errors import AutotransferError
+from ..metrics import check_metric
 from ..precision import check_precision
 
 # the numeric options and what each accepts; None (decided from the data) is accepted where listed
@@ -57,6 +58,11 @@ class SearchConfig:
     # end the search early when this many sampled trials in a row have finished without raising the
     # best validation score of any trial (baselines and probes included); 0: always run --trials
     stall_trials: int = 6
+    # what chooses: each trial's validation score (so pruning, the kept epoch and a probe's L2), the
+    # scratch comparison and the answer: accuracy, balanced_accuracy, macro_f1, log_loss (negated:
+    # every score is higher-is-better) or auto (balanced accuracy when the training classes are
+    # imbalanced, ``metrics.resolve_metric``; accuracy otherwise)
+    metric: str = "auto"
     progress: bool = True  # progress bars
     precision: str = "auto"  # auto, bf16, fp16 or fp32
     # Optuna-style ``callback(study, frozen_trial)`` after each finished trial (complete, pruned or
@@ -72,6 +78,7 @@ class SearchConfig:
             raise AutotransferError(f"--efficiency-pruner {self.efficiency_pruner!r} is not one of "
                                     f"{', '.join(EFFICIENCY_PRUNERS)}")
         check_precision(self.precision)
+        check_metric(self.metric)
         if self.split is not None:
             from ..data.splits import parse_split
 

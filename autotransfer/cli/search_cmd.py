@@ -15,7 +15,7 @@ from ..precision import resolve_precision
 from ..runs import RUNS, refuse_inside_data, run_dir
 from ..textable import format_table
 from .leaderboard_cmd import print_leaderboards
-from .options import data_options, precision_option
+from .options import data_options, metric_option, precision_option
 
 
 def _split_list(value):
@@ -97,10 +97,11 @@ def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, p
 @click.option("--stall-trials", type=int, default=DEFAULTS.stall_trials, show_default=True,
               help="End the search early when this many sampled trials in a row finish without raising the best "
               "validation score (0: always run --trials).")
+@metric_option(DEFAULTS.metric)
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def search_cmd(data, text_col, label_col, split, seed, out, sources, estimators, primary, max_samples, cache_dir,
                device, precision, offline, trust_remote_code, trials, timeout, top_k, strategies, epochs, storage, study_name,
-               warmup_epochs, patience, margin, efficiency_pruner, scratch_baselines, stall_trials, no_progress):
+               warmup_epochs, patience, margin, efficiency_pruner, scratch_baselines, stall_trials, metric, no_progress):
     """Rank sources, search source × strategy × depth × lr, export the best model."""
 
     config = SearchConfig(  # checks every option, before any work
@@ -110,7 +111,7 @@ def search_cmd(data, text_col, label_col, split, seed, out, sources, estimators,
         trust_remote_code=trust_remote_code, label_col=label_col, text_col=text_col, split=split,
         max_samples=max_samples, cache_dir=cache_dir, warmup_epochs=warmup_epochs, patience=patience,
         margin=margin, efficiency_pruner=efficiency_pruner, scratch_baselines=scratch_baselines,
-        progress=not no_progress, precision=precision, stall_trials=stall_trials,
+        progress=not no_progress, precision=precision, stall_trials=stall_trials, metric=metric,
     )
     result = search(data, config)
     print_leaderboards(result.out_dir, "table")
