@@ -77,7 +77,7 @@ def test_the_pruner_compares_oriented_log_losses_behind_scratch():
     for e in range(3):
         running.report(worse, e)
     pruner = ScratchBaselinePruner(warmup_epochs=1, patience=2, margin=0.02)
-    frozen = study._storage.get_trial(running._trial_id)
+    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == running.number)
     assert pruner.prune(study, frozen) and pruner.reasons[frozen.number] == BEHIND_SCRATCH
 
 
@@ -286,10 +286,10 @@ def test_weak_spots_match_evaluate_on_the_test_split(imbalanced, cli, tmp_path):
     per_class = pd.read_csv(res.out_dir / "leaderboards" / "per_class.csv", dtype={"class": str})
     assert list(per_class.columns) == ["task", "class", "precision", "recall", "f1", "support"]
     assert per_class["class"].tolist() == task["classes"]
-    for row in per_class.itertuples():
-        want = task["per_class"][row._2]
-        assert (row.precision, row.recall, row.f1, row.support) == pytest.approx(
-            (want["precision"], want["recall"], want["f1"], want["support"]))
+    for row in per_class.to_dict("records"):
+        want = task["per_class"][row["class"]]
+        assert [row[k] for k in ("precision", "recall", "f1", "support")] == pytest.approx(
+            [want[k] for k in ("precision", "recall", "f1", "support")])
     report = (res.out_dir / "report.md").read_text()
     weak = report.split("## Weak spots: the answer on test", 1)[1].split("\n## ", 1)[0]
     worst = min(task["classes"], key=lambda c: task["per_class"][c]["recall"])
