@@ -367,6 +367,7 @@ def _finish(study: optuna.Study, ctx: Context, t0: float, data: Any) -> SearchRe
         )
     answer, base, negative = chosen.trial, chosen.baseline, chosen.negative
     tests: dict[int, Scored | None] = {}
+    confusion: dict[str, Any] = {}  # the answer's on test, per task (none: not tested here)
     best_dir: Path | None = None
     for t in {answer.number: answer, **({base.number: base} if base else {})}.values():
         mdir = ctx.plan.models_dir / f"trial_{t.number}"
@@ -377,11 +378,12 @@ def _finish(study: optuna.Study, ctx: Context, t0: float, data: Any) -> SearchRe
         tested = _test_score(model, ctx.plan.dataset, "test", metric)
         tests[t.number] = tested[0] if tested else None
         if t.number == answer.number:
-            StudyRecord(test_confusion=tested[1] if tested else None).save(study)
+            confusion = tested[1] if tested else {}
             best_dir = ctx.plan.out_dir / "best"
             if best_dir.exists():
                 shutil.rmtree(best_dir)
             shutil.copytree(mdir, best_dir, ignore=shutil.ignore_patterns(VAL_PROBS))
+    StudyRecord(test_confusion=confusion).save(study)  # replaces an earlier answer's
     if best_dir is None:  # an earlier answer's best/ here would not be the model summary.csv describes
         shutil.rmtree(ctx.plan.out_dir / "best", ignore_errors=True)
         note(f"the chosen model (trial {answer.number}) was trained by another worker; "
