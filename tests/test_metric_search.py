@@ -43,6 +43,29 @@ def test_a_metric_that_is_not_registered_is_one_line():
             make(metric="f2")
 
 
+def test_the_probe_chooses_its_l2_by_the_metric():
+    """Imbalanced (270 / 30) and a weak signal: accuracy prefers the strong penalty that predicts the majority."""
+    import torch
+
+    from autotransfer import probe
+
+    rng = np.random.default_rng(0)
+
+    def split():
+        x, y = rng.normal(size=(300, 20)), np.r_[np.zeros(270, int), np.ones(30, int)]
+        x[y == 1, :3] += 0.6
+        return torch.tensor(x), torch.tensor(y)[:, None]
+
+    (x, y), (xv, yv) = split(), split()
+    by_acc = probe.solve_path(x, y, xv, yv, metric="accuracy")
+    by_bal = probe.solve_path(x, y, xv, yv, metric="balanced_accuracy")
+    assert by_bal.l2 < by_acc.l2
+    truth = yv[:, 0].numpy()
+    assert by_bal.scores == [M.balanced_accuracy(truth, by_bal.val_preds[:, 0])]
+    assert by_acc.scores == [M.accuracy(truth, by_acc.val_preds[:, 0])]
+    assert M.balanced_accuracy(truth, by_bal.val_preds[:, 0]) > M.balanced_accuracy(truth, by_acc.val_preds[:, 0])
+
+
 def _trial(number, value, role="search", params=1000, se=0.01, curve=None, source="a"):
     attrs = {"role": role, "total_params": params, "val_interval": [value - 2 * se, value + 2 * se, se],
              "fixed": None}
