@@ -8,6 +8,7 @@ wrong.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,7 @@ from typing import Any
 import numpy as np
 
 from .checks import COUNT, check_number
-from .datasets import load
 from .errors import DataError
-from .loading import load_model
 from .metrics import METRICS, confusion_matrix, per_class, score_with_interval
 
 
@@ -42,6 +41,33 @@ class TaskScores:
                 "intervals": {k: list(v) for k, v in self.intervals.items()},
                 "per_class": self.per_class, "classes": self.classes, "confusion": self.confusion}
 
+    @classmethod
+    def from_confusion(cls, name: str, classes: Sequence[str], conf: Any,
+                       intervals: dict[str, tuple[float, float]] | None = None) -> TaskScores:
+        """The scores a ``[true][predicted]`` count matrix over ``classes`` holds."""
+        conf = np.asarray(conf, np.int64)
+        stats = per_class(conf)
+        return cls(
+            name=name, classes=list(classes), n=int(conf.sum()),
+            accuracy=float(METRICS["accuracy"].from_confusion(conf)),
+            balanced_accuracy=float(METRICS["balanced_accuracy"].from_confusion(conf)),
+            macro_f1=float(METRICS["macro_f1"].from_confusion(conf)),
+            per_class={c: {"precision": float(stats["precision"][k]), "recall": float(stats["recall"][k]),
+                           "f1": float(stats["f1"][k]), "support": int(stats["support"][k])}
+                       for k, c in enumerate(classes)},
+            confusion=conf.tolist(), intervals=dict(intervals or {}))
+
+
+def confusion_rows(tasks: Sequence[TaskScores]) -> list[dict[str, Any]]:
+    """One row per (task, true class); a ``pred[<class>]`` column per predicted class."""
+    return [{"task": t.name, "true": true, **{f"pred[{c}]": t.confusion[i][j] for j, c in enumerate(t.classes)}}
+            for t in tasks for i, true in enumerate(t.classes)]
+
+
+def per_class_rows(tasks: Sequence[TaskScores]) -> list[dict[str, Any]]:
+    """One row per (task, class): precision, recall, F1 and support."""
+    return [{"task": t.name, "class": c, **v} for t in tasks for c, v in t.per_class.items()]
+
 
 @dataclass
 class Evaluation:
@@ -61,17 +87,21 @@ class Evaluation:
         """One row per (task, true class); a ``pred[<class>]`` column per predicted class."""
         import pandas as pd
 
-        rows = []
-        for t in self.tasks:
-            for i, true in enumerate(t.classes):
-                rows.append({"task": t.name, "true": true,
-                             **{f"pred[{c}]": t.confusion[i][j] for j, c in enumerate(t.classes)}})
-        return pd.DataFrame(rows)
+        return pd.DataFrame(confusion_rows(self.tasks))
+
+    def per_class_frame(self):
+        """One row per (task, class): precision, recall, F1 and support."""
+        import pandas as pd
+
+        return pd.DataFrame(per_class_rows(self.tasks))
 
 
 def evaluate(model_dir: str | Path, data: Any, *, text_col: str | None = None, label_col: str | None = None,
              device: str = "cpu", batch_size: int = 64) -> Evaluation:
     """Score the model saved in ``model_dir`` on the labelled data at ``data`` (any supported layout)."""
+
+    from .datasets import load
+    from .loading import load_model
 
     check_number("batch_size", batch_size, COUNT, 64)
     model = load_model(model_dir, device=device)
@@ -109,16 +139,6 @@ def evaluate(model_dir: str | Path, data: Any, *, text_col: str | None = None, l
 
 
 def _scores(name: str, classes: list[str], y_true: np.ndarray, y_pred: np.ndarray) -> TaskScores:
-    conf = confusion_matrix(y_true, y_pred, len(classes))
-    stats = per_class(conf)
-    return TaskScores(
-        name=name, classes=list(classes), n=int(len(y_true)),
-        accuracy=float(METRICS["accuracy"].from_confusion(conf)),
-        balanced_accuracy=float(METRICS["balanced_accuracy"].from_confusion(conf)),
-        macro_f1=float(METRICS["macro_f1"].from_confusion(conf)),
-        per_class={c: {"precision": float(stats["precision"][k]), "recall": float(stats["recall"][k]),
-                       "f1": float(stats["f1"][k]), "support": int(stats["support"][k])}
-                   for k, c in enumerate(classes)},
-        confusion=conf.tolist(),
-        intervals={k: score_with_interval(k, y_true, y_pred)[1:] for k in ("accuracy", "balanced_accuracy", "macro_f1")},
-    )
+    return TaskScores.from_confusion(
+        name, classes, confusion_matrix(y_true, y_pred, len(classes)),
+        intervals={k: score_with_interval(k, y_true, y_pred)[1:] for k in ("accuracy", "balanced_accuracy", "macro_f1")})

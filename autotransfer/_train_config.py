@@ -13,6 +13,7 @@ from typing import Any
 
 from .checks import COUNT, COUNT0, NONNEGATIVE, SEED, check_fields, split_options
 from .errors import AutotransferError
+from .metrics import check_metric
 from .precision import check_precision
 
 # lr 0 is allowed here (it freezes a stage: a test's probe); the CLI's --lr must be above 0
@@ -54,12 +55,17 @@ class TrainConfig:
     stop_after: int | None = None
     # solver stage name -> the L2 strength to solve at, instead of choosing one on validation (a refit)
     l2: dict[str, float] | None = None
+    # what each epoch's validation score is, and so which epoch is kept and which L2 a probe solves at:
+    # accuracy, balanced_accuracy, macro_f1, log_loss (negated: every score is higher-is-better) or
+    # auto (``metrics.resolve_metric``: balanced accuracy when the training classes are imbalanced)
+    metric: str = "accuracy"
 
     def __post_init__(self) -> None:
         """A number an option cannot mean is one line naming it, before any work."""
         check_fields(self, _RULES, optional=("lr", "batch_size", "num_workers", "stop_after"))
         if self.keep not in KEEP_RULES:
             raise AutotransferError(f"keep must be one of {', '.join(KEEP_RULES)}, got keep={self.keep!r}")
+        check_metric(self.metric)
         check_precision(self.precision)
 
     @classmethod

@@ -32,6 +32,7 @@ IMBALANCE_RATIO = 1.5  # largest / smallest training class count from which "aut
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 _CHUNK = 250  # resamples drawn at once for the item-level (log loss) bootstrap: bounds memory at ~250 x n
+_CONFUSION_ENTRIES = 1 << 22  # confusion-matrix entries built at once (32 MB): 2000 resamples of 45 classes
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,11 @@ class Metric:
     def direction(self) -> str:
         """Optuna's study direction for this metric: "maximize" or "minimize"."""
         return "maximize" if self.higher_is_better else "minimize"
+
+    @property
+    def score_title(self) -> str:
+        """How a report names the oriented score: the title, a loss's as negated ("negated log loss")."""
+        return self.title if self.higher_is_better else f"negated {self.title}"
 
     def oriented(self, value: float) -> float:
         """``value`` as a higher-is-better number (a loss negated): what a pruner or a "best so far"
@@ -120,6 +126,13 @@ def get_metric(name: str | Metric) -> Metric:
         raise AutotransferError(f"unknown metric {name!r}: expected one of auto, {', '.join(METRICS)} "
                                 "(pass --metric with one of these)")
     return METRICS[name]
+
+
+def check_metric(name: str) -> str:
+    """``name`` when it is ``auto`` or a registered metric; else the one-line error listing them."""
+    if name != "auto":
+        get_metric(name)
+    return name
 
 
 def _as_tasks(labels: Any, scores: Any, metric: Metric) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -334,9 +347,16 @@ def _bootstrap_confusion(m: Metric, tasks: list[tuple[np.ndarray, np.ndarray]], 
         counts[:, present] += rng.multinomial(len(idx), per_cell / len(idx), size=n_resamples)
     scores = np.zeros((n_resamples, len(tasks)))  # each task's score on each resample
     for t, c in enumerate(sizes):
-        conf = np.zeros((n_resamples, c * c), np.int64)
-        np.add.at(conf, (slice(None), cells[:, t]), counts)
-        scores[:, t] = m.from_confusion(conf.reshape(n_resamples, c, c))
+        # the cells' counts summed per confusion entry (cells of several tasks share one task's entry)
+        order = np.argsort(cells[:, t], kind="stable")
+        entries, starts = np.unique(cells[order, t], return_index=True)
+        per_entry = np.add.reduceat(counts[:, order], starts, axis=1)
+        step = max(1, _CONFUSION_ENTRIES // (c * c))  # resamples per block: bounds memory at many classes
+        for start in range(0, n_resamples, step):
+            block = per_entry[start:start + step]
+            conf = np.zeros((len(block), c * c), np.int64)
+            conf[:, entries] = block
+            scores[start:start + len(block), t] = m.from_confusion(conf.reshape(len(block), c, c))
     return scores
 
 
@@ -345,7 +365,10 @@ def bootstrap_interval(metric: str | Metric, labels: Any, probs: Any, confidence
     """The percentile interval of the stratified bootstrap (``bootstrap_scores``): (low, high)."""
     if not 0 < confidence < 1:
         raise AutotransferError(f"confidence={confidence}: expected a level between 0 and 1, e.g. 0.95")
-    draws = bootstrap_scores(metric, labels, probs, n_resamples, seed)
+    return _percentiles(bootstrap_scores(metric, labels, probs, n_resamples, seed), confidence)
+
+
+def _percentiles(draws: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
     low, high = np.quantile(draws, [(1 - confidence) / 2, (1 + confidence) / 2])
     return float(low), float(high)
 
@@ -366,6 +389,59 @@ def score_with_interval(metric: str | Metric, labels: Any, probs: Any) -> tuple[
         n = len(np.asarray(labels))
         return (value, *wilson_interval(round(value * n), n))
     return (value, *bootstrap_interval(m, labels, probs))
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A score, its 95% interval and its standard error, higher is better: a loss is negated (sklearn's
+    ``neg_log_loss``), so ``low <= value <= high`` and a larger number is a better model for every metric."""
+
+    value: float
+    low: float
+    high: float
+    se: float
+
+    @classmethod
+    def missing(cls) -> Scored:
+        """No score (an empty split)."""
+        return cls(math.nan, math.nan, math.nan, math.nan)
+
+
+def scored(metric: str | Metric, labels: Any, probs: Any) -> Scored:
+    """``score_with_interval`` and ``standard_error`` in one pass (one set of bootstrap draws), oriented
+    (``Metric.oriented``): what the search records for every validation and test score."""
+    m = get_metric(metric)
+    value = score(m, labels, probs)
+    if math.isnan(value):
+        return Scored.missing()
+    if _wilson_applies(m, labels):
+        n = len(np.asarray(labels))
+        low, high = wilson_interval(round(value * n), n)
+        se = math.sqrt(value * (1 - value) / n)
+    else:
+        draws = bootstrap_scores(m, labels, probs)
+        low, high = _percentiles(draws)
+        se = float(np.std(draws, ddof=1))
+    if not m.higher_is_better:
+        value, low, high = -value, -high, -low
+    return Scored(float(value), float(low), float(high), float(se))
+
+
+def scorable(metric: str | Metric, preds: Any, probs: Sequence[Any]) -> list[np.ndarray]:
+    """What ``metric`` is computed from, per task: the probabilities where it needs them (log loss), else
+    the predicted classes ``preds`` ((n, tasks) or one column per task), so that a metric of the argmax
+    scores the model's own predictions (an argmax of rounded probabilities could break a tie otherwise)."""
+    if get_metric(metric).needs_probabilities:
+        return list(probs)
+    p = np.asarray(preds)
+    return [p] if p.ndim == 1 else [p[:, t] for t in range(p.shape[1])]
+
+
+def task_values(metric: str | Metric, labels: Any, preds: Any, probs: Sequence[Any]) -> list[float]:
+    """Each task's score, oriented (a loss negated), of a model's predicted classes ``preds`` and, for a
+    metric that needs them, its per-task probabilities ``probs`` (see ``scorable``)."""
+    m = get_metric(metric)
+    return [m.oriented(v) for v in task_scores(m, labels, scorable(m, preds, probs))]
 
 
 def standard_error(metric: str | Metric, labels: Any, probs: Any) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class StopTraining(Exception):
     """Raise from a ``report`` callback to end the run after this epoch (e.g. a pruned trial), or
@@ -20,6 +22,11 @@ class TrainMonitor:
 
     def evaluated(self, n_items: int, seconds: float, cached: bool) -> None:
         """After each validation pass: ``n_items`` took ``seconds`` (through the backbone unless ``cached``)."""
+
+    def scored(self, epoch: int, band: Any) -> None:
+        """When ``epoch`` became the run's best on validation: its ``metrics.Scored`` (the score, a
+        loss negated, with its 95% interval and the standard error the kept-epoch rule uses). Called
+        before that epoch's ``report``."""
 
     def plan(self, epochs_done: int, epochs: int, epoch_seconds: list[float]) -> int:
         """After each reported epoch: how many epochs the run should have in all (its learning-rate

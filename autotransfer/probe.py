@@ -2,7 +2,8 @@
 
 ``solve_path`` fits one logistic-regression head per task on (standardised) cached features,
 for each L2 strength of a path, strongest first, and keeps the point with the best mean
-validation accuracy (ties: the lower validation cross-entropy). It runs where the features are
+validation score under the search's metric (accuracy by default; ties: the lower validation
+cross-entropy). It runs where the features are
 (a GPU when the source's device is one) with full-batch L-BFGS stopped at a tolerance relative to
 the gradient at zero weights (as scikit-learn's ``tol`` is), not at a fixed 1e-8. Work is shared
 along the path:
@@ -37,6 +38,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .metrics import get_metric, task_values
+
 L2_PATH = tuple(10.0 ** (k / 2) for k in range(0, -9, -1))  # strongest first: 1 ... 1e-4 (mean loss)
 WALK_TOL = 1e-5  # the path's points are solved to this before they are compared on validation
 TOL = 1e-6  # the answer: L-BFGS stops when the gradient's largest entry is below TOL × its value at zero weights
@@ -54,10 +57,12 @@ class PathResult:
     """What ``solve_path`` found: per-task weights at the chosen strength and its validation scores."""
 
     weights: list[tuple[torch.Tensor, torch.Tensor]]  # per task (W (C, D), b (C,)), in the features' dtype
-    accuracies: list[float]  # per-task validation accuracy at the chosen strength
+    scores: list[float]  # per-task validation score at the chosen strength (the metric's; a loss negated)
     l2: float  # the chosen strength (mean-loss scale: loss = mean CE + l2/2 ||W||²)
     points: int  # path points solved
     gradients: int  # gradient evaluations, over every point and task
+    val_preds: np.ndarray | None = None  # (Nv, T) predicted classes on validation at the chosen strength
+    val_probs: list[np.ndarray] | None = None  # per task (Nv, C) validation probabilities there
 
 
 def _fit(x: torch.Tensor, y: torch.Tensor, l2: float, w: torch.Tensor, b: torch.Tensor, tol: float,
@@ -92,11 +97,23 @@ def _fit(x: torch.Tensor, y: torch.Tensor, l2: float, w: torch.Tensor, b: torch.
 
 
 @torch.no_grad()
-def _scores(xv: torch.Tensor, yv: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
-    """Validation (accuracy, mean cross-entropy) of one head; the accuracy is a count over n, in float64
-    as every other trial's is (a float32 mean would make equal counts unequal scores)."""
+def _scores(xv: torch.Tensor, yv: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
+            metric: str = "accuracy") -> tuple[float, float]:
+    """Validation (``metric``'s score, a loss negated; mean cross-entropy) of one head. The score is
+    computed in float64 from the predictions, as every other trial's is (accuracy: a count over n;
+    a float32 mean would make equal counts unequal scores)."""
     z = xv @ w.T + b
-    return int((z.argmax(1) == yv).sum()) / len(yv), float(torch.nn.functional.cross_entropy(z, yv))
+    probs = [torch.softmax(z, 1).cpu().numpy()] if get_metric(metric).needs_probabilities else []
+    value = task_values(metric, yv.cpu().numpy(), z.argmax(1).cpu().numpy(), probs)[0]
+    return value, float(torch.nn.functional.cross_entropy(z, yv))
+
+
+@torch.no_grad()
+def _outputs(xv: torch.Tensor, state: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Predicted classes (Nv, T) and per-task probabilities of the heads in ``state``."""
+    z = [xv @ w.T + b for w, b in state]
+    return (torch.stack([zt.argmax(1) for zt in z], 1).cpu().numpy().astype(np.int64),
+            [torch.softmax(zt, 1).cpu().numpy() for zt in z])
 
 
 def solve_dtype(device: torch.device) -> torch.dtype:
@@ -137,14 +154,14 @@ def row_basis(x: torch.Tensor) -> torch.Tensor | None:
 
 
 def _walk(x: torch.Tensor, ys: torch.Tensor, xv: torch.Tensor, yvs: torch.Tensor, path: Sequence[float],
-          classes: Sequence[int], tol: float, check: Callable[[], None], counter: list[int]):
-    """The path on (x, ys): the best point's (key, accuracies, l2, weights) and the points solved."""
+          classes: Sequence[int], tol: float, check: Callable[[], None], counter: list[int], metric: str):
+    """The path on (x, ys): the best point's (key, scores, l2, weights) and the points solved."""
     state = [(x.new_zeros(c, x.shape[1]), x.new_zeros(c)) for c in classes]
     best, since, points = None, 0, 0
     for l2 in path:
         state = [_fit(x, ys[:, t], l2, w, b, tol, check, counter) for t, (w, b) in enumerate(state)]
         points += 1
-        accs, losses = zip(*(_scores(xv, yvs[:, t], w, b) for t, (w, b) in enumerate(state)), strict=True)
+        accs, losses = zip(*(_scores(xv, yvs[:, t], w, b, metric) for t, (w, b) in enumerate(state)), strict=True)
         key = (float(np.mean(accs)), -float(np.mean(losses)))
         if best is None or key > best[0]:
             best, since = (key, list(accs), l2, state), 0
@@ -158,8 +175,9 @@ def _walk(x: torch.Tensor, ys: torch.Tensor, xv: torch.Tensor, yvs: torch.Tensor
 def solve_path(x: torch.Tensor, ys: torch.Tensor, xv: torch.Tensor, yvs: torch.Tensor,
                path: Sequence[float] = L2_PATH, *, classes: Sequence[int] | None = None, tol: float = TOL,
                walk_tol: float = WALK_TOL, select_items: int | None = SELECT_ITEMS,
-               seed: int = 0, span: bool = True, check: Callable[[], None] | None = None) -> PathResult:
-    """Solve the heads along ``path`` and choose the strength on validation.
+               seed: int = 0, span: bool = True, check: Callable[[], None] | None = None,
+               metric: str = "accuracy") -> PathResult:
+    """Solve the heads along ``path`` and choose the strength on validation, by ``metric``.
 
     Args:
         x, xv: training and validation features (N, D) and (Nv, D), standardised; their device and
@@ -174,6 +192,7 @@ def solve_path(x: torch.Tensor, ys: torch.Tensor, xv: torch.Tensor, yvs: torch.T
         seed: the subsample's seed.
         span: solve in the span of the training rows when they are fewer than the features.
         check: called before every gradient evaluation; raise from it to stop.
+        metric: what chooses the strength (``autotransfer.metrics``; ties: the lower cross-entropy).
     """
     check = check or (lambda: None)
     counter = [0]
@@ -185,7 +204,7 @@ def solve_path(x: torch.Tensor, ys: torch.Tensor, xv: torch.Tensor, yvs: torch.T
     xw, yw = (x, ys) if sub is None else (x[sub], ys[sub])
     q = row_basis(xw) if span else None
     best, points = _walk(xw if q is None else xw @ q, yw, xv if q is None else xv @ q, yvs, path, classes,
-                         max(tol, walk_tol), check, counter)
+                         max(tol, walk_tol), check, counter, metric)
     assert best is not None
     key, accs, l2, state = best
     if sub is not None or walk_tol > tol:  # the chosen strength on every item, to ``tol``, from the walk's solution
@@ -195,8 +214,8 @@ def solve_path(x: torch.Tensor, ys: torch.Tensor, xv: torch.Tensor, yvs: torch.T
         else:
             state = [(w @ q.T, b) for w, b in state] if q is not None else state
             state = [_fit(x, ys[:, t], l2, w, b, tol, check, counter) for t, (w, b) in enumerate(state)]
-        accs = [_scores(xv, yvs[:, t], w, b)[0] for t, (w, b) in enumerate(state)]
+        accs = [_scores(xv, yvs[:, t], w, b, metric)[0] for t, (w, b) in enumerate(state)]
         points += 1
     elif q is not None:
         state = [(w @ q.T, b) for w, b in state]
-    return PathResult(state, [float(a) for a in accs], float(l2), points, counter[0])
+    return PathResult(state, [float(a) for a in accs], float(l2), points, counter[0], *_outputs(xv, state))

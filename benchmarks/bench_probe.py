@@ -94,8 +94,8 @@ def compare(name: str, source: str, tr, va, classes: int, writer) -> None:
                      classes=[classes])
     new_s = time.perf_counter() - start
     writer(dict(task=name, source=source, n_train=len(y), dim=x.shape[1], classes=classes,
-                exact_val=round(ref_acc, 4), exact_l2=ref_l2, probe_val=round(res.accuracies[0], 4), probe_l2=res.l2,
-                diff_pp=round(100 * (res.accuracies[0] - ref_acc), 2), exact_seconds=round(ref_s, 3),
+                exact_val=round(ref_acc, 4), exact_l2=ref_l2, probe_val=round(res.scores[0], 4), probe_l2=res.l2,
+                diff_pp=round(100 * (res.scores[0] - ref_acc), 2), exact_seconds=round(ref_s, 3),
                 probe_seconds=round(new_s, 3), speedup=round(ref_s / max(new_s, 1e-9), 1),
                 gradients=res.gradients))
 

@@ -45,12 +45,14 @@ def _section(body: str, title: str) -> str:
 
 def test_prose_holds_the_summary_numbers_and_the_data(run):
     from autotransfer import load_dataset
-    from autotransfer._search.card import wilson
+    from autotransfer.metrics import wilson_interval
 
     _, _, body, summary = run
     assert body.lstrip("\n").startswith(f"# {summary['best_source']} + {summary['strategy']} for `target`")
     scores = _section(body, "Scores")
-    lo, hi = wilson(summary["test_score"], int(summary["n_test"]))
+    n_test = int(summary["n_test"])
+    lo, hi = wilson_interval(round(summary["test_score"] * n_test), n_test)
+    assert (lo, hi) == pytest.approx((summary["test_low"], summary["test_high"]), abs=1e-12)
     assert f"test: {summary['test_score']:.4f} (95% interval {lo:.3f}–{hi:.3f}, n = {summary['n_test']})" in scores
     assert f"validation: {summary['val_score']:.4f}" in scores
     data = _section(body, "Data")

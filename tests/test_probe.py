@@ -36,7 +36,7 @@ def test_path_chosen_on_a_subsample_answers_as_the_full_path():
     x, y, xv, yv = _problem(3000)
     full = probe.solve_path(x, y, xv, yv, select_items=None)
     sub = probe.solve_path(x, y, xv, yv, select_items=600, seed=0)
-    assert abs(sub.accuracies[0] - full.accuracies[0]) <= 0.01
+    assert abs(sub.scores[0] - full.scores[0]) <= 0.01
     # the answer is solved on every item at the chosen strength (not the subsample's weights)
     again = probe.solve_path(x, y, xv, yv, path=(sub.l2,), select_items=None)
     w1, w2 = sub.weights[0][0], again.weights[0][0]
@@ -69,7 +69,7 @@ def test_fewer_rows_than_features_are_solved_in_their_span_with_the_reference_an
     assert probe.row_basis(x[:, :50]) is None  # as many rows as features: nothing to gain
     span = probe.solve_path(x, y, xv, yv)
     full = probe.solve_path(x, y, xv, yv, span=False)
-    assert span.l2 == full.l2 and span.accuracies == full.accuracies
+    assert span.l2 == full.l2 and span.scores == full.scores
     # solved tightly at one strength, both reach the reference solver's weights, and the span's lie in the span
     l2 = 1e-2
     ref = LogisticRegression(C=1 / (l2 * len(x)), tol=1e-12, max_iter=10_000).fit(x.numpy(), y[:, 0].numpy())

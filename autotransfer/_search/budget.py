@@ -82,6 +82,7 @@ class TrialMonitor(TrainMonitor):
         self.epoch_seconds: list[float] = []
         self.stopped = ""  # why the monitor ended the run ("timeout"), "" if it did not
         self.val: float | None = None
+        self.best: Any = None  # the best epoch's ``metrics.Scored`` so far (its interval and standard error)
         self._drawn = 0.0
 
     # --- TrainMonitor ---
@@ -107,6 +108,9 @@ class TrialMonitor(TrainMonitor):
     def evaluated(self, n_items: int, seconds: float, cached: bool) -> None:
         if not cached:
             self.budget.measured(n_items, seconds)
+
+    def scored(self, epoch: int, band: Any) -> None:
+        self.best = band
 
     def plan(self, epochs_done: int, epochs: int, epoch_seconds: list[float]) -> int:
         self.epoch_seconds = list(epoch_seconds)

@@ -2,8 +2,9 @@
 
 YAML front matter (library, tags, and a ``model-index`` with the validation and test scores), then
 prose: what the model is, the data it learned from, what it was chosen over, its scores with 95%
-intervals, how to load it, and its limits. Every number comes from the study and summary.csv, so a
-rebuilt report writes the same card.
+intervals (summary.csv's: Wilson's for one task's accuracy, else the stratified bootstrap's), how to
+load it, and its limits. Every number comes from the study and summary.csv, so a rebuilt report
+writes the same card.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..metrics import Metric, get_metric, wilson_interval
 from ..sources import display_source
 from .record import SCRATCH, StudyRecord, TrialRecord
 from .rundir import replace_file
@@ -21,37 +23,46 @@ CARD = "README.md"
 TOP_ROWS = 5  # rows of the transferability table shown
 
 
-def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a proportion ``p`` observed on ``n`` items (95% by default)."""
-    if n <= 0:
-        return (math.nan, math.nan)
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+def _metric(summary: dict[str, Any]) -> Metric:
+    return get_metric(summary.get("metric") or "accuracy")  # a summary from before the metric: accuracy
 
 
-def _score(value: float | None, n: int | None) -> str:
-    if value is None:
+def _interval(summary: dict[str, Any], prefix: str) -> tuple[float, float] | None:
+    """``{prefix}_low``/``_high`` of the summary; for an older summary of accuracy, Wilson's from the score."""
+    low, high = summary.get(f"{prefix}_low"), summary.get(f"{prefix}_high")
+    if not _nan(low) and not _nan(high):
+        return float(low), float(high)
+    value, n = summary.get(f"{prefix}_score"), summary.get(f"n_{'val' if prefix == 'val' else 'test'}")
+    if _metric(summary).name == "accuracy" and not _nan(value) and n and len(str(summary.get("tasks") or "").split(",")) == 1:
+        return wilson_interval(round(float(value) * int(n)), int(n))
+    return None
+
+
+def _score(summary: dict[str, Any], prefix: str, n: int | None) -> str:
+    value = summary.get(f"{prefix}_score")
+    if _nan(value):
         return "not measured"
-    if not n:
+    interval = _interval(summary, prefix)
+    if interval is None:
         return f"{value:.4f}"
-    lo, hi = wilson(value, int(n))
-    return f"{value:.4f} (95% interval {lo:.3f}–{hi:.3f}, n = {n})"
+    return f"{value:.4f} (95% interval {interval[0]:.3f}–{interval[1]:.3f}, n = {n})"
 
 
 def _front_matter(summary: dict[str, Any], config: dict[str, Any], name: str) -> str:
     import yaml
 
     task = f"{summary.get('modality') or config.get('modality') or 'image'}-classification"
+    metric = _metric(summary)
     results = [{"task": {"type": task}, "dataset": {"name": name, "type": name, "split": split},
-                "metrics": [{"type": "accuracy", "value": float(summary[key]), "name": f"{split} accuracy"}]}
+                "metrics": [{"type": metric.name, "value": float(metric.oriented(summary[key])),  # a loss as a loss
+                             "name": f"{split} {metric.title}"}]}
                for split, key in (("validation", "val_score"), ("test", "test_score")) if summary.get(key) is not None]
     front: dict[str, Any] = {
         "library_name": "autotransfer",
         "pipeline_tag": task,
         "tags": [t for t in ("autotransfer", "transfer-learning", task, summary.get("strategy"),
                              config.get("architecture")) if t],
-        "metrics": ["accuracy"],
+        "metrics": [metric.name],
     }
     source = str(config.get("source") or "")
     if source.startswith("hf:") and not source[3:].startswith(("/", ".", "~")):
@@ -111,7 +122,7 @@ def _chosen_md(summary: dict[str, Any], trans: list[dict[str, Any]], primary: st
     if ranked:
         probe = {display_source(k): v for k, v in probes.items()}
         lines += [f"Sources ranked by transferability ({primary}; top {len(ranked)} of {len(trans)}), each with its "
-                  "linear probe's validation accuracy:", "",
+                  f"linear probe's validation {_metric(summary).score_title}:", "",
                   f"| rank | source | {primary} | probe validation |", "|---:|---|---:|---:|"]
         for r in ranked:
             name = display_source(str(r["source"]))
@@ -137,11 +148,14 @@ def _nan(v: Any) -> bool:
 
 
 def _scores_md(summary: dict[str, Any]) -> list[str]:
+    metric = _metric(summary)
     return ["## Scores", "",
-            "Accuracy (the mean over tasks when there are several), with Wilson 95% intervals:", "",
-            f"- validation: {_score(summary.get('val_score'), summary.get('n_val'))} — the split that chose this "
+            f"{metric.score_title[:1].upper()}{metric.score_title[1:]} (the mean over tasks when there are several), "
+            "with 95% intervals (Wilson's for one task's accuracy, a stratified bootstrap's otherwise); chosen by "
+            f"{summary.get('metric_reason') or metric.title}:", "",
+            f"- validation: {_score(summary, 'val', summary.get('n_val'))} — the split that chose this "
             "model among all trials, so it is optimistic",
-            f"- test: {_score(summary.get('test_score'), summary.get('n_test'))} — measured once, after the choice",
+            f"- test: {_score(summary, 'test', summary.get('n_test'))} — measured once, after the choice",
             ""]
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..checks import COUNT, COUNT0, NONNEGATIVE, POSITIVE, SEED, check_fields, split_options
 from ..errors import AutotransferError
+from ..metrics import check_metric
 from ..precision import check_precision
 
 # the numeric options and what each accepts; None (decided from the data) is accepted where listed
@@ -62,6 +63,11 @@ class SearchConfig:
     # (``refit.resolve_refit``'s rule: off until the benchmark suite measures it)
     refit: str = "auto"
     ensemble: int = 0  # greedy ensemble selection over the completed trials, at most this many picks; 0: off
+    # what chooses: each trial's validation score (so pruning, the kept epoch and a probe's L2), the
+    # scratch comparison and the answer: accuracy, balanced_accuracy, macro_f1, log_loss (negated:
+    # every score is higher-is-better) or auto (balanced accuracy when the training classes are
+    # imbalanced, ``metrics.resolve_metric``; accuracy otherwise)
+    metric: str = "auto"
     progress: bool = True  # progress bars
     precision: str = "auto"  # auto, bf16, fp16 or fp32
     # Optuna-style ``callback(study, frozen_trial)`` after each finished trial (complete, pruned or
@@ -80,6 +86,7 @@ class SearchConfig:
         if self.refit not in REFIT_MODES:
             raise AutotransferError(f"--refit {self.refit!r} is not one of {', '.join(REFIT_MODES)}; pass auto, on "
                                     "or off")
+        check_metric(self.metric)
         if self.split is not None:
             from ..data.splits import parse_split
 

@@ -22,23 +22,28 @@ from ..console import note
 from ..ensemble import average_models, greedy_ensemble, save_ensemble
 from ..errors import AutotransferError
 from ..loading import load_model
-from ..metrics import score
+from ..metrics import get_metric, score, score_with_interval
 from .refit import refit, resolve_refit
 
 _TIE = 1e-12  # an ensemble must beat the single answer by more than rounding to replace it
 
 
 def selection_metric(ctx: Any) -> str:
-    """The metric the search chooses with (the trials' validation score)."""
-    return "accuracy"
+    """The metric the search chooses with (the trials' validation score): the plan's, resolved."""
+    return ctx.plan.metric
 
 
-def split_score(model: Any, ctx: Any, split: str, metric: str = "accuracy") -> float | None:
-    """``model``'s ``metric`` on ``split`` (mean over tasks); None for an empty split."""
+def test_columns(model: Any, ctx: Any, split: str = "test", prefix: str = "test") -> dict[str, float | None]:
+    """``model``'s score on ``split`` in the search's metric, higher is better (a loss negated, as every
+    score of the summary), with its 95% interval: ``{prefix}_score``, ``{prefix}_low``, ``{prefix}_high``."""
     ds = ctx.plan.dataset
     if not len(ds.split_items(split)):
-        return None
-    return score(metric, ds.split_labels(split), _probs(model, ctx, split))
+        return {f"{prefix}_score": None, f"{prefix}_low": None, f"{prefix}_high": None}
+    m = get_metric(selection_metric(ctx))
+    value, low, high = score_with_interval(m, ds.split_labels(split), _probs(model, ctx, split))
+    if not m.higher_is_better:
+        value, low, high = -value, -high, -low
+    return {f"{prefix}_score": value, f"{prefix}_low": low, f"{prefix}_high": high}
 
 
 def _probs(model: Any, ctx: Any, split: str) -> list[np.ndarray]:
@@ -132,15 +137,18 @@ def _ensemble_columns(ctx: Any, complete: list[Any], answer: Any, best_dir: Path
     if pick is None:
         note(f"--ensemble {size}: no ensemble of the completed trials beats the chosen trial on validation "
              f"({single:.4f}); best/ is the chosen trial")
-        return {"ensemble_val_score": single, "ensemble_members": f"trial {answer.number} x1"}
+        return {"ensemble_members": f"none beat trial {answer.number} on validation"}
     params = load_model(ctx.plan.models_dir / f"trial_{answer.number}").param_counts()[1]
     cost = _cost(pick, params)
     _export(pick, ctx, params, best_dir)
-    test = split_score(load_model(best_dir, device=str(ctx.plan.device)), ctx, "test")
+    exported = load_model(best_dir, device=str(ctx.plan.device))
+    tested = test_columns(exported, ctx)
+    validated = test_columns(exported, ctx, "val", "ensemble_val")  # pick.val, with its interval
     members = "; ".join(f"trial {n} x{w:.3g}" for n, w in zip(pick.trials, pick.weights, strict=True))
     note(f"best/ is the {pick.kind} of {members}: validation {pick.val:.4f} against the chosen trial's {single:.4f}")
-    return {"exported": pick.kind, "test_score": test, "ensemble_members": members,
-            "ensemble_val_score": pick.val, "ensemble_test_score": test, "inference_cost": cost}
+    return {"exported": pick.kind, **tested, "ensemble_members": members, **validated,
+            "ensemble_test_score": tested["test_score"], "ensemble_test_low": tested["test_low"],
+            "ensemble_test_high": tested["test_high"], "inference_cost": cost}
 
 
 def _refit_columns(ctx: Any, answer: Any, best_dir: Path, exported: str) -> dict[str, Any]:
@@ -156,12 +164,12 @@ def _refit_columns(ctx: Any, answer: Any, best_dir: Path, exported: str) -> dict
     target = ctx.plan.models_dir / f"refit_{answer.number}"
     shutil.rmtree(target, ignore_errors=True)
     result.save(target)
-    test = split_score(load_model(target, device=str(ctx.plan.device)), ctx, "test")
+    tested = test_columns(load_model(target, device=str(ctx.plan.device)), ctx)
     shutil.rmtree(best_dir, ignore_errors=True)
     shutil.copytree(target, best_dir)
     note(f"best/ is trial {answer.number} refit on train + val ({result.train_items} items, "
          f"{len(result.val_curve)} epoch(s), {seconds:.0f} s)")
-    return {"refit": why, "exported": "refit", "test_score": test, "test_score_refit": test,
+    return {"refit": why, "exported": "refit", **tested, "test_score_refit": tested["test_score"],
             "refit_seconds": round(seconds, 1), "refit_train_items": result.train_items}
 
 

@@ -16,13 +16,16 @@ from typing import Any
 from .._train_config import TrainConfig
 from ..data import Dataset
 from ..datasets import load
+from ..errors import AutotransferError
 from ..features import resolve_device
+from ..metrics import get_metric, resolve_metric
 from ..precision import resolve_precision
 from ..runs import RUNS, refuse_inside_data, run_dir
 from ..sources import SourceOptions
 from . import rundir
 from . import storage as st
 from .config import SearchConfig
+from .record import StudyRecord
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class SearchPlan:
     url: str  # the Optuna storage
     name: str  # the study name
     t0: float  # when the search began (the budget's clock)
+    metric: str = "accuracy"  # resolved (never "auto"): what every trial's validation score is
+    metric_reason: str = ""  # why: one sentence for the summary and the report
 
     @property
     def models_dir(self) -> Path:
@@ -59,11 +64,22 @@ class SearchPlan:
         is evaluated once, after the search."""
         return TrainConfig(epochs=self.epochs, seed=self.config.seed, device=str(self.device),
                            cache_dir=self.config.cache_dir, evaluate_test=False, progress=False,
-                           precision=self.precision)
+                           precision=self.precision, metric=self.metric)
 
-    def with_epochs(self, epochs: int | None) -> SearchPlan:
-        """The plan with a resumed study's epochs per trial (every worker trains as many)."""
-        return self if epochs is None else dataclasses.replace(self, epochs=int(epochs))
+    def resumed(self, record: StudyRecord) -> SearchPlan:
+        """The plan with what a resumed study fixed for every worker: its epochs per trial and its metric
+        (a study from before the metric chose by accuracy). A metric asked for by name that is not the
+        study's is one line: the trials' values could not be compared."""
+        plan = self if record.epochs is None else dataclasses.replace(self, epochs=int(record.epochs))
+        metric = record.selection_metric
+        if metric == plan.metric:
+            return plan
+        if plan.config.metric != "auto":
+            raise AutotransferError(
+                f"study {plan.name!r} chooses by {metric} but this search asks --metric {plan.config.metric}; "
+                f"pass --metric {metric} (or auto) to resume it, or a new --out / --study-name for a new search")
+        return dataclasses.replace(plan, metric=metric,
+                                   metric_reason=record.metric_reason or f"{get_metric(metric).title}, the study's")
 
 
 def default_budget(n_train: int, top_k: int) -> tuple[int, int, float]:
@@ -85,6 +101,7 @@ def resolve_plan(data: Any, cfg: SearchConfig) -> SearchPlan:
     out_dir = run_dir(cfg.out, ds.name)
     rundir.prepare(out_dir, ds, data, cfg.storage, cfg.study_name)  # before ranking: other data, unwritable, unreachable
     d_trials, d_epochs, d_timeout = default_budget(len(ds.splits["train"]), cfg.top_k)
+    metric, why = resolve_metric(cfg.metric, ds.split_labels("train"), [t.num_classes for t in ds.tasks])
     return SearchPlan(cfg, data, ds, out_dir, device, precision, cfg.trials or d_trials, cfg.epochs or d_epochs,
                       cfg.timeout or d_timeout, cfg.storage or st.default_storage(out_dir),
-                      cfg.study_name or f"autotransfer-{ds.name}", t0)
+                      cfg.study_name or f"autotransfer-{ds.name}", t0, metric, why)

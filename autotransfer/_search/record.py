@@ -63,7 +63,10 @@ class TrialRecord(_Record):
     best_epoch: int | None = None  # the epoch whose weights it kept
     trainable_params: int | None = None  # parameters trained in its main stage, heads included
     total_params: int | None = None  # all parameters of its model
-    task_scores: dict[str, float] | None = None  # validation accuracy per task at the kept epoch
+    task_scores: dict[str, float] | None = None  # validation score per task at the kept epoch (the study's metric)
+    # [low, high, standard error] of the validation score trials.csv shows: the best epoch's while it
+    # trains (and when pruned), the kept epoch's once complete (the standard error: the kept-epoch rule's)
+    val_interval: list[float] | None = None
 
     @classmethod
     def from_frozen(cls, trial: Any) -> TrialRecord:
@@ -100,11 +103,20 @@ class StudyRecord(_Record):
     probe_scores: dict[str, float] | None = None  # source -> its solved probe's validation score
     summary: dict[str, Any] | None = None  # the summary.csv row
     answer: int | None = None  # the chosen trial's number
+    metric: str | None = None  # what every trial's value is (None: a study from before the metric, accuracy)
+    metric_reason: str | None = None  # why that metric (the summary's and the report's sentence)
+    # the answer on test, per task: {"classes": [...], "confusion": [[true][predicted] counts]}
+    test_confusion: dict[str, dict[str, Any]] | None = None
 
     @classmethod
     def from_study(cls, study: Any) -> StudyRecord:
         """The record of ``study`` (one read of its attributes)."""
         return cls._read(study.user_attrs)
+
+    @property
+    def selection_metric(self) -> str:
+        """The metric every trial's value is: ``metric``, or accuracy for a study from before the metric."""
+        return self.metric or "accuracy"
 
     @property
     def made(self) -> bool:

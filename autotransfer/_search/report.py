@@ -1,7 +1,13 @@
-"""Leaderboards of a study: trials.csv, summary.csv, report.md and two plots.
+"""Leaderboards of a study: trials.csv, summary.csv, report.md and two plots; the answer's weak spots
+on test (confusion.csv, per_class.csv); the probes' scores in transferability.csv.
 
 Everything is rebuilt from the study itself (trials plus study attributes), so any worker,
 or ``autotransfer leaderboard --storage URL --study-name NAME``, writes the same files.
+
+Every score is the study's metric, higher is better (a loss negated), and every ``X_score`` column
+has its 95% interval beside it, ``X_low`` and ``X_high`` (Wilson's for one task's accuracy, else the
+stratified bootstrap's: ``metrics.scored``); a validation score also has ``X_se``, the standard error
+the kept-epoch rule uses.
 """
 
 from __future__ import annotations
@@ -13,10 +19,13 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from .._evaluate import TaskScores, confusion_rows, per_class_rows
 from ..csvsafe import read_csv, write_csv
+from ..metrics import Scored, get_metric
 from ..sources import display_source
 from ..strategies import SCRATCH_RECIPE
 from . import plots
+from .answer import comparison_columns, describe
 from .card import write_card
 from .curves import curves_figure
 from .pruner import BEHIND_SCRATCH, ScratchBaselinePruner
@@ -25,16 +34,23 @@ from .rundir import replace_file
 
 CURVES = "curves.png"  # every trial's validation curve, first in the report
 TRIAL_COLUMNS = ["trial", "state", "role", "source", "provider", "strategy", "depth", "lr", "weight_decay",
-                 "epochs_run", "val_score", "best_epoch", "baseline_val_same_epoch", "delta_vs_scratch",
-                 "prune_reason", "stop_reason", "fail_reason", "seconds", "trainable_params", "precision"]
+                 "epochs_run", "val_score", "val_low", "val_high", "val_se", "best_epoch", "baseline_val_same_epoch",
+                 "delta_vs_scratch", "prune_reason", "stop_reason", "fail_reason", "seconds", "trainable_params",
+                 "precision"]
 # what best/ is once the search has chosen (``final.improve``): the chosen trial, its refit, an ensemble
 # or a soup; the summary's test_score is best/'s, test_score_single the chosen trial's as searched
 FINAL_COLUMNS = ["exported", "test_score_single", "refit", "test_score_refit", "refit_seconds", "refit_train_items",
-                 "ensemble_members", "ensemble_val_score", "ensemble_test_score", "inference_cost"]
-SUMMARY_COLUMNS = ["data", "modality", "tasks", "n_train", "n_val", "n_test", "best_source", "strategy", "depth",
-                   "lr", "val_score", "test_score", "scratch_val_score", "scratch_test_score", "delta_vs_scratch",
+                 "ensemble_members", "ensemble_val_score", "ensemble_val_low", "ensemble_val_high",
+                 "ensemble_test_score", "ensemble_test_low", "ensemble_test_high", "inference_cost"]
+SUMMARY_COLUMNS = ["data", "modality", "tasks", "n_train", "n_val", "n_test", "metric", "metric_reason",
+                   "best_source", "strategy", "depth", "lr", "val_score", "val_low", "val_high", "val_se",
+                   "test_score", "test_low", "test_high", "scratch_val_score", "scratch_val_low", "scratch_val_high",
+                   "scratch_test_score", "scratch_test_low", "scratch_test_high", "delta_vs_scratch",
+                   "runner_up", "runner_up_diff", "runner_up_diff_se", "within_se",
                    "negative_transfer", "negative_transfer_pruned", "n_trials", "n_pruned", "n_failed",
                    "total_seconds", "precision", "note", *FINAL_COLUMNS]
+PROBE_COLUMNS = ["probe_val_score", "probe_val_low", "probe_val_high"]  # transferability.csv: each source's probe
+CONFUSION, PER_CLASS = "confusion.csv", "per_class.csv"  # the answer on test, in leaderboards/
 # a failed trial whose worker could not say why (Optuna's own heartbeat check fails it without a word)
 NO_REASON = "no reason recorded: the worker running it stopped before the trial ended (killed, crashed or hung)"
 
@@ -84,6 +100,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
         role = record.kind
         curve = t.intermediate_values
         val = t.value if t.state == TrialState.COMPLETE else (max(curve.values()) if curve else None)
+        low, high, se = record.val_interval if record.val_interval and val is not None else (None, None, None)
         last = max(curve) if curve else None
         ref = _reference(base_curves, last) if last is not None else None
         params = dict(cfg["params"])
@@ -100,6 +117,9 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             "weight_decay": cfg["weight_decay"],
             "epochs_run": _or(record.epochs_run, len(curve)),
             "val_score": val,
+            "val_low": low,
+            "val_high": high,
+            "val_se": se,
             "best_epoch": _or(record.best_epoch, max(curve, key=curve.get) if curve else None),
             "baseline_val_same_epoch": None if role == SCRATCH else ref,
             "delta_vs_scratch": (val - ref) if (val is not None and ref is not None and role != SCRATCH) else None,
@@ -138,7 +158,8 @@ def summary_row(study: optuna.Study, rows: list[dict[str, Any]], extra: dict[str
     by_num = {r["trial"]: r for r in rows}
     ans = by_num.get(extra["answer"], {})
     base = by_num.get(extra.get("baseline"), {}) if extra.get("baseline") is not None else {}
-    tests = extra.get("tests", {})
+    tests: dict[int, Scored | float | None] = extra.get("tests", {})
+    test, base_test = tests.get(extra["answer"]), tests.get(extra.get("baseline"))
     negative = bool(extra.get("negative"))
     n_behind = sum(1 for r in rows if r["prune_reason"] == BEHIND_SCRATCH)
     val, base_val = ans.get("val_score"), base.get("val_score")
@@ -155,16 +176,24 @@ def summary_row(study: optuna.Study, rows: list[dict[str, Any]], extra: dict[str
         baseline = study.get_trials(deepcopy=False)[int(extra["baseline"])]
         cut = TrialRecord.from_frozen(baseline).cut_reason or "its share of the time budget"
         note += f" (the scratch baseline trained {int(base['epochs_run'])} of {int(epochs)} epochs: {cut})"
+    metric = get_metric(attrs.selection_metric)
+    chosen = extra.get("chosen")
+    compared = describe(chosen, metric.score_title) if chosen is not None else ""
+    if compared:
+        note += f"; {compared}"
     return {
         "data": extra.get("data", _or(attrs.data, "")),
         "modality": ds.get("modality"),
         "tasks": ",".join(ds.get("tasks", [])),
         "n_train": ds.get("n_train"), "n_val": ds.get("n_val"), "n_test": ds.get("n_test"),
+        "metric": metric.name, "metric_reason": attrs.metric_reason or f"{metric.title}: the study's",
         "best_source": ans.get("source"), "strategy": ans.get("strategy"), "depth": ans.get("depth"),
-        "lr": ans.get("lr"), "val_score": val, "test_score": tests.get(extra["answer"]),
-        "scratch_val_score": base_val,
-        "scratch_test_score": tests.get(extra.get("baseline")) if extra.get("baseline") is not None else None,
+        "lr": ans.get("lr"), "val_score": val, "val_low": ans.get("val_low"), "val_high": ans.get("val_high"),
+        "val_se": ans.get("val_se"), **_scored("test", test),
+        "scratch_val_score": base_val, "scratch_val_low": base.get("val_low"), "scratch_val_high": base.get("val_high"),
+        **_scored("scratch_test", base_test),
         "delta_vs_scratch": (val - base_val) if (val is not None and base_val is not None) else None,
+        **(comparison_columns(chosen) if chosen is not None else {}),
         "negative_transfer": negative,
         "negative_transfer_pruned": n_behind,
         "n_trials": len(rows),
@@ -175,6 +204,49 @@ def summary_row(study: optuna.Study, rows: list[dict[str, Any]], extra: dict[str
         "note": note,
         **(extra.get("final") or {}),  # may replace test_score with best/'s
     }
+
+
+def _scored(prefix: str, band: Scored | float | None) -> dict[str, float | None]:
+    """``{prefix}_score``, ``{prefix}_low`` and ``{prefix}_high`` of a test score (None: not measured; a bare
+    number: no interval)."""
+    if not isinstance(band, Scored):
+        return {f"{prefix}_score": band, f"{prefix}_low": None, f"{prefix}_high": None}
+    return {f"{prefix}_score": band.value, f"{prefix}_low": band.low, f"{prefix}_high": band.high}
+
+
+def probe_rows(study: optuna.Study) -> dict[str, dict[str, float]]:
+    """Each source's best completed probe on validation, with its interval: ``PROBE_COLUMNS`` by source."""
+    best: dict[str, tuple[float, list[float] | None]] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        record = TrialRecord.from_frozen(t)
+        if record.fixed and t.value is not None and t.value > best.get(record.fixed["source"], (-math.inf,))[0]:
+            best[record.fixed["source"]] = (t.value, record.val_interval)
+    return {s: dict(zip(PROBE_COLUMNS, (v, *(interval or (None, None))[:2]), strict=True))
+            for s, (v, interval) in best.items()}
+
+
+def _with_probes(study: optuna.Study, lb: Path) -> None:
+    """transferability.csv with each source's probe validation score and its interval (once a probe finished)."""
+    import pandas as pd
+
+    path = lb / "transferability.csv"
+    probes = probe_rows(study)
+    if not probes or not path.exists():
+        return
+    table = read_csv(path)
+    for col in PROBE_COLUMNS:
+        table[col] = [probes.get(str(s), {}).get(col) for s in table["source"]]
+    cols = [c for c in table.columns if c not in PROBE_COLUMNS]
+    at = cols.index("rank") if "rank" in cols else len(cols)  # beside the estimators' scores, before the ranks
+    at = min([at, *(cols.index(c) for c in cols if c.startswith("rank_"))])
+    table = pd.DataFrame(table, columns=[*cols[:at], *PROBE_COLUMNS, *cols[at:]])
+    replace_file(path, lambda tmp: write_csv(table, tmp))
+
+
+def weak_spots(study: optuna.Study) -> list[TaskScores]:
+    """The answer's scores on test per task, from its confusion matrices ([] when it was not tested here)."""
+    confusion = StudyRecord.from_study(study).test_confusion or {}
+    return [TaskScores.from_confusion(task, v["classes"], v["confusion"]) for task, v in confusion.items()]
 
 
 def write_reports(study: optuna.Study, ctx: Any, final: bool, extra: dict[str, Any] | None = None,
@@ -188,6 +260,7 @@ def write_reports(study: optuna.Study, ctx: Any, final: bool, extra: dict[str, A
     rows = trial_rows(study)
     table = pd.DataFrame(rows, columns=_columns(rows, study))
     replace_file(lb / "trials.csv", lambda tmp: write_csv(table, tmp))
+    _with_probes(study, lb)
     if final:
         if extra is not None:
             summary = summary_row(study, rows, extra)
@@ -197,6 +270,12 @@ def write_reports(study: optuna.Study, ctx: Any, final: bool, extra: dict[str, A
         if summary:
             replace_file(lb / "summary.csv",
                          lambda tmp: write_csv(pd.DataFrame([summary], columns=SUMMARY_COLUMNS), tmp))
+            tasks = weak_spots(study)
+            for name, frame in ((CONFUSION, confusion_rows(tasks)), (PER_CLASS, per_class_rows(tasks))):
+                if frame:
+                    replace_file(lb / name, lambda tmp, frame=frame: write_csv(pd.DataFrame(frame), tmp))
+                else:  # an earlier answer's: not the model this summary describes
+                    (lb / name).unlink(missing_ok=True)
             _plots(study, rows, out, ctx.pruner.margin if getattr(ctx, "pruner", None) else None)
             _markdown(out, summary, rows, study)
             write_card(out, study, summary, rows, read_transferability(out))  # best/README.md, with the export
@@ -273,7 +352,9 @@ def _final_md(summary: dict[str, Any]) -> list[str]:
                      f"{summary.get('refit_seconds')} s): test {num('test_score_refit')}.")
     if summary.get("refit"):
         lines.append(f"Refit: {summary['refit']}.")
-    if summary.get("ensemble_members"):
+    if summary.get("ensemble_members") and not num("ensemble_val_score"):
+        lines.append(f"Ensemble: {summary['ensemble_members']}.")
+    elif summary.get("ensemble_members"):
         lines.append(f"Ensemble of {summary['ensemble_members']}: validation {num('ensemble_val_score')}"
                      + (f", test {num('ensemble_test_score')}" if num("ensemble_test_score") else "")
                      + (f", inference cost {summary['inference_cost']:.2f}x the chosen trial's"
@@ -281,25 +362,67 @@ def _final_md(summary: dict[str, Any]) -> list[str]:
     return [" ".join(lines), ""]
 
 
+def interval_text(value: Any, low: Any, high: Any) -> str:
+    """``0.951 (0.92–0.97)``: a score and its 95% interval (the bare score when the interval is missing)."""
+    if _missing(value):
+        return ""
+    return f"{value:.3f}" + ("" if _missing(low) or _missing(high) else f" ({low:.2f}–{high:.2f})")
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _answer_md(summary: dict[str, Any]) -> list[str]:
+    """The answer line, every score with its interval, and the metric that chose it (and why)."""
+    s = summary
+    line = (f"**Answer:** `{s['best_source']}` with `{s['strategy']}`"
+            + (f" (depth {s['depth']})" if s.get("depth") not in (None, "") else "")
+            + f": validation {interval_text(s['val_score'], s.get('val_low'), s.get('val_high'))}"
+            + (f", test {interval_text(s['test_score'], s.get('test_low'), s.get('test_high'))}"
+               if not _missing(s.get("test_score")) else "")
+            + (f"; scratch baseline validation "
+               f"{interval_text(s['scratch_val_score'], s.get('scratch_val_low'), s.get('scratch_val_high'))}"
+               if not _missing(s.get("scratch_val_score")) else "")
+            + (f", test {interval_text(s['scratch_test_score'], s.get('scratch_test_low'), s.get('scratch_test_high'))}"
+               if not _missing(s.get("scratch_test_score")) else "") + ".")
+    metric = get_metric(s.get("metric") or "accuracy")
+    chose = (f"Every score is {metric.score_title} (the mean over tasks where there are several; 95% intervals in "
+             f"brackets). Chosen by {s.get('metric_reason') or metric.title}.")
+    return [line, "", chose, ""]
+
+
+def _weak_spots_md(tasks: list[TaskScores]) -> list[str]:
+    """Per-class recall and the confusion matrix of the answer on test (leaderboards/per_class.csv, confusion.csv)."""
+    if not tasks:
+        return []
+    lines = ["## Weak spots: the answer on test", "",
+             f"Per class (leaderboards/{PER_CLASS}) and the confusion matrix, rows the true class and columns the "
+             f"predicted one (leaderboards/{CONFUSION}); the lowest recall first.", ""]
+    for t in tasks:
+        if len(tasks) > 1:
+            lines += [f"### Task `{t.name}`", ""]
+        order = sorted(t.classes, key=lambda c: (t.per_class[c]["recall"], t.classes.index(c)))
+        lines += [_md_table([{"class": c, **t.per_class[c]} for c in order],
+                            ["class", "recall", "precision", "f1", "support"]), ""]
+        lines += [_md_table([{"true ↓ predicted →": c, **{p: t.confusion[i][j] for j, p in enumerate(t.classes)}}
+                             for i, c in enumerate(t.classes)], ["true ↓ predicted →", *t.classes]), ""]
+    return lines
+
+
 def _markdown(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]], study: optuna.Study) -> None:
     trans = read_transferability(out)
     t_cols = [c for c in (trans[0].keys() if trans else []) if not c.startswith("rank_") and c not in ("notes",)]
     text = [
         "# autotransfer report", "",
-        f"**Answer:** `{summary['best_source']}` with `{summary['strategy']}`"
-        + (f" (depth {summary['depth']})" if summary.get("depth") not in (None, "") else "")
-        + f", validation {summary['val_score']:.4f}"
-        + (f", test {summary['test_score']:.4f}" if summary.get("test_score") is not None else "")
-        + (f"; scratch baseline validation {summary['scratch_val_score']:.4f}"
-           if summary.get("scratch_val_score") is not None else "")
-        + (f", test {summary['scratch_test_score']:.4f}" if summary.get("scratch_test_score") is not None else "")
-        + ".", "",
+        *_answer_md(summary),
         summary["note"] + ".", "",
         *_final_md(summary),
         f"![learning curves]({CURVES})", "",
         f"{summary['n_trials']} trials: {summary['n_pruned']} pruned "
         f"({summary['negative_transfer_pruned']} behind scratch), {summary['n_failed']} failed; "
         f"{summary['total_seconds']} s in all.", "",
+        *_weak_spots_md(weak_spots(study)),
         *_searched_md(study),
         "## Transferability", "", _md_table(trans, t_cols) if trans else "(none)", "",
         "## Trials", "", _md_table(rows, [c for c in TRIAL_COLUMNS if c not in ("fail_reason",)]), "",

@@ -9,7 +9,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.trial import TrialState
 
@@ -19,12 +18,14 @@ from ..console import note, warn
 from ..data import Dataset
 from ..errors import AutotransferError
 from ..loading import load_model
+from ..metrics import Scored, confusion_matrix, get_metric, scorable, scored
 from ..plugins import get_plugin_manager
 from ..rank_plan import RANK_SHARE, RankDeadline
 from ..strategies import default_strategies
 from . import rundir
 from . import storage as st
 from .announce import Announcer
+from .answer import VAL_PROBS, choose_answer
 from .budget import Budget
 from .choice import choose_top
 from .config import SearchConfig
@@ -63,13 +64,18 @@ class SearchResult:
         return leaderboard(self.out_dir)
 
 
-def _accuracy(model: Any, dataset: Dataset, split: str) -> float | None:
-    """Mean accuracy over the tasks on ``split``; None for an empty split (``--split 0.8,0.2,0``): no score, not nan."""
+def _test_score(model: Any, dataset: Dataset, split: str, metric: str) -> tuple[Scored, dict[str, Any]] | None:
+    """``metric`` on ``split`` (the mean over tasks, a loss negated) with its interval, and each task's
+    confusion matrix there ({task: {"classes", "confusion"}}); None for an empty split
+    (``--split 0.8,0.2,0``): no score, not nan."""
     if not len(dataset.split_items(split)):
         return None
-    preds, _ = model.predict(dataset.split_items(split))
+    preds, probs = model.predict(dataset.split_items(split))
     y = dataset.split_labels(split)
-    return float(np.mean([(preds[:, t] == y[:, t]).mean() for t in range(y.shape[1])]))
+    confusion = {task.name: {"classes": list(task.classes),
+                             "confusion": confusion_matrix(y[:, t], preds[:, t], task.num_classes).tolist()}
+                 for t, task in enumerate(dataset.tasks)}
+    return scored(metric, y, scorable(metric, preds, probs)), confusion
 
 
 def search(data: Any, config: SearchConfig | None = None, **overrides: Any) -> SearchResult:
@@ -96,7 +102,7 @@ def _run_search(data: Any, cfg: SearchConfig) -> SearchResult:
         with st.study_lock(plan.url, plan.name, plan.out_dir):
             study, screen = _open_study(plan, pruner, srcs, est_names, rows)
             write_transferability(rows, est_names, plan.out_dir)  # only once the study took this run
-            plan = plan.with_epochs(StudyRecord.from_study(study).epochs)
+            plan = plan.resumed(StudyRecord.from_study(study))
             _recover_and_enqueue_probes(study, screen, plan, owner.sole)
         ctx = _context(plan, screen, pruner, rows, probe_data)
         interrupted = False
@@ -177,8 +183,8 @@ def _record_study(study: optuna.Study, plan: SearchPlan, screen: SearchSpace, es
     ds, cfg = plan.dataset, plan.config
     with warnings.catch_warnings():  # experimental in Optuna; it names the objective in optuna-dashboard
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(["validation accuracy"])
-    StudyRecord(
+        study.set_metric_names([f"validation {get_metric(plan.metric).score_title}"])
+    StudyRecord(metric=plan.metric, metric_reason=plan.metric_reason,
         ranked=list(screen.sources), top_k=cfg.top_k, fingerprint=ds.fingerprint, epochs=plan.epochs,
         data=str(plan.data), primary=cfg.primary, estimators=est_names,
         scores={r["source"]: {e: r.get(e) for e in est_names} for r in rows}, searched=screen.searched(),
@@ -356,18 +362,16 @@ def _finish(study: optuna.Study, ctx: Context, t0: float, data: Any, finalise: b
     interrupted search exports the chosen trial as it is."""
 
     complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    scratch = [t for t in complete if TrialRecord.from_frozen(t).is_scratch]
-    transfer = [t for t in complete if not TrialRecord.from_frozen(t).is_scratch]
-    base = max(scratch, key=lambda t: t.value) if scratch else None
-    best = max(transfer, key=lambda t: (t.value, -t.number)) if transfer else None
-    negative = base is not None and (best is None or best.value <= base.value)
-    answer = base if negative else best
-    if answer is None:
+    metric = StudyRecord.from_study(study).selection_metric
+    chosen = choose_answer(complete, ctx.plan.models_dir, metric, ctx.plan.dataset.split_labels("val"))
+    if chosen is None:
         raise AutotransferError(
             f"no trial completed in {str(ctx.plan.out_dir)!r} (see leaderboards/trials.csv for the reasons); "
             "raise --timeout or --trials, or check the failures"
         )
-    tests: dict[int, float | None] = {}
+    answer, base, negative = chosen.trial, chosen.baseline, chosen.negative
+    tests: dict[int, Scored | None] = {}
+    confusion: dict[str, Any] = {}  # the answer's on test, per task (none: not tested here)
     best_dir: Path | None = None
     for t in {answer.number: answer, **({base.number: base} if base else {})}.values():
         mdir = ctx.plan.models_dir / f"trial_{t.number}"
@@ -375,19 +379,24 @@ def _finish(study: optuna.Study, ctx: Context, t0: float, data: Any, finalise: b
             tests[t.number] = None
             continue
         model = load_model(mdir, device="cpu")
-        tests[t.number] = _accuracy(model, ctx.plan.dataset, "test")
+        tested = _test_score(model, ctx.plan.dataset, "test", metric)
+        tests[t.number] = tested[0] if tested else None
         if t.number == answer.number:
+            confusion = tested[1] if tested else {}
             best_dir = ctx.plan.out_dir / "best"
             if best_dir.exists():
                 shutil.rmtree(best_dir)
-            shutil.copytree(mdir, best_dir)
+            shutil.copytree(mdir, best_dir, ignore=shutil.ignore_patterns(VAL_PROBS))
+    StudyRecord(test_confusion=confusion).save(study)  # replaces an earlier answer's
     if best_dir is None:  # an earlier answer's best/ here would not be the model summary.csv describes
         shutil.rmtree(ctx.plan.out_dir / "best", ignore_errors=True)
         note(f"the chosen model (trial {answer.number}) was trained by another worker; "
              "its weights are in that worker's --out directory")
-    final = improve(ctx, complete, answer, tests[answer.number], best_dir) if best_dir and finalise else {}
+    single = tests[answer.number].value if tests[answer.number] is not None else None
+    final = improve(ctx, complete, answer, single, best_dir) if best_dir and finalise else {}
     summary_extra = {"answer": answer.number, "baseline": base.number if base else None, "tests": tests,
-                     "negative": negative, "seconds": ctx.budget.now() - t0, "data": str(data), "final": final}
+                     "negative": negative, "seconds": ctx.budget.now() - t0, "data": str(data), "final": final,
+                     "chosen": chosen}
     rows = write_reports(study, ctx, final=True, extra=summary_extra)
 
     out_dir = ctx.plan.out_dir

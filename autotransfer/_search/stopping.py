@@ -16,9 +16,10 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from ..metrics import get_metric
 from . import storage as st
 from .budget import MIN_USEFUL_EPOCHS
-from .record import SEARCH, TrialRecord
+from .record import SEARCH, StudyRecord, TrialRecord
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -69,8 +70,9 @@ class StoppingRule(ABC):
 
 
 class PerfectScore(StoppingRule):
-    """A trial with validation accuracy 1.0 cannot be beaten (the answer is the best on validation,
-    ties going to the first), so nothing after it can change the answer."""
+    """A trial with a perfect validation score (1.0: accuracy, balanced accuracy or macro-F1) cannot be
+    beaten (the answer is the best on validation, ties going to the first), so nothing after it can
+    change the answer."""
 
     hint = " (--stall-trials 0 runs them all)"
 
@@ -78,7 +80,8 @@ class PerfectScore(StoppingRule):
         perfect = perfect_trial(study)
         if perfect is None:
             return None
-        return f"trial {perfect} reached validation accuracy 1.0, which no later trial can beat (ties keep the first)"
+        title = get_metric(StudyRecord.from_study(study).selection_metric).score_title
+        return f"trial {perfect} reached validation {title} 1.0, which no later trial can beat (ties keep the first)"
 
 
 class Stalled(StoppingRule):

@@ -22,6 +22,7 @@ from ..sources import display_source
 from ..strategies import SCRATCH_RECIPE
 from . import rundir
 from . import storage as st
+from .answer import save_val_probs
 from .budget import MIN_BASELINE_EPOCHS, Budget, TrialMonitor
 from .final import keep_every_trial
 from .optuna_private import storage_of, trial_id
@@ -156,6 +157,7 @@ class _TrialRun:
         threading.Thread(target=_heartbeat, args=(study, trial, self.stop), daemon=True).start()
         self.reason = ""  # why it was pruned ("" while it runs on)
         self.curve: dict[int, float] = {}
+        self.band: Any = None  # the best epoch's ``metrics.Scored`` last recorded
         self.n_val = len(ctx.plan.dataset.split_items("val"))
         self.start, self.began = time.perf_counter(), ctx.budget.now()
         self.monitor = _monitor(study, trial, role, cfg, ctx)
@@ -195,6 +197,9 @@ class _TrialRun:
         TrialRecord(epoch_seconds=round(monitor.per_epoch(epoch + 1), 4), planned_epochs=int(monitor.planned)).save(trial)
         trial.report(float(val), epoch)
         self.curve[epoch] = float(val)
+        if monitor.best is not None and monitor.best is not self.band:  # a new best epoch: its interval
+            self.band = monitor.best
+            TrialRecord(val_interval=_interval(self.band)).save(trial)
         if self.role != SCRATCH and trial.should_prune():
             self.reason = ctx.pruner.reasons.get(trial.number, "pruned")
             return True
@@ -203,7 +208,8 @@ class _TrialRun:
             if best is not None and ctx.pruner.hopeless(self.curve, monitor.planned, best):
                 TrialRecord(cut_reason=f"it could not catch up with the best finished trial ({best:.3f})").save(trial)
                 return True
-        band = standard_error(max(self.curve.values()), self.n_val)
+        # the best's standard error: the kept-epoch rule's (an accuracy's, when no band was handed over)
+        band = self.band.se if self.band is not None else standard_error(max(self.curve.values()), self.n_val)
         peak = ctx.pruner.converged(self.curve, monitor.planned, band)
         if peak is not None:  # early stopping: no later epoch could come within one standard error of its best
             TrialRecord(cut_reason=f"its validation score stopped improving after epoch {peak + 1} "
@@ -249,24 +255,39 @@ class _TrialRun:
             TrialRecord(prune_reason=self.reason).save(trial)
             self._tell(TrialState.PRUNED)
             return
+        if result.val_band is not None:  # the kept epoch's, the value it completes with
+            TrialRecord(val_interval=_interval(result.val_band)).save(trial)
         self._tell(TrialState.COMPLETE, float(result.val_score))
         _keep_if_best(self.study, trial.number, self.role, result, self.ctx)
 
 
+def _interval(band: Any) -> list[float]:
+    """A ``metrics.Scored`` as the record stores it: [low, high, standard error]."""
+    return [float(band.low), float(band.high), float(band.se)]
+
+
+# models kept per role: the two best transfer trials (the answer and the runner-up the one-standard-error
+# choice may prefer, ``answer``), the best scratch baseline
+KEPT = {False: 2, True: 1}
+
+
 def _keep_if_best(study: optuna.Study, number: int, role: str, result: Any, ctx: Context) -> None:
-    """Save the model when it is the best of its role so far; drop the one it replaces. With --ensemble,
-    every completed trial's model is kept: the ensemble chooses among them."""
+    """Save the model (and its validation probabilities) when it is among the ``KEPT`` best of its role
+    so far; drop the one it pushes out. With --ensemble, every completed trial's model is kept: the
+    ensemble chooses among them."""
+    scratch = role == SCRATCH
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if TrialRecord.from_frozen(t).is_scratch == (role == SCRATCH)]
-    best = max(done, key=lambda t: (t.value, -t.number))
+            if TrialRecord.from_frozen(t).is_scratch == scratch]
+    keep = {t.number for t in sorted(done, key=lambda t: (-t.value, t.number))[:KEPT[scratch]]}
     keep_all = keep_every_trial(ctx)
-    if best.number != number and not keep_all:
+    if number not in keep and not keep_all:
         return
     target = ctx.plan.models_dir / f"trial_{number}"
     result.save(target)
+    save_val_probs(target, result.val_probs)
     if keep_all:
         return
     for other in ctx.plan.models_dir.glob("trial_*"):
         n = int(other.name.split("_")[1])
-        if n != number and any(t.number == n for t in done):
+        if n not in keep and any(t.number == n for t in done):
             shutil.rmtree(other, ignore_errors=True)

@@ -165,24 +165,26 @@ class _Loop:
         note(f"out of memory ({first}); retrying the epoch with batch size {self.batch_size}")
 
 
-def _accuracies(model_loop: _Loop, data: _Split, cached: bool) -> list[float]:
-    """Per-task accuracy on ``data`` (with OOM back-off)."""
+def _predictions(model_loop: _Loop, data: _Split, cached: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Predicted classes (n, n_tasks) int64 (the logits' argmax) and per-task softmax probabilities
+    [(n, C_t) float32] on ``data`` (with OOM back-off): what every metric is computed from."""
     while True:
         try:
-            correct = torch.zeros(data.labels.shape[1], dtype=torch.long)
+            preds, probs = [], [[] for _ in range(data.labels.shape[1])]
             broken = 0  # items whose outputs are nan or inf: a diverged model, whatever argmax says
             with torch.no_grad():
-                for inputs, y in model_loop.batches(data, torch.arange(len(data)),
+                for inputs, _ in model_loop.batches(data, torch.arange(len(data)),
                                                     model_loop.batch_size * (8 if cached else 1), False):
-                    for t, lg in enumerate(model_loop.logits(inputs, cached)):
-                        right, bad = torch.stack([(lg.argmax(1) == y[:, t]).sum(),
-                                                  (~torch.isfinite(lg)).any(1).sum()]).cpu().tolist()
-                        correct[t] += right
-                        broken += bad
+                    logits = model_loop.logits(inputs, cached)
+                    broken += int(sum((~torch.isfinite(lg)).any(1).sum() for lg in logits))
+                    preds.append(torch.stack([lg.argmax(1) for lg in logits], 1).cpu())
+                    for t, lg in enumerate(logits):
+                        probs[t].append(torch.softmax(lg, 1).cpu())
             if broken:
                 raise Diverged(f"training diverged: in {model_loop.stage}, {broken} output row(s) for {len(data)} "
                                "evaluated item(s) are nan or inf; lower --lr (or train in fp32: --precision fp32)")
-            return (correct.double() / max(1, len(data))).tolist()
+            return (torch.cat(preds).numpy().astype(np.int64),
+                    [torch.cat(p).numpy().astype(np.float32) for p in probs])
         except Exception as exc:
             if not is_oom(exc):
                 raise

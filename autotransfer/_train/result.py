@@ -20,13 +20,14 @@ if TYPE_CHECKING:
 
 @dataclass
 class TrainResult:
-    """What one ``train`` call produced. Scores are accuracies in [0, 1], mean over tasks."""
+    """What one ``train`` call produced. Scores are ``metric``'s (accuracy by default), the mean over
+    tasks, higher is better (a loss is negated)."""
 
-    val_curve: list[float]  # mean val accuracy after each reported epoch (0-based epochs)
+    val_curve: list[float]  # mean val score after each reported epoch (0-based epochs)
     val_score: float  # val_curve at best_epoch; ``model`` holds that epoch's weights
-    test_score: float | None  # mean test accuracy of the returned model (None: evaluate_test=False)
-    task_scores: dict[str, float]  # val accuracy per task at the kept epoch
-    test_task_scores: dict[str, float]  # test accuracy per task ({} without a test evaluation)
+    test_score: float | None  # mean test score of the returned model (None: evaluate_test=False)
+    task_scores: dict[str, float]  # val score per task at the kept epoch
+    test_task_scores: dict[str, float]  # test score per task ({} without a test evaluation)
     seconds: float  # wall time of the whole call (feature extraction included)
     trainable_params: int  # parameters trained in the main (last) stage, heads included
     total_params: int  # all parameters of the model, heads and adapters included
@@ -42,9 +43,12 @@ class TrainResult:
     epoch_seconds: list[float] = field(default_factory=list)  # wall time per reported epoch (train + val)
     feature_seconds: float = 0.0  # time spent getting cached features (0 if none were needed)
     features_from_cache: bool | None = None  # cached features came from the disk cache (None: none used)
-    task_curves: dict[str, list[float]] = field(default_factory=dict)  # val accuracy per task per epoch
+    task_curves: dict[str, list[float]] = field(default_factory=dict)  # val score per task per epoch
     stage_curves: dict[str, list[float]] = field(default_factory=dict)  # val curves of unreported stages
     train_items: int | None = None  # items of the training split it trained on (a refit's: train + val)
+    metric: str = "accuracy"  # the metric every score here is (resolved: never "auto")
+    val_band: Any = None  # val_score's ``metrics.Scored``: its 95% interval and the kept-epoch rule's standard error
+    val_probs: list[np.ndarray] = field(default_factory=list)  # per task (n_val, C) probabilities at the kept epoch
 
     def predict(self, items: Sequence[Any], batch_size: int = 64) -> tuple[np.ndarray, list[np.ndarray]]:
         """Predicted class indices (n, n_tasks) and per-task probabilities; see ``TransferModel.predict``."""
@@ -54,7 +58,8 @@ class TrainResult:
         """Plain data for leaderboards (no model); a local source by its file name, not this machine's path."""
 
         return {
-            "source": display_source(self.source), "strategy": self.strategy, "val_score": self.val_score,
+            "source": display_source(self.source), "strategy": self.strategy, "metric": self.metric,
+            "val_score": self.val_score,
             "test_score": self.test_score, "task_scores": self.task_scores,
             "test_task_scores": self.test_task_scores, "val_curve": self.val_curve,
             "best_epoch": self.best_epoch, "epochs_run": self.epochs_run, "seconds": self.seconds,

@@ -17,6 +17,7 @@ from ..datasets import load
 from ..decode_cache import decoded
 from ..errors import AutotransferError, DataError
 from ..features import resolve_device
+from ..metrics import resolve_metric, task_values
 from ..model import TransferModel
 from ..monitor import StopTraining
 from ..precision import resolve_precision
@@ -25,7 +26,7 @@ from ..sources import Source, SourceOptions
 from ..strategies import SourceInfo, get_strategy
 from .cached_features import _Features
 from .fit import _FitOut, fit
-from .loop import _accuracies, _Loop, _Split, auto_batch_size
+from .loop import _Loop, _predictions, _Split, auto_batch_size
 from .result import TrainResult
 from .seeding import seed_everything
 from .solve import _solve_stage
@@ -105,8 +106,9 @@ def train(dataset: Any, source: Any, strategy: str | Strategy, config: TrainConf
         )
     dev = resolve_device(cfg.device)
     prec = resolve_precision(cfg.precision, dev)
+    metric = resolve_metric(cfg.metric, ds.split_labels("train"), [t.num_classes for t in ds.tasks])[0]
     model, params = _build(ds, src, strat, cfg.pretrained, cfg.seed, dev, strategy_params)
-    run = _Run(model, src, ds, dev, prec, cfg, auto_augment(ds, cfg.augment))
+    run = _Run(model, src, ds, dev, prec, cfg, auto_augment(ds, cfg.augment), metric)
     stages = strat.stages(params)
     out = _run_stages(run, stages)
     test = _test(run, out, stages) if cfg.evaluate_test else (None, {})
@@ -121,6 +123,9 @@ def _result(run: _Run, out: _StagesOut, strat: Strategy, params: dict[str, Any],
     return TrainResult(
         val_curve=out.val_curve,
         val_score=out.val_curve[out.best_epoch],
+        metric=run.metric,
+        val_band=out.band,
+        val_probs=out.val_probs or [],
         test_score=test[0],
         task_scores=dict(zip(names, out.task_curve[out.best_epoch], strict=False)),
         test_task_scores=test[1],
@@ -171,8 +176,9 @@ class _Run:
     """One ``train`` call's model, data and settings, shared by its stages."""
 
     def __init__(self, model: TransferModel, src: Source, ds: Dataset, dev: torch.device, prec: str,
-                 cfg: TrainConfig, augment: bool):
+                 cfg: TrainConfig, augment: bool, metric: str = "accuracy"):
         self.model, self.src, self.ds, self.dev, self.prec, self.augment = model, src, ds, dev, prec, augment
+        self.metric = metric  # resolved: what every epoch's validation score is
         self.epochs, self.lr, self.weight_decay, self.seed = int(cfg.epochs), cfg.lr, cfg.weight_decay, cfg.seed
         self.batch_size, self.cache_dir, self.pretrained = cfg.batch_size, cfg.cache_dir, cfg.pretrained
         self.verbose, self.progress, self.monitor, self.report = cfg.verbose, cfg.progress, cfg.monitor, cfg.report
@@ -204,6 +210,8 @@ class _StagesOut:
     task_curve: list[list[float]] = field(default_factory=list)
     best_epoch: int = 0
     stopped: bool = False
+    band: Any = None  # the kept epoch's ``metrics.Scored``
+    val_probs: list[np.ndarray] | None = None  # the kept epoch's per-task validation probabilities
     epoch_seconds: list[float] = field(default_factory=list)
     stage_curves: dict[str, list[float]] = field(default_factory=dict)  # unreported stages' val curves
     solved: dict[str, float] = field(default_factory=dict)  # solver stage -> the L2 strength chosen on val
@@ -224,6 +232,7 @@ def _run_stages(run: _Run, stages: Sequence[Any]) -> _StagesOut:
         if stage.reported:
             res.val_curve, res.task_curve, res.best_epoch, res.stopped = (out.curve, out.task_curve, out.best_epoch,
                                                                           out.stopped)
+            res.band, res.val_probs = out.band, out.val_probs
             res.epoch_seconds = out.epoch_seconds
         else:
             res.stage_curves[stage.name] = out.curve
@@ -248,19 +257,20 @@ def _run_stage(run: _Run, stage: Any, res: _StagesOut) -> tuple[_FitOut, _Loop]:
     if stage.solver and cached:
         path = [run.l2[stage.name]] if stage.name in run.l2 else L2_PATH
         out, res.solved[stage.name] = _solve_stage(model, train_data, val_data, run.epochs, stage_report,
-                                                    run.monitor, path)
+                                                    run.monitor, path, run.metric)
     else:
         out = fit(model, loop, groups, train_data, val_data, epochs=int(stage.epochs or run.epochs), cached=cached,
                   weight_decay=run.weight_decay, report=stage_report, verbose=run.verbose, monitor=run.monitor,
-                  keep=run.keep, stop_after=run.stop_after if stage.reported else None)
+                  keep=run.keep, stop_after=run.stop_after if stage.reported else None, metric=run.metric)
     if cached:
         fold_standardizer(model.heads, mean, std)
     return out, loop
 
 
 def _test(run: _Run, out: _StagesOut, stages: Sequence[Any]) -> tuple[float, dict[str, float]]:
-    """Mean and per-task test accuracy of the trained model, on the last stage's inputs."""
+    """Mean and per-task test score (the run's metric) of the trained model, on the last stage's inputs."""
     assert out.loop is not None
     last_cached = stages[-1].cached_features
-    accs = _accuracies(out.loop, run.data("test", last_cached), last_cached)
+    test = run.data("test", last_cached)
+    accs = task_values(run.metric, test.labels.numpy(), *_predictions(out.loop, test, last_cached))
     return float(np.mean(accs)), {t.name: a for t, a in zip(run.ds.tasks, accs, strict=False)}

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import click
 
+from .._search.report import interval_text
 from .._search.runner import search
 from ..data.offline import write_bbc_folder
 from ..errors import AutotransferError
+from ..metrics import get_metric
 from ..plugins import get_registry
 from ..zoo import build_zoo, write_target_task
 from .leaderboard_cmd import print_leaderboards
@@ -36,7 +38,9 @@ def demo_cmd(out, text, trials, timeout, no_progress):
     click.echo("")
     print_leaderboards(result.out_dir, "table")
     s = result.summary
-    test = f"test accuracy {s['test_score']:.3f}" if s.get("test_score") is not None else "tested on its worker"
+    title = get_metric(s.get("metric") or "accuracy").score_title
+    test = (f"test {title} {interval_text(s['test_score'], s.get('test_low'), s.get('test_high'))}"
+            if s.get("test_score") is not None else "tested on its worker")
     if result.negative_transfer:
         click.echo(f"\nanswer: scratch won — train {s['best_source'].removeprefix('scratch:')} from scratch ({test}): "
                    "no source beat the best scratch baseline on validation, so transfer would hurt here")

@@ -15,7 +15,7 @@ from ..precision import resolve_precision
 from ..runs import RUNS, refuse_inside_data, run_dir
 from ..textable import format_table
 from .leaderboard_cmd import print_leaderboards
-from .options import data_options, precision_option
+from .options import data_options, metric_option, precision_option
 
 
 def _split_list(value):
@@ -103,11 +103,12 @@ def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, p
 @click.option("--ensemble", type=int, default=DEFAULTS.ensemble, show_default=True,
               help="Greedy ensemble selection (at most N picks) over the completed trials on validation; "
               "exported when it beats the chosen trial there (0: off).")
+@metric_option(DEFAULTS.metric)
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def search_cmd(data, text_col, label_col, split, seed, out, sources, estimators, primary, max_samples, cache_dir,
                device, precision, offline, trust_remote_code, trials, timeout, top_k, strategies, epochs, storage, study_name,
                warmup_epochs, patience, margin, efficiency_pruner, scratch_baselines, stall_trials, refit, ensemble,
-               no_progress):
+               metric, no_progress):
     """Rank sources, search source × strategy × depth × lr, export the best model."""
 
     config = SearchConfig(  # checks every option, before any work
@@ -117,7 +118,7 @@ def search_cmd(data, text_col, label_col, split, seed, out, sources, estimators,
         trust_remote_code=trust_remote_code, label_col=label_col, text_col=text_col, split=split,
         max_samples=max_samples, cache_dir=cache_dir, warmup_epochs=warmup_epochs, patience=patience,
         margin=margin, efficiency_pruner=efficiency_pruner, scratch_baselines=scratch_baselines,
-        progress=not no_progress, precision=precision, stall_trials=stall_trials,
+        progress=not no_progress, precision=precision, stall_trials=stall_trials, metric=metric,
         refit=refit, ensemble=ensemble,
     )
     result = search(data, config)

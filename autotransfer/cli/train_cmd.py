@@ -7,10 +7,11 @@ import click
 from .._train import train
 from .._train_config import DEFAULTS, TrainConfig
 from ..datasets import load
+from ..metrics import get_metric
 from ..outputs import check_out_folder
 from ..runs import run_dir
 from ..sources import SourceOptions, resolve_source
-from .options import checked_precision, data_options, positive, precision_option
+from .options import checked_precision, data_options, metric_option, positive, precision_option
 
 
 @click.command("train")
@@ -27,12 +28,13 @@ from .options import checked_precision, data_options, positive, precision_option
 @click.option("--cache-dir", default=None, help="Cache of features and decoded images [default: ~/.cache/autotransfer].")
 @click.option("--offline", is_flag=True, help="Never touch the network; use local weights only.")
 @click.option("--out", default=None, help="Folder for the trained model [default: ./autotransfer-runs/<data-name>/train].")
+@metric_option(DEFAULTS.metric)
 def train_cmd(data, text_col, label_col, split, seed, source_spec, strategy, epochs, lr, depth, batch_size, device,
-              precision, cache_dir, offline, out):
+              precision, cache_dir, offline, out, metric):
     """Fine-tune one source with one strategy and save the model."""
 
     config = TrainConfig(lr=lr, epochs=epochs, seed=seed, device=device, batch_size=batch_size,  # checked here
-                         cache_dir=cache_dir, precision=precision, verbose=True)
+                         cache_dir=cache_dir, precision=precision, verbose=True, metric=metric)
     precision = checked_precision(precision, device)
     ds = load(data, text_col=text_col, label_col=label_col, split=split, seed=seed)
     out = check_out_folder(out or run_dir(None, ds.name) / "train", {"--data": data})
@@ -40,6 +42,7 @@ def train_cmd(data, text_col, label_col, split, seed, source_spec, strategy, epo
     strategy_params = {"depth": depth} if depth is not None else {}  # a strategy parameter like any other
     result = train(ds, src, strategy, config, **strategy_params)
     path = result.save(out)
-    click.echo(f"{src.name} {result.strategy}: val {result.val_score:.4f}, test {result.test_score:.4f} "
+    title = "" if result.metric == "accuracy" else f" ({get_metric(result.metric).score_title})"
+    click.echo(f"{src.name} {result.strategy}: val {result.val_score:.4f}, test {result.test_score:.4f}{title} "
                f"(precision {precision}, {result.seconds:.1f}s)")
     click.echo(f"wrote {path}")
