@@ -283,3 +283,15 @@ def test_the_layers_below_the_plugin_manager_never_reach_it(low):
     assert low in graph
     above = {"autotransfer.plugins", "autotransfer.sources", "autotransfer.datasets"}
     assert not _reachable(graph, low) & above, sorted(_reachable(graph, low) & above)
+
+
+def test_every_package_directory_is_in_the_distribution():
+    """pyproject's explicit package list must name every folder with an __init__.py, or a regular (non-editable)
+    install ships without it and fails at import."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "autotransfer").rglob("__init__.py")}
+    found |= {".".join(("autotransfer_plugins", *p.parent.relative_to(ROOT / "plugins").parts))
+              for p in (ROOT / "plugins").rglob("__init__.py")}
+    assert found - listed == set(), f"add to [tool.setuptools] packages in pyproject.toml: {sorted(found - listed)}"
