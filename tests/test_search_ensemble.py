@@ -12,6 +12,7 @@ from helpers_final import check_moved_model
 
 import autotransfer
 from autotransfer._search import final
+from autotransfer._search.answer import VAL_PROBS
 from autotransfer._search.record import StudyRecord, TrialRecord
 from autotransfer._search.storage import default_storage
 from autotransfer.datasets import load
@@ -43,7 +44,8 @@ class _Planted:
 
 
 def _plant(out, number_of_trials: int) -> int:
-    """A completed trial, poor on validation, added to the run's study; its model folder a copy of trial 0's."""
+    """A completed trial, poor on validation, added to the run's study; its model folder a copy of trial 0's
+    weights without the validation probabilities trial 0 kept (they are not the planted model's)."""
     study = optuna.load_study(study_name="autotransfer-target", storage=default_storage(out))
     config = {"source": "planted", "strategy": "partial", "lr": 1e-3, "weight_decay": 0.01, "params": {}}
     study.add_trial(optuna.trial.create_trial(
@@ -51,7 +53,9 @@ def _plant(out, number_of_trials: int) -> int:
                                            strategy="partial").to_user_attrs()))
     number = len(study.get_trials(deepcopy=False)) - 1
     models = out / "trials"
-    shutil.copytree(next(models.glob("trial_*")), models / f"trial_{number}")
+    # its weights are trial 0's, its validation probabilities its own: predicted through the planted model
+    shutil.copytree(next(models.glob("trial_*")), models / f"trial_{number}",
+                    ignore=shutil.ignore_patterns(VAL_PROBS))
     assert number >= number_of_trials - 1
     return number
 

@@ -23,6 +23,7 @@ from ..ensemble import average_models, greedy_ensemble, save_ensemble
 from ..errors import AutotransferError
 from ..loading import load_model
 from ..metrics import get_metric, score, score_with_interval
+from .answer import load_val_probs
 from .refit import refit, resolve_refit
 
 _TIE = 1e-12  # an ensemble must beat the single answer by more than rounding to replace it
@@ -76,12 +77,14 @@ def choose_ensemble(ctx: Any, complete: list[Any], answer: Any, size: int) -> tu
     picks), and the soup of its members where they share an architecture; returns the better of the
     two when it beats the single answer on validation (else None), and the single answer's validation score."""
     metric = selection_metric(ctx)
-    cands = _candidates(complete, ctx)
+    cands = dict(_candidates(complete, ctx))
     models, probs = {}, {}
-    for n, d in cands:  # one candidate on the device at a time: the others wait on the CPU
-        model = load_model(d, device=str(ctx.plan.device))
-        probs[n] = _probs(model, ctx, "val")
-        models[n] = model.to("cpu")
+    for n, d in cands.items():  # the probabilities each trial kept; predicted only for a trial without them
+        kept = load_val_probs(d)
+        if kept is None:  # one candidate on the device at a time: the others wait on the CPU
+            model = load_model(d, device=str(ctx.plan.device))
+            kept, models[n] = _probs(model, ctx, "val"), model.to("cpu")
+        probs[n] = kept
     labels = ctx.plan.dataset.split_labels("val")
     single = score(metric, labels, probs[answer.number]) if answer.number in probs else float("-inf")
     numbers = list(probs)
@@ -89,8 +92,9 @@ def choose_ensemble(ctx: Any, complete: list[Any], answer: Any, size: int) -> tu
         return None, single
     sel = greedy_ensemble([probs[n] for n in numbers], labels, metric, max_members=size)
     members = sel.members()
-    pick = _Pick("ensemble", [numbers[i] for i, _ in members], [w for _, w in members], float(sel.score),
-                 [models[numbers[i]] for i, _ in members])
+    picked = [numbers[i] for i, _ in members]
+    pick = _Pick("ensemble", picked, [w for _, w in members], float(sel.score),
+                 [models.get(n) or load_model(cands[n], device="cpu") for n in picked])
     soup = _soup(ctx, pick, metric, labels)
     if soup is not None and soup.val >= pick.val:
         pick = soup  # as good on validation at one model's inference cost
