@@ -218,11 +218,20 @@ def cli_subprocess():
 
 @pytest.fixture(scope="session")
 def zoo(tmp_path_factory) -> dict:
-    """The digits zoo (test_resnet pretrained on digits 0–4, and on shuffled labels), by name."""
+    """The digits zoo (test_resnet pretrained on digits 0–4, and on shuffled labels), by name. Built with
+    one torch thread whichever test asks first: the thread count changes the float sums of training, so
+    the weights (and every score measured on them) would otherwise depend on the order tests run in."""
+    import torch
+
     from autotransfer.zoo import build_zoo
 
-    entries = build_zoo(tmp_path_factory.mktemp("zoo"), archs=("test_resnet",), kinds=("helpful", "harmful"),
-                         epochs=10)
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        entries = build_zoo(tmp_path_factory.mktemp("zoo"), archs=("test_resnet",), kinds=("helpful", "harmful"),
+                            epochs=10)
+    finally:
+        torch.set_num_threads(old)
     return {e.name: e for e in entries}
 
 

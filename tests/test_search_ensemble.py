@@ -89,15 +89,17 @@ def test_a_trial_perfect_on_test_and_poor_on_validation_is_never_chosen(zoo, tar
     assert StudyRecord.from_study(optuna.load_study(study_name="autotransfer-target",
                                                     storage=default_storage(out))).answer != planted
     # on this data the probe and the scratch baseline together beat the probe alone on validation (0.811 to 0.798)
-    assert s["exported"] in ("ensemble", "soup") and s["test_score_single"] is not None
-    # --refit applies to a single answer: the ensemble that won is exported as chosen
-    assert s["refit"].startswith("on; not applied") and s["test_score_refit"] is None
-    assert s["ensemble_val_score"] > s["val_score"] and s["test_score"] == s["ensemble_test_score"]
+    assert s["exported"] in ("refit ensemble", "refit soup") and s["test_score_single"] is not None
+    kind = s["exported"].removeprefix("refit ")
+    # --refit with an ensemble that won: each member retrained on train + val, never on test
+    assert s["refit"] == "on" and s["test_score"] == s["test_score_refit"]
+    assert s["refit_train_items"] == len(dataset.split_items("train")) + len(dataset.split_items("val"))
+    assert s["ensemble_val_score"] > s["val_score"] and s["ensemble_test_score"] is not None
     cfg = json.loads((res.best_dir / "config.json").read_text())
-    if s["exported"] == "soup":  # one model: one model's inference cost
+    if kind == "soup":  # one model: one model's inference cost
         assert float(s["inference_cost"]) == 1.0
     else:
         cost = float(s["inference_cost"])
         assert cost == pytest.approx(cfg["parameters"] / cfg["single_parameters"]) and cost > 1.0
     assert str(planted) not in map(str, cfg.get("trials") or cfg.get("soup", {}).get("trials", []))
-    check_moved_model(cli_subprocess, res.best_dir, out, target_dir / "test", tmp_path, s["ensemble_test_score"])
+    check_moved_model(cli_subprocess, res.best_dir, out, target_dir / "test", tmp_path, s["test_score_refit"])

@@ -1,11 +1,11 @@
 """What the search's answer becomes once the search has chosen it: refit on train + val (``--refit``),
-or an ensemble of the completed trials chosen on validation (``--ensemble N``).
+or an ensemble of the completed trials chosen on validation (``--ensemble N``), or both: the
+ensemble's members each refit, combined with the weights validation chose.
 
 ``improve`` runs after ``_finish`` has tested the chosen trial and copied it to ``best/``; it may
 replace ``best/`` and returns the summary's columns about it (``report.FINAL_COLUMNS``). The
-ensemble is chosen on validation only; each model it considers exporting is tested once. ``--refit``
-applies to a single answer: an ensemble that wins on validation is exported as it is (refitting
-every member would cost as many trainings as it has members).
+ensemble is chosen on validation only; each model it considers exporting is tested once. A refit
+ensemble costs as many trainings as it has members (``refit_seconds`` says how long they took).
 """
 
 from __future__ import annotations
@@ -115,11 +115,11 @@ def _soup(ctx: Any, pick: _Pick, metric: str, labels: np.ndarray) -> _Pick | Non
     return _Pick("soup", pick.trials, pick.weights, float(score(metric, labels, _probs(soup, ctx, "val"))), [soup])
 
 
-def _export(pick: _Pick, ctx: Any, single_parameters: int, out: Path) -> None:
+def _export(pick: _Pick, ctx: Any, single_parameters: int, out: Path, **more: Any) -> None:
     """The pick written as ``out`` (replacing it), self-contained."""
     partial = out.with_name(f".{out.name}.ensemble")
     shutil.rmtree(partial, ignore_errors=True)
-    extra = {"metric": selection_metric(ctx), "val_score": pick.val, "trials": pick.trials, "kind": pick.kind}
+    extra = {"metric": selection_metric(ctx), "val_score": pick.val, "trials": pick.trials, "kind": pick.kind, **more}
     if pick.kind == "soup":
         model = pick.models[0]
         model.config = {**model.config, "soup": {**model.config.get("soup", {}), **extra}}
@@ -134,15 +134,15 @@ def _cost(pick: _Pick, single_parameters: int) -> float:
     return 1.0 if pick.kind == "soup" else sum(m.param_counts()[1] for m in pick.models) / single_parameters
 
 
-def _ensemble_columns(ctx: Any, complete: list[Any], answer: Any, best_dir: Path) -> dict[str, Any]:
+def _ensemble_columns(ctx: Any, complete: list[Any], answer: Any, best_dir: Path) -> tuple[dict[str, Any], _Pick | None]:
     """``--ensemble``: choose, and export and test the pick when it beats the single answer on validation."""
     size = int(ctx.plan.config.ensemble)
     pick, single = choose_ensemble(ctx, complete, answer, size)
     if pick is None:
         note(f"--ensemble {size}: no ensemble of the completed trials beats the chosen trial on validation "
              f"({single:.4f}); best/ is the chosen trial")
-        return {"ensemble_members": f"none beat trial {answer.number} on validation"}
-    params = load_model(ctx.plan.models_dir / f"trial_{answer.number}").param_counts()[1]
+        return {"ensemble_members": f"none beat trial {answer.number} on validation"}, None
+    params = _parameters(ctx, answer)
     cost = _cost(pick, params)
     _export(pick, ctx, params, best_dir)
     exported = load_model(best_dir, device=str(ctx.plan.device))
@@ -152,16 +152,16 @@ def _ensemble_columns(ctx: Any, complete: list[Any], answer: Any, best_dir: Path
     note(f"best/ is the {pick.kind} of {members}: validation {pick.val:.4f} against the chosen trial's {single:.4f}")
     return {"exported": pick.kind, **tested, "ensemble_members": members, **validated,
             "ensemble_test_score": tested["test_score"], "ensemble_test_low": tested["test_low"],
-            "ensemble_test_high": tested["test_high"], "inference_cost": cost}
+            "ensemble_test_high": tested["test_high"], "inference_cost": cost}, pick
 
 
-def _refit_columns(ctx: Any, answer: Any, best_dir: Path, exported: str) -> dict[str, Any]:
+def _parameters(ctx: Any, answer: Any) -> int:
+    """The single answer's parameter count: the unit of an ensemble's inference cost."""
+    return load_model(ctx.plan.models_dir / f"trial_{answer.number}").param_counts()[1]
+
+
+def _refit_columns(ctx: Any, answer: Any, best_dir: Path) -> dict[str, Any]:
     """``--refit``: retrain the single answer on train + val, test it, export it."""
-    on, why = resolve_refit(ctx.plan.config.refit, ctx.plan.dataset)
-    if not on:
-        return {"refit": why}
-    if exported != "single":
-        return {"refit": f"{why}; not applied: --refit applies to a single answer, and the {exported} won"}
     t0 = time.perf_counter()
     result = refit(ctx, answer, ctx.plan.models_dir / f"trial_{answer.number}")
     seconds = time.perf_counter() - t0
@@ -173,16 +173,44 @@ def _refit_columns(ctx: Any, answer: Any, best_dir: Path, exported: str) -> dict
     shutil.copytree(target, best_dir)
     note(f"best/ is trial {answer.number} refit on train + val ({result.train_items} items, "
          f"{len(result.val_curve)} epoch(s), {seconds:.0f} s)")
-    return {"refit": why, "exported": "refit", **tested, "test_score_refit": tested["test_score"],
+    return {"exported": "refit", **tested, "test_score_refit": tested["test_score"],
             "refit_seconds": round(seconds, 1), "refit_train_items": result.train_items}
 
 
+def _refit_ensemble_columns(ctx: Any, complete: list[Any], answer: Any, pick: _Pick,
+                            best_dir: Path) -> dict[str, Any]:
+    """``--refit`` with an ensemble (or soup) that won: every member retrained on train + val, combined
+    with the weights chosen on validation, tested, exported."""
+    t0 = time.perf_counter()
+    by_number = {t.number: t for t in complete}
+    results = [refit(ctx, by_number[n], ctx.plan.models_dir / f"trial_{n}") for n in pick.trials]
+    seconds = time.perf_counter() - t0
+    models = [r.model.to("cpu") for r in results]
+    if pick.kind == "soup":  # the refit members averaged with the soup's weights
+        models = [average_models(models, pick.weights)]
+    _export(_Pick(pick.kind, pick.trials, pick.weights, pick.val, models), ctx, _parameters(ctx, answer), best_dir,
+            refit=True)
+    tested = test_columns(load_model(best_dir, device=str(ctx.plan.device)), ctx)
+    items = int(results[0].train_items or 0)
+    note(f"best/ is the {pick.kind} of trials {', '.join(map(str, pick.trials))}, each refit on train + val "
+         f"({items} items, {seconds:.0f} s)")
+    return {"exported": f"refit {pick.kind}", **tested, "test_score_refit": tested["test_score"],
+            "refit_seconds": round(seconds, 1), "refit_train_items": items}
+
+
 def improve(ctx: Any, complete: list[Any], answer: Any, single_test: float | None, best_dir: Path) -> dict[str, Any]:
-    """The ensemble (``--ensemble``), then the refit (``--refit``) of a single answer; the summary's columns."""
+    """The ensemble (``--ensemble``), then the refit (``--refit``) of the answer, single or ensemble: the
+    summary's columns."""
     cols: dict[str, Any] = {"exported": "single", "test_score_single": single_test}
+    pick = None
     if ctx.plan.config.ensemble:
-        cols.update(_ensemble_columns(ctx, complete, answer, best_dir))
-    cols.update(_refit_columns(ctx, answer, best_dir, cols["exported"]))
+        more, pick = _ensemble_columns(ctx, complete, answer, best_dir)
+        cols.update(more)
+    on, why = resolve_refit(ctx.plan.config.refit, ctx.plan.dataset)
+    cols["refit"] = why
+    if on:
+        cols.update(_refit_columns(ctx, answer, best_dir) if pick is None
+                    else _refit_ensemble_columns(ctx, complete, answer, pick, best_dir))
     return cols
 
 
