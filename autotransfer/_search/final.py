@@ -136,12 +136,13 @@ def _cost(pick: _Pick, single_parameters: int) -> float:
 
 def _ensemble_columns(ctx: Any, complete: list[Any], answer: Any, best_dir: Path) -> tuple[dict[str, Any], _Pick | None]:
     """``--ensemble``: choose, and export and test the pick when it beats the single answer on validation."""
-    size = int(ctx.plan.config.ensemble)
+    size, t0 = int(ctx.plan.config.ensemble), time.perf_counter()
     pick, single = choose_ensemble(ctx, complete, answer, size)
     if pick is None:
         note(f"--ensemble {size}: no ensemble of the completed trials beats the chosen trial on validation "
              f"({single:.4f}); best/ is the chosen trial")
-        return {"ensemble_members": f"none beat trial {answer.number} on validation"}, None
+        return {"ensemble_members": f"none beat trial {answer.number} on validation",
+                "ensemble_seconds": round(time.perf_counter() - t0, 1)}, None
     params = _parameters(ctx, answer)
     cost = _cost(pick, params)
     _export(pick, ctx, params, best_dir)
@@ -152,7 +153,8 @@ def _ensemble_columns(ctx: Any, complete: list[Any], answer: Any, best_dir: Path
     note(f"best/ is the {pick.kind} of {members}: validation {pick.val:.4f} against the chosen trial's {single:.4f}")
     return {"exported": pick.kind, **tested, "ensemble_members": members, **validated,
             "ensemble_test_score": tested["test_score"], "ensemble_test_low": tested["test_low"],
-            "ensemble_test_high": tested["test_high"], "inference_cost": cost}, pick
+            "ensemble_test_high": tested["test_high"], "inference_cost": cost,
+            "ensemble_seconds": round(time.perf_counter() - t0, 1)}, pick
 
 
 def _parameters(ctx: Any, answer: Any) -> int:

@@ -41,7 +41,8 @@ TRIAL_COLUMNS = ["trial", "state", "role", "source", "provider", "strategy", "de
 # or a soup; the summary's test_score is best/'s, test_score_single the chosen trial's as searched
 FINAL_COLUMNS = ["exported", "test_score_single", "refit", "test_score_refit", "refit_seconds", "refit_train_items",
                  "ensemble_members", "ensemble_val_score", "ensemble_val_low", "ensemble_val_high",
-                 "ensemble_test_score", "ensemble_test_low", "ensemble_test_high", "inference_cost"]
+                 "ensemble_test_score", "ensemble_test_low", "ensemble_test_high", "inference_cost",
+                 "ensemble_seconds"]
 SUMMARY_COLUMNS = ["data", "modality", "tasks", "n_train", "n_val", "n_test", "metric", "metric_reason",
                    "best_source", "strategy", "depth", "lr", "val_score", "val_low", "val_high", "val_se",
                    "test_score", "test_low", "test_high", "scratch_val_score", "scratch_val_low", "scratch_val_high",
