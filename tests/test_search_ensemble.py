@@ -102,4 +102,7 @@ def test_a_trial_perfect_on_test_and_poor_on_validation_is_never_chosen(zoo, tar
         cost = float(s["inference_cost"])
         assert cost == pytest.approx(cfg["parameters"] / cfg["single_parameters"]) and cost > 1.0
     assert str(planted) not in map(str, cfg.get("trials") or cfg.get("soup", {}).get("trials", []))
+    card = (res.best_dir / "README.md").read_text()  # an ensemble gets a card too, naming its members
+    assert s["ensemble_members"] in card and "Every member was retrained on train + validation" in card
+    assert f"{s['ensemble_val_score']:.4f}" in card.split("## Scores", 1)[1]
     check_moved_model(cli_subprocess, res.best_dir, out, target_dir / "test", tmp_path, s["test_score_refit"])

@@ -32,7 +32,7 @@ def _interval(summary: dict[str, Any], prefix: str) -> tuple[float, float] | Non
     low, high = summary.get(f"{prefix}_low"), summary.get(f"{prefix}_high")
     if not _nan(low) and not _nan(high):
         return float(low), float(high)
-    value, n = summary.get(f"{prefix}_score"), summary.get(f"n_{'val' if prefix == 'val' else 'test'}")
+    value, n = summary.get(f"{prefix}_score"), summary.get(f"n_{'val' if prefix.endswith('val') else 'test'}")
     if _metric(summary).name == "accuracy" and not _nan(value) and n and len(str(summary.get("tasks") or "").split(",")) == 1:
         return wilson_interval(round(float(value) * int(n)), int(n))
     return None
@@ -147,13 +147,44 @@ def _nan(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
+def _combined(summary: dict[str, Any]) -> bool:
+    """Whether best/ is an ensemble or a soup of several trials (refit or not)."""
+    return str(summary.get("exported") or "").removeprefix("refit ") in ("ensemble", "soup")
+
+
+def _final_md(summary: dict[str, Any]) -> list[str]:
+    """What best/ is when it is not the chosen trial as searched: a refit, an ensemble or a soup."""
+    exported = str(summary.get("exported") or "single")
+    if exported == "single":
+        return []
+    lines = ["## What this folder holds", ""]
+    if _combined(summary):
+        kind = "weight-space average (soup)" if exported.endswith("soup") else "weighted ensemble"
+        cost = summary.get("inference_cost")
+        lines.append(f"A {kind} of the search's trials {summary.get('ensemble_members')}, chosen on validation by "
+                     "greedy ensemble selection; the model section below describes the chosen single trial"
+                     + ("" if _nan(cost) else f". Inference cost: {float(cost):.2f}x that trial's") + ".")
+    if exported.startswith("refit"):
+        what = "Every member was" if _combined(summary) else "The chosen configuration was"
+        lines.append(f"{what} retrained on train + validation ({summary.get('refit_train_items')} items) once the "
+                     "search had chosen it: the same source, strategy, parameters, seed and learning-rate "
+                     "schedule, stopped at the kept epoch. The validation items were training items for this "
+                     "model, so the validation score below is the one that chose it, before the refit.")
+    single = summary.get("test_score_single")
+    if not _nan(single):
+        lines.append(f"The chosen trial as searched scored {float(single):.4f} on test; this model's test score is "
+                     "below.")
+    return [" ".join(lines), ""]
+
+
 def _scores_md(summary: dict[str, Any]) -> list[str]:
     metric = _metric(summary)
+    val = "ensemble_val" if _combined(summary) and not _nan(summary.get("ensemble_val_score")) else "val"
     return ["## Scores", "",
             f"{metric.score_title[:1].upper()}{metric.score_title[1:]} (the mean over tasks when there are several), "
             "with 95% intervals (Wilson's for one task's accuracy, a stratified bootstrap's otherwise); chosen by "
             f"{summary.get('metric_reason') or metric.title}:", "",
-            f"- validation: {_score(summary, 'val', summary.get('n_val'))} — the split that chose this "
+            f"- validation: {_score(summary, val, summary.get('n_val'))} — the split that chose this "
             "model among all trials, so it is optimistic",
             f"- test: {_score(summary, 'test', summary.get('n_test'))} — measured once, after the choice",
             ""]
@@ -211,7 +242,9 @@ def write_card(out: Path, study: Any, summary: dict[str, Any], rows: list[dict[s
     name = str(data.get("name") or Path(str(summary.get("data") or "data")).name)
     answer = next((t for t in study.get_trials(deepcopy=False) if t.number == attrs.answer), None)
     trained = (TrialRecord.from_frozen(answer).config or {}) if answer is not None else {}
-    if trained and (trained.get("source"), trained.get("strategy")) != (config.get("source_name"), config.get("strategy")):
+    combined = _combined(summary) and (config.get("members") or config.get("soup"))
+    if not combined and trained and (trained.get("source"), trained.get("strategy")) != (
+            config.get("source_name"), config.get("strategy")):
         return None  # best/ holds an older run's model (this answer was trained on another worker): no card for it
     title = f"# {summary.get('best_source')} + {summary.get('strategy')} for `{name}`"
     modality = str(summary.get("modality") or config.get("modality") or "image")
@@ -220,7 +253,7 @@ def write_card(out: Path, study: Any, summary: dict[str, Any], rows: list[dict[s
     text = "\n".join([
         _front_matter(summary, config, name), title, "",
         _intro(modality, bool(summary.get("negative_transfer"))),
-        "", *_model_md(summary, config, answer), *_data_md(summary, data, name, str(attrs.fingerprint or "")),
+        "", *_final_md(summary), *_model_md(summary, config, answer), *_data_md(summary, data, name, str(attrs.fingerprint or "")),
         *_chosen_md(summary, trans, str(attrs.primary if attrs.primary is not None else "logme"),
                     attrs.probe_scores or {}, scratch),
         *_scores_md(summary), *_use_md(modality),
