@@ -9,7 +9,7 @@ from helpers_final import check_moved_model
 from helpers_training import timm_spec
 
 import autotransfer
-from autotransfer._search.refit import resolve_refit, train_and_val
+from autotransfer._search.refit import predicted_seconds, resolve_refit, train_and_val
 from autotransfer._train import kept_epoch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -37,6 +37,33 @@ def test_auto_is_off_until_measured_and_its_rule_counts_the_smallest_class(digit
     fewest = min(digits5.class_counts()["train"]["label"].values())
     assert resolve_refit("auto", digits5, below=fewest + 1)[0]
     assert not resolve_refit("auto", digits5, below=fewest)[0]
+
+
+def test_the_refit_is_predicted_from_each_trial_s_seconds_to_its_kept_epoch_scaled_to_train_and_val(digits5,
+                                                                                                 tmp_path):
+    for name, seconds, epochs_run, best_epoch in (("a", 40.0, 4, 1), ("b", 6.0, 1, 0)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text(json.dumps(
+            {"seconds": seconds, "epochs_run": epochs_run, "best_epoch": best_epoch}))
+    n_train, n_val = len(digits5.splits["train"]), len(digits5.splits["val"])
+    scale = (n_train + n_val) / n_train
+    assert predicted_seconds(digits5, [tmp_path / "a"]) == pytest.approx(40.0 * 2 / 4 * scale)
+    assert predicted_seconds(digits5, [tmp_path / "a", tmp_path / "b"]) == pytest.approx((20.0 + 6.0) * scale)
+
+
+@pytest.mark.slow
+def test_a_refit_that_would_overrun_the_timeout_is_not_applied(zoo, target_dir, tmp_path, monkeypatch):
+    from autotransfer._search import final
+
+    monkeypatch.setattr(final, "predicted_seconds", lambda dataset, dirs: 1e9)  # longer than any --timeout
+    res = autotransfer.search(
+        target_dir, out=tmp_path / "run", sources=[zoo["digits-test_resnet"].spec], trials=2, epochs=2,
+        estimators=["logme"], strategies=["linear_probe"], progress=False, cache_dir=str(tmp_path / "cache"),
+        refit="on")
+    s = res.summary
+    assert s["refit"].startswith("on; not applied: refitting should take 1000000000 s")
+    assert s["exported"] == "single" and s["test_score"] == s["test_score_single"] and s["test_score_refit"] is None
+    assert not list((res.out_dir / "trials").glob("refit_*"))
 
 
 def test_stop_after_replays_the_first_epochs_of_the_same_schedule(digits5, tmp_path):

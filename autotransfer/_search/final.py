@@ -24,7 +24,7 @@ from ..errors import AutotransferError
 from ..loading import load_model
 from ..metrics import get_metric, score, score_with_interval
 from .answer import load_val_probs
-from .refit import refit, resolve_refit
+from .refit import predicted_seconds, refit, resolve_refit
 
 _TIE = 1e-12  # an ensemble must beat the single answer by more than rounding to replace it
 
@@ -210,10 +210,24 @@ def improve(ctx: Any, complete: list[Any], answer: Any, single_test: float | Non
         cols.update(more)
     on, why = resolve_refit(ctx.plan.config.refit, ctx.plan.dataset)
     cols["refit"] = why
-    if on:
+    if on and _refit_fits(ctx, [answer.number] if pick is None else pick.trials, cols):
         cols.update(_refit_columns(ctx, answer, best_dir) if pick is None
                     else _refit_ensemble_columns(ctx, complete, answer, pick, best_dir))
     return cols
+
+
+def _refit_fits(ctx: Any, numbers: list[int], cols: dict[str, Any]) -> bool:
+    """Whether refitting these trials is predicted to end within --timeout; when not, the summary's
+    ``refit`` column and a note say so, and best/ stays as it is."""
+    need = predicted_seconds(ctx.plan.dataset, [ctx.plan.models_dir / f"trial_{n}" for n in numbers])
+    left = ctx.budget.end - ctx.budget.now()
+    if need <= left:
+        return True
+    cols["refit"] += (f"; not applied: refitting should take {need:.0f} s and {max(0.0, left):.0f} s of "
+                      "--timeout are left")
+    note(f"--refit: not applied: refitting should take {need:.0f} s and {max(0.0, left):.0f} s of --timeout are "
+         "left; raise --timeout to refit")
+    return False
 
 
 def keep_every_trial(ctx: Any) -> bool:

@@ -61,6 +61,20 @@ def _trial_result(model_dir: Path) -> dict[str, Any]:
                                 "pass --refit off, or rerun the search in a new --out") from None
 
 
+def predicted_seconds(dataset: Dataset, model_dirs: list[Path]) -> float:
+    """Seconds refitting the trials saved in ``model_dirs`` should take: each trial's own seconds, for the
+    epochs up to its kept one, times how many more items train + val holds than train."""
+    n_train = len(dataset.splits["train"])
+    scale = (n_train + len(dataset.splits.get("val", []))) / max(1, n_train)
+    total = 0.0
+    for model_dir in model_dirs:
+        done = _trial_result(model_dir)
+        epochs = max(1, int(done.get("epochs_run") or 1))
+        kept = int(done.get("best_epoch") or 0) + 1
+        total += float(done.get("seconds") or 0.0) * min(1.0, kept / epochs) * scale
+    return total
+
+
 def _source(ctx: Any, record: TrialRecord) -> Any:
     """The trial's source object; a scratch baseline at the input size it trained at."""
     config = record.config or {}
