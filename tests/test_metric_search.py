@@ -318,3 +318,25 @@ def test_weak_spots_match_evaluate_on_the_test_split(imbalanced, cli, tmp_path):
     worst = min(task["classes"], key=lambda c: task["per_class"][c]["recall"])
     assert weak.index(f"| {worst} |") < min(weak.index(f"| {c} |") for c in task["classes"] if c != worst)
     assert "true ↓ predicted →" in weak
+
+
+def test_each_task_s_validation_interval_is_that_task_s_own_wilson_or_bootstrap_interval():
+    from types import SimpleNamespace
+
+    from autotransfer._search.trial import task_intervals
+
+    rng = np.random.default_rng(1)
+    labels = np.stack([rng.integers(0, 3, 80), rng.integers(0, 2, 80)], axis=1)
+    probs = [rng.dirichlet(np.ones(3), 80), rng.dirichlet(np.ones(2), 80)]
+    two = SimpleNamespace(tasks=[SimpleNamespace(name="topic"), SimpleNamespace(name="kind")],
+                          split_labels=lambda split: labels)
+    got = task_intervals(two, "accuracy", probs)
+    for i, name in enumerate(("topic", "kind")):
+        hits = int((probs[i].argmax(axis=1) == labels[:, i]).sum())
+        assert got[name] == pytest.approx(list(M.wilson_interval(hits, 80)))  # one task's accuracy: Wilson's
+    balanced = task_intervals(two, "balanced_accuracy", probs)
+    for i, name in enumerate(("topic", "kind")):
+        band = M.scored("balanced_accuracy", labels[:, [i]], [probs[i]])
+        assert balanced[name] == pytest.approx([band.low, band.high])
+    one = SimpleNamespace(tasks=[SimpleNamespace(name="topic")], split_labels=lambda split: labels[:, :1])
+    assert task_intervals(one, "accuracy", probs[:1]) is None  # one task: the trial's own interval

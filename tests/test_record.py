@@ -14,7 +14,7 @@ from autotransfer._search.record import SCRATCH, SEARCH, StudyRecord, TrialRecor
 TRIAL_KEYS = ["role", "fixed", "baseline_source", "config", "source", "strategy", "provider", "precision",
               "input_size", "scratch_note", "train_items", "epoch_seconds", "planned_epochs", "cut_reason",
               "prune_reason", "fail_reason", "skipped", "seconds", "epochs_run", "best_epoch", "trainable_params",
-              "total_params", "task_scores", "val_interval"]
+              "total_params", "task_scores", "val_interval", "task_intervals"]
 STUDY_KEYS = ["ranked", "top_k", "fingerprint", "epochs", "data", "primary", "estimators", "scores", "searched",
               "pruner", "architectures", "dataset", "sources", "probe_scores", "summary", "answer", "metric",
               "metric_reason", "test_confusion"]

@@ -102,6 +102,9 @@ def test_refit_trains_on_train_and_val_and_the_moved_model_predicts(zoo, target_
     assert cfg["refit"]["train_items"] == n_train + n_val  # train + val, never test
     assert s["refit_train_items"] == n_train + n_val and s["exported"] == "refit" and s["refit"] == "on"
     assert s["test_score"] == s["test_score_refit"] and s["test_score_single"] is not None
+    for name in ("single", "refit"):  # both test scores with their intervals
+        assert s[f"test_{name}_low"] <= s[f"test_score_{name}"] <= s[f"test_{name}_high"]
+    assert (s["test_refit_low"], s["test_refit_high"]) == (s["test_low"], s["test_high"])
     single = json.loads((res.out_dir / "trials" / f"trial_{int(cfg['refit']['trial'])}" / "result.json").read_text())
     assert cfg["refit"]["epochs"] == single["best_epoch"] + 1  # exactly the kept epoch's count
     assert "Refit on train + val" in (res.out_dir / "report.md").read_text()

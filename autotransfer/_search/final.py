@@ -176,6 +176,7 @@ def _refit_columns(ctx: Any, answer: Any, best_dir: Path) -> dict[str, Any]:
     note(f"best/ is trial {answer.number} refit on train + val ({result.train_items} items, "
          f"{len(result.val_curve)} epoch(s), {seconds:.0f} s)")
     return {"exported": "refit", **tested, "test_score_refit": tested["test_score"],
+            "test_refit_low": tested["test_low"], "test_refit_high": tested["test_high"],
             "refit_seconds": round(seconds, 1), "refit_train_items": result.train_items}
 
 
@@ -197,13 +198,14 @@ def _refit_ensemble_columns(ctx: Any, complete: list[Any], answer: Any, pick: _P
     note(f"best/ is the {pick.kind} of trials {', '.join(map(str, pick.trials))}, each refit on train + val "
          f"({items} items, {seconds:.0f} s)")
     return {"exported": f"refit {pick.kind}", **tested, "test_score_refit": tested["test_score"],
+            "test_refit_low": tested["test_low"], "test_refit_high": tested["test_high"],
             "refit_seconds": round(seconds, 1), "refit_train_items": items}
 
 
-def improve(ctx: Any, complete: list[Any], answer: Any, single_test: float | None, best_dir: Path) -> dict[str, Any]:
+def improve(ctx: Any, complete: list[Any], answer: Any, single_test: Any, best_dir: Path) -> dict[str, Any]:
     """The ensemble (``--ensemble``), then the refit (``--refit``) of the answer, single or ensemble: the
-    summary's columns."""
-    cols: dict[str, Any] = {"exported": "single", "test_score_single": single_test}
+    summary's columns. ``single_test``: the chosen trial's test ``metrics.Scored`` (None: not tested)."""
+    cols: dict[str, Any] = {"exported": "single", **_single_columns(single_test)}
     pick = None
     if ctx.plan.config.ensemble:
         more, pick = _ensemble_columns(ctx, complete, answer, best_dir)
@@ -214,6 +216,13 @@ def improve(ctx: Any, complete: list[Any], answer: Any, single_test: float | Non
         cols.update(_refit_columns(ctx, answer, best_dir) if pick is None
                     else _refit_ensemble_columns(ctx, complete, answer, pick, best_dir))
     return cols
+
+
+def _single_columns(tested: Any) -> dict[str, Any]:
+    """The chosen trial's test score as searched, with its interval."""
+    if tested is None:
+        return {"test_score_single": None, "test_single_low": None, "test_single_high": None}
+    return {"test_score_single": tested.value, "test_single_low": tested.low, "test_single_high": tested.high}
 
 
 def _refit_fits(ctx: Any, numbers: list[int], cols: dict[str, Any]) -> bool:

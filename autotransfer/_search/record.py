@@ -67,6 +67,8 @@ class TrialRecord(_Record):
     # [low, high, standard error] of the validation score trials.csv shows: the best epoch's while it
     # trains (and when pruned), the kept epoch's once complete (the standard error: the kept-epoch rule's)
     val_interval: list[float] | None = None
+    # each task's validation score at the kept epoch with its 95% interval: {task: [low, high]} (multi-task data)
+    task_intervals: dict[str, list[float]] | None = None
 
     @classmethod
     def from_frozen(cls, trial: Any) -> TrialRecord:

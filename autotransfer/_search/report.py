@@ -39,7 +39,8 @@ TRIAL_COLUMNS = ["trial", "state", "role", "source", "provider", "strategy", "de
                  "precision"]
 # what best/ is once the search has chosen (``final.improve``): the chosen trial, its refit, an ensemble
 # or a soup; the summary's test_score is best/'s, test_score_single the chosen trial's as searched
-FINAL_COLUMNS = ["exported", "test_score_single", "refit", "test_score_refit", "refit_seconds", "refit_train_items",
+FINAL_COLUMNS = ["exported", "test_score_single", "test_single_low", "test_single_high", "refit", "test_score_refit",
+                 "test_refit_low", "test_refit_high", "refit_seconds", "refit_train_items",
                  "ensemble_members", "ensemble_val_score", "ensemble_val_low", "ensemble_val_high",
                  "ensemble_test_score", "ensemble_test_low", "ensemble_test_high", "inference_cost",
                  "ensemble_seconds"]
@@ -138,6 +139,8 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
             row[k] = v
         for k, v in (record.task_scores or {}).items():
             row[f"val[{k}]"] = v
+            low, high = (record.task_intervals or {}).get(k, (None, None))
+            row[f"val[{k}]_low"], row[f"val[{k}]_high"] = low, high
         rows.append(row)
     return rows
 

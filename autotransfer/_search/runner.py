@@ -392,8 +392,7 @@ def _finish(study: optuna.Study, ctx: Context, t0: float, data: Any, finalise: b
         shutil.rmtree(ctx.plan.out_dir / "best", ignore_errors=True)
         note(f"the chosen model (trial {answer.number}) was trained by another worker; "
              "its weights are in that worker's --out directory")
-    single = tests[answer.number].value if tests[answer.number] is not None else None
-    final = improve(ctx, complete, answer, single, best_dir) if best_dir and finalise else {}
+    final = improve(ctx, complete, answer, tests[answer.number], best_dir) if best_dir and finalise else {}
     summary_extra = {"answer": answer.number, "baseline": base.number if base else None, "tests": tests,
                      "negative": negative, "seconds": ctx.budget.now() - t0, "data": str(data), "final": final,
                      "chosen": chosen}

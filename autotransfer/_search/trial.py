@@ -17,6 +17,7 @@ from .._train import standard_error, train
 from ..console import note, warn
 from ..data import Dataset
 from ..errors import AutotransferError
+from ..metrics import scored
 from ..monitor import StopTraining
 from ..sources import display_source
 from ..strategies import SCRATCH_RECIPE
@@ -256,9 +257,20 @@ class _TrialRun:
             self._tell(TrialState.PRUNED)
             return
         if result.val_band is not None:  # the kept epoch's, the value it completes with
-            TrialRecord(val_interval=_interval(result.val_band)).save(trial)
+            TrialRecord(val_interval=_interval(result.val_band), task_intervals=task_intervals(
+                self.ctx.plan.dataset, result.metric, result.val_probs)).save(trial)
         self._tell(TrialState.COMPLETE, float(result.val_score))
         _keep_if_best(self.study, trial.number, self.role, result, self.ctx)
+
+
+def task_intervals(dataset: Any, metric: str, val_probs: list[Any]) -> dict[str, list[float]] | None:
+    """Each task's validation score interval, [low, high], from the kept epoch's probabilities (None for one
+    task, whose interval is the trial's own)."""
+    if len(dataset.tasks) < 2 or len(val_probs) != len(dataset.tasks):
+        return None
+    labels = dataset.split_labels("val")
+    bands = [scored(metric, labels[:, [i]], [probs]) for i, probs in enumerate(val_probs)]
+    return {t.name: [float(b.low), float(b.high)] for t, b in zip(dataset.tasks, bands, strict=True)}
 
 
 def _interval(band: Any) -> list[float]:
