@@ -29,12 +29,12 @@ def test_train_and_val_trains_on_both_and_never_on_test(digits5):
     assert both.fingerprint != digits5.fingerprint  # its features are not the training split's cached ones
 
 
-def test_auto_is_off_until_measured_and_its_rule_counts_the_smallest_class(digits5):
+def test_auto_refits_below_fifty_items_in_the_smallest_class_and_its_rule_counts_that_class(digits5):
     assert resolve_refit("on", digits5) == (True, "on")
     assert resolve_refit("off", digits5) == (False, "off")
-    on, why = resolve_refit("auto", digits5)
-    assert not on and "off until the benchmark suite" in why
     fewest = min(digits5.class_counts()["train"]["label"].values())
+    on, why = resolve_refit("auto", digits5)
+    assert on == (fewest < 50) and (f"has {fewest} training items, fewer than 50" in why if on else "at least 50" in why)
     assert resolve_refit("auto", digits5, below=fewest + 1)[0]
     assert not resolve_refit("auto", digits5, below=fewest)[0]
 
