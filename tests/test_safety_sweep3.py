@@ -73,8 +73,12 @@ def test_another_study_in_a_run_folder_is_refused_before_any_work(searched, tmp_
     again = run(*search_args(data, out, searched["spec"], searched["cache"]))
     assert again.code == 0, again.err[-3000:]
     assert _summary(out).equals(summary)
-    model = {k: v for k, v in snapshot(out / "best").items() if not k.endswith("README.md")}  # the card says the seconds
-    assert len(model) == 3 and model == {k: before[k] for k in model}
+    # the card and the refit's result.json say the seconds; weights and config are the same bytes
+    model = {k: v for k, v in snapshot(out / "best").items() if not k.endswith(("README.md", "result.json"))}
+    assert len(model) == 2 and model == {k: before[k] for k in model}
+    timed = ("seconds", "epoch_seconds")
+    result = {k: v for k, v in json.loads((out / "best" / "result.json").read_text()).items() if k not in timed}
+    assert result == {k: v for k, v in json.loads(before[str(out / "best" / "result.json")]).items() if k not in timed}
 
 
 # --- 8. a refused rerun writes nothing ---
