@@ -749,7 +749,9 @@ def run_task(task: Task, work: Path, args, seeds: list[int], epochs: int, log) -
     c0 = cpu_seconds()
     res = autotransfer.search(task.data, out=work / "search", sources=list(task.sources.values()),
                               trials=args.trials, epochs=epochs, strategies=strategies, device="cpu",
-                              cache_dir=str(work / "search-cache"), progress=False, seed=args.search_seed, top_k=TOP_K)
+                              cache_dir=str(work / "search-cache"), progress=False, seed=args.search_seed, top_k=TOP_K,
+                              refit="off")  # the grid's runs train on train only: the pick is compared as searched
+                                            # (bench_final.py measures the refit)
     row = search_row(task, res, grid_rows, configs, seeds, epochs, n_train, strategies, cpu_seconds() - c0, TOP_K,
                      args.search_seed)
     log(f"[{task.name}] pick {row['search_source']} {row['search_strategy']} test {row['search_test']:.4f}; "
