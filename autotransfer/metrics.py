@@ -27,6 +27,9 @@ import numpy as np
 from .errors import AutotransferError
 
 IMBALANCE_RATIO = 1.5  # largest / smallest training class count from which "auto" means balanced accuracy
+# ... when every class has at least this many validation items; below it, balanced accuracy weighs a few items'
+# luck so heavily that it chose worse models than accuracy did (see resolve_metric)
+MIN_VAL_ITEMS = 20
 # at 2000 an endpoint's seed-to-seed standard deviation is about 2% of the interval's width (measured: 5 classes,
 # n = 50..5000, the three bootstrapped metrics), well under the third decimal a report prints for n >= 200
 BOOTSTRAP_RESAMPLES = 2000
@@ -236,7 +239,14 @@ def class_ratio(train_labels: Any, num_classes: Sequence[int] | None = None) -> 
     return worst
 
 
-def resolve_metric(name: str, train_labels: Any, num_classes: Sequence[int] | None = None) -> tuple[str, str]:
+def fewest_items(labels: Any, num_classes: Sequence[int]) -> int:
+    """The fewest items any class of any task has in ``labels`` ((n,) or (n, tasks)); 0 for a class with none."""
+    y = np.asarray(labels).reshape(len(labels), -1)
+    return min(int(np.bincount(y[:, t], minlength=int(c)).min()) for t, c in enumerate(num_classes))
+
+
+def resolve_metric(name: str, train_labels: Any, num_classes: Sequence[int] | None = None,
+                   val_labels: Any = None) -> tuple[str, str]:
     """The metric a search chooses by, and one sentence saying why (for the summary and the report).
 
     ``auto`` is balanced accuracy when the training classes are imbalanced — the largest class has at
@@ -248,12 +258,28 @@ def resolve_metric(name: str, train_labels: Any, num_classes: Sequence[int] | No
     (1 + r)^2 / (4r) times accuracy's, 1.04 at r = 1.5 (2% wider intervals), 1.33 at r = 3. Below 1.5 the two
     metrics rank models nearly alike (on equal counts they are the same number), so accuracy, the
     number users read most easily, stays; the real offline corpora stay on it (digits 1.05x, BBC news 1.32x).
+
+    With ``val_labels``, balanced accuracy also needs ``MIN_VAL_ITEMS`` (20) validation items in every class:
+    it averages per-class recalls, so a class with 3 validation items moves it by a third of 1/C per item,
+    and a search comparing many trials (and epochs) by it picks whichever was luckiest on those few items.
+    Measured on the suite's imbalanced task (40/20/10/5/3 training items, benchmarks/bench_final.py): with
+    3 validation items in the rarest class, choosing by balanced accuracy lost 2.9 pp of test balanced
+    accuracy to choosing by accuracy over 10 search seeds (3 of them picked a configuration 8-11 pp worse).
     """
     if name != "auto":
         return get_metric(name).name, f"{get_metric(name).title}, as asked (--metric {name})"
     ratio, hi, lo = class_ratio(train_labels, num_classes)
     if ratio >= IMBALANCE_RATIO:
         skew = "a class with no training item" if math.isinf(ratio) else f"{hi} vs {lo} items, {ratio:.2f}x"
+        fewest = None
+        if val_labels is not None and len(val_labels):
+            y = np.asarray(val_labels).reshape(len(val_labels), -1)
+            fewest = fewest_items(y, num_classes or [int(y[:, t].max()) + 1 for t in range(y.shape[1])])
+        if fewest is not None and fewest < MIN_VAL_ITEMS:
+            return "accuracy", (f"accuracy: the training classes are imbalanced ({skew}), but the validation split "
+                                f"has {fewest} item(s) of its smallest class, under the {MIN_VAL_ITEMS} balanced "
+                                "accuracy needs to measure a class's recall (pass --metric balanced_accuracy to "
+                                "choose by it anyway)")
         return "balanced_accuracy", (f"balanced accuracy: the training classes are imbalanced ({skew}, at or "
                                      f"above {IMBALANCE_RATIO}x), and accuracy would let a model ignore a rare class")
     return "accuracy", (f"accuracy: the training classes are balanced (largest/smallest {ratio:.2f}x, below "

@@ -138,6 +138,7 @@ def imbalanced_rows(task: suite.Task, work: Path, seeds: list[int], grid_seeds: 
     balanced accuracy, beside the grid's best by validation balanced accuracy (``grid_seeds``)."""
     configs = suite.grid_configs(task, quick=False)
     grid = suite.run_grid(task, work / "grid", configs, grid_seeds, task.epochs, lambda m: None)
+    suite.write_csv(work / "grid.csv", grid, list(grid[0]))  # every grid run, kept beside the searches
     best, best_test, oracle, oracle_test = suite.grid_best(grid)
     rows = []
     for seed in seeds:

@@ -93,6 +93,28 @@ def test_an_unknown_metric_or_bad_input_is_one_line_naming_the_fix():
         M.accuracy(y, [p, p])
 
 
+def test_auto_needs_twenty_validation_items_in_every_class_for_balanced_accuracy():
+    def labels(*counts):
+        return np.repeat(np.arange(len(counts)), counts)
+
+    train = labels(40, 20, 10, 5, 3)
+    name, why = M.resolve_metric("auto", train, [5], val_labels=labels(40, 20, 10, 5, 3))
+    assert name == "accuracy" and "40 vs 3 items, 13.33x" in why and "has 3 item(s) of its smallest class" in why
+    assert "--metric balanced_accuracy" in why
+    assert M.resolve_metric("auto", train, [5], val_labels=labels(90, 60, 40, 30, 20))[0] == "balanced_accuracy"
+    assert M.resolve_metric("auto", train, [5], val_labels=labels(90, 60, 40, 30, 19))[0] == "accuracy"
+    # a class missing from validation altogether, known from the class count
+    assert M.resolve_metric("auto", train, [6], val_labels=labels(90, 60, 40, 30, 20))[0] == "accuracy"
+    # balanced training classes stay on accuracy whatever validation holds; an asked metric is kept
+    assert M.resolve_metric("auto", labels(20, 20), [2], val_labels=labels(3, 3))[0] == "accuracy"
+    assert M.resolve_metric("balanced_accuracy", train, [5], val_labels=labels(3, 3, 3, 3, 3))[0] == "balanced_accuracy"
+    # several tasks: every task's every class counts
+    two_val = np.stack([labels(30, 30, 30), labels(60, 30)], axis=1)
+    two_train = np.stack([labels(20, 20, 20), labels(40, 20)], axis=1)
+    assert M.resolve_metric("auto", two_train, [3, 2], val_labels=two_val)[0] == "balanced_accuracy"
+    assert M.fewest_items(two_val, [3, 2]) == 30 and M.fewest_items(two_val, [4, 2]) == 0
+
+
 def test_auto_is_balanced_accuracy_from_a_largest_to_smallest_ratio_of_1_5():
     def labels(*counts):
         return np.repeat(np.arange(len(counts)), counts)

@@ -101,7 +101,8 @@ def resolve_plan(data: Any, cfg: SearchConfig) -> SearchPlan:
     out_dir = run_dir(cfg.out, ds.name)
     rundir.prepare(out_dir, ds, data, cfg.storage, cfg.study_name)  # before ranking: other data, unwritable, unreachable
     d_trials, d_epochs, d_timeout = default_budget(len(ds.splits["train"]), cfg.top_k)
-    metric, why = resolve_metric(cfg.metric, ds.split_labels("train"), [t.num_classes for t in ds.tasks])
+    metric, why = resolve_metric(cfg.metric, ds.split_labels("train"), [t.num_classes for t in ds.tasks],
+                                 ds.split_labels("val"))
     return SearchPlan(cfg, data, ds, out_dir, device, precision, cfg.trials or d_trials, cfg.epochs or d_epochs,
                       cfg.timeout or d_timeout, cfg.storage or st.default_storage(out_dir),
                       cfg.study_name or f"autotransfer-{ds.name}", t0, metric, why)

@@ -393,6 +393,9 @@ def _finish(study: optuna.Study, ctx: Context, t0: float, data: Any, finalise: b
         note(f"the chosen model (trial {answer.number}) was trained by another worker; "
              "its weights are in that worker's --out directory")
     final = improve(ctx, complete, answer, tests[answer.number], best_dir) if best_dir and finalise else {}
+    if final.get("exported", "single") != "single":  # the weak spots are best/'s: the refit's or the ensemble's
+        tested = _test_score(load_model(best_dir, device="cpu"), ctx.plan.dataset, "test", metric)
+        StudyRecord(test_confusion=tested[1] if tested else {}).save(study)
     summary_extra = {"answer": answer.number, "baseline": base.number if base else None, "tests": tests,
                      "negative": negative, "seconds": ctx.budget.now() - t0, "data": str(data), "final": final,
                      "chosen": chosen}

@@ -106,7 +106,8 @@ def train(dataset: Any, source: Any, strategy: str | Strategy, config: TrainConf
         )
     dev = resolve_device(cfg.device)
     prec = resolve_precision(cfg.precision, dev)
-    metric = resolve_metric(cfg.metric, ds.split_labels("train"), [t.num_classes for t in ds.tasks])[0]
+    metric = resolve_metric(cfg.metric, ds.split_labels("train"), [t.num_classes for t in ds.tasks],
+                           ds.split_labels("val"))[0]
     model, params = _build(ds, src, strat, cfg.pretrained, cfg.seed, dev, strategy_params)
     run = _Run(model, src, ds, dev, prec, cfg, auto_augment(ds, cfg.augment), metric)
     stages = strat.stages(params)
