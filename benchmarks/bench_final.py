@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import suite  # noqa: E402  (the suite's tasks, data and grid)
 
-SMALL_TASKS = ("digits10", "digits50", "invert", "rotate", "imbalanced", "bbc", "imagenet")
+SMALL_TASKS = ("digits10", "digits50", "invert", "rotate", "imbalanced", "imbalanced20", "bbc", "imagenet")
 VARIANTS = ("single", "refit", "ensemble", "refit_ensemble")
 ROW_COLUMNS = ["task", "seed", "metric", "pick", "same_pick", *(f"test_{v}" for v in VARIANTS), "exported_b",
                "ensemble_members", "inference_cost", "predict_seconds_single", "predict_seconds_final",

