@@ -140,9 +140,10 @@ def imbalanced_rows(task: suite.Task, work: Path, seeds: list[int], grid_seeds: 
     grid = suite.run_grid(task, work / "grid", configs, grid_seeds, task.epochs, lambda m: None)
     suite.write_csv(work / "grid.csv", grid, list(grid[0]))  # every grid run, kept beside the searches
     best, best_test, oracle, oracle_test = suite.grid_best(grid)
+    same = suite.config_tests(grid, best)
     rows = []
     for seed in seeds:
-        c = _search(task, work, f"c{seed}", seed, metric="accuracy")
+        c = _search(task, work, f"c{seed}", seed, metric="accuracy", refit="off")  # both picks as searched
         auto_bal, auto_acc = _balanced(_chosen_dir(work / f"a{seed}"), task.data)
         acc_bal, acc_acc = _balanced(c.best_dir, task.data)
         a = _summary(work / f"a{seed}")
@@ -154,7 +155,10 @@ def imbalanced_rows(task: suite.Task, work: Path, seeds: list[int], grid_seeds: 
                      "auto_minus_accuracy_pp": 100 * (auto_bal - acc_bal),
                      "grid_best": best, "grid_best_test_balanced": best_test,
                      "grid_oracle": oracle, "grid_oracle_test_balanced": oracle_test,
-                     "auto_regret_pp": 100 * (best_test - auto_bal), "grid_seeds": len(grid_seeds)})
+                     "auto_regret_pp": 100 * (best_test - auto_bal), "grid_seeds": len(grid_seeds),
+                     # the grid's best config at the search's own seed (NaN past the grid's seeds)
+                     "grid_best_test_same_seed": same.get(seed, float("nan")),
+                     "auto_regret_same_seed_pp": 100 * (same.get(seed, float("nan")) - auto_bal)})
         log(f"[imbalanced seed {seed}] auto {rows[-1]['auto_pick']} {auto_bal:.4f}; accuracy "
             f"{rows[-1]['accuracy_pick']} {acc_bal:.4f}; grid best {best} {best_test:.4f}")
     return rows
