@@ -107,7 +107,9 @@ def test_refit_trains_on_train_and_val_and_the_moved_model_predicts(zoo, target_
     assert (s["test_refit_low"], s["test_refit_high"]) == (s["test_low"], s["test_high"])
     single = json.loads((res.out_dir / "trials" / f"trial_{int(cfg['refit']['trial'])}" / "result.json").read_text())
     assert cfg["refit"]["epochs"] == single["best_epoch"] + 1  # exactly the kept epoch's count
-    assert "Refit on train + val" in (res.out_dir / "report.md").read_text()
+    report = (res.out_dir / "report.md").read_text()
+    assert "Refit on train + val" in report
+    assert f"(refit on train + val; as searched {s['test_score_single']:.3f})" in report  # on the answer line
     card = (res.best_dir / "README.md").read_text()  # the card says what the folder holds, with both test scores
     assert f"retrained on train + validation ({n_train + n_val} items)" in card
     assert f"as searched scored {s['test_score_single']:.4f} on test" in card and f"{s['test_score_refit']:.4f}" in card

@@ -377,13 +377,26 @@ def _missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
+def exported_note(summary: dict[str, Any]) -> str:
+    """`` (refit on train + val; as searched 0.965)`` after a test score that is best/'s when best/ is not the
+    chosen trial as searched; empty otherwise."""
+    exported = str(summary.get("exported") or "single")
+    single = summary.get("test_score_single")
+    if exported == "single" or _missing(single):
+        return ""
+    what = {"refit": "refit on train + val", "ensemble": "an ensemble of trials", "soup": "a soup of trials",
+            "refit ensemble": "an ensemble of trials, each refit on train + val",
+            "refit soup": "a soup of trials, each refit on train + val"}.get(exported, exported)
+    return f" ({what}; as searched {single:.3f})"
+
+
 def _answer_md(summary: dict[str, Any]) -> list[str]:
     """The answer line, every score with its interval, and the metric that chose it (and why)."""
     s = summary
     line = (f"**Answer:** `{s['best_source']}` with `{s['strategy']}`"
             + (f" (depth {s['depth']})" if s.get("depth") not in (None, "") else "")
             + f": validation {interval_text(s['val_score'], s.get('val_low'), s.get('val_high'))}"
-            + (f", test {interval_text(s['test_score'], s.get('test_low'), s.get('test_high'))}"
+            + (f", test {interval_text(s['test_score'], s.get('test_low'), s.get('test_high'))}{exported_note(s)}"
                if not _missing(s.get("test_score")) else "")
             + (f"; scratch baseline validation "
                f"{interval_text(s['scratch_val_score'], s.get('scratch_val_low'), s.get('scratch_val_high'))}"

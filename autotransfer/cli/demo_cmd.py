@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .._search.report import interval_text
+from .._search.report import exported_note, interval_text
 from .._search.runner import search
 from ..data.offline import write_bbc_folder
 from ..errors import AutotransferError
@@ -39,7 +39,7 @@ def demo_cmd(out, text, trials, timeout, no_progress):
     print_leaderboards(result.out_dir, "table")
     s = result.summary
     title = get_metric(s.get("metric") or "accuracy").score_title
-    test = (f"test {title} {interval_text(s['test_score'], s.get('test_low'), s.get('test_high'))}"
+    test = (f"test {title} {interval_text(s['test_score'], s.get('test_low'), s.get('test_high'))}{exported_note(s)}"
             if s.get("test_score") is not None else "tested on its worker")
     if result.negative_transfer:
         click.echo(f"\nanswer: scratch won — train {s['best_source'].removeprefix('scratch:')} from scratch ({test}): "

@@ -31,14 +31,15 @@ def precision_option(f):
 
 def metric_option(default: str):
     """--metric auto|accuracy|balanced_accuracy|macro_f1|log_loss: what chooses (``autotransfer.metrics``)."""
-    from ..metrics import IMBALANCE_RATIO, METRICS
+    from ..metrics import IMBALANCE_RATIO, METRICS, MIN_VAL_ITEMS
 
     return click.option("--metric", type=click.Choice(["auto", *METRICS]), metavar="METRIC", default=default,
                         show_default=True,
                         help=f"{', '.join(['auto', *METRICS])}: what every validation score is, so what chooses "
                              "the kept epoch, a probe's L2, pruning and the answer (log_loss is reported negated: "
                              "higher is better). auto: balanced_accuracy when the largest training class has at "
-                             f"least {IMBALANCE_RATIO}x the items of the smallest, else accuracy.")
+                             f"least {IMBALANCE_RATIO}x the items of the smallest and every class has at least "
+                             f"{MIN_VAL_ITEMS} validation items, else accuracy.")
 
 
 def checked_precision(precision: str, device: str) -> str:

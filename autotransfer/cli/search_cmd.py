@@ -99,10 +99,11 @@ def rank_cmd(data, text_col, label_col, split, seed, out, sources, estimators, p
               "validation score (0: always run --trials).")
 @click.option("--refit", type=click.Choice(REFIT_MODES), default=DEFAULTS.refit, show_default=True,
               help="Retrain the chosen trial on train + val (same seed, parameters and schedule, for its kept "
-              "epochs), test it beside the trial, and export it (auto: off until measured; see docs/concepts.md).")
+              "epochs), test it beside the trial, and export it (auto: when the smallest class has fewer than 50 "
+              "training items; see docs/concepts.md).")
 @click.option("--ensemble", type=int, default=DEFAULTS.ensemble, show_default=True,
               help="Greedy ensemble selection (at most N picks) over the completed trials on validation; "
-              "exported when it beats the chosen trial there (0: off).")
+              "exported when it beats the chosen trial there; refit member by member with --refit (0: off).")
 @metric_option(DEFAULTS.metric)
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def search_cmd(data, text_col, label_col, split, seed, out, sources, estimators, primary, max_samples, cache_dir,
