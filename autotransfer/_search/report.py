@@ -308,7 +308,7 @@ def _plots(study: optuna.Study, rows: list[dict[str, Any]], out: Path, margin: f
     plots.save(curves_figure(study.get_trials(deepcopy=False), rows, margin, answer), out / CURVES)
 
 
-def _md_table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+def md_table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     def f(v: Any) -> str:
         if v is None or (isinstance(v, float) and math.isnan(v)):
             return ""
@@ -420,9 +420,9 @@ def _weak_spots_md(tasks: list[TaskScores]) -> list[str]:
         if len(tasks) > 1:
             lines += [f"### Task `{t.name}`", ""]
         order = sorted(t.classes, key=lambda c: (t.per_class[c]["recall"], t.classes.index(c)))
-        lines += [_md_table([{"class": c, **t.per_class[c]} for c in order],
+        lines += [md_table([{"class": c, **t.per_class[c]} for c in order],
                             ["class", "recall", "precision", "f1", "support"]), ""]
-        lines += [_md_table([{"true ↓ predicted →": c, **{p: t.confusion[i][j] for j, p in enumerate(t.classes)}}
+        lines += [md_table([{"true ↓ predicted →": c, **{p: t.confusion[i][j] for j, p in enumerate(t.classes)}}
                              for i, c in enumerate(t.classes)], ["true ↓ predicted →", *t.classes]), ""]
     return lines
 
@@ -441,8 +441,8 @@ def _markdown(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]], st
         f"{summary['total_seconds']} s in all.", "",
         *_weak_spots_md(weak_spots(study)),
         *_searched_md(study),
-        "## Transferability", "", _md_table(trans, t_cols) if trans else "(none)", "",
-        "## Trials", "", _md_table(rows, [c for c in TRIAL_COLUMNS if c not in ("fail_reason",)]), "",
+        "## Transferability", "", md_table(trans, t_cols) if trans else "(none)", "",
+        "## Trials", "", md_table(rows, [c for c in TRIAL_COLUMNS if c not in ("fail_reason",)]), "",
         "![transferability vs validation](transferability_vs_val.png)", "",
         "![optimisation history](history.png)", "",
     ]

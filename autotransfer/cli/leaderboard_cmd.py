@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .._leaderboard import read_leaderboards
-from .._search.report import _md_table, write_reports
+from .._search.report import md_table, write_reports
 from .._search.storage import open_storage
 from ..csvsafe import write_csv
 from ..errors import AutotransferError
@@ -28,7 +28,7 @@ def print_leaderboards(out_dir: Path, fmt: str) -> None:
         elif fmt == "markdown":
             click.echo(f"## {name}\n")
 
-            click.echo(_md_table(df.to_dict("records"), list(df.columns)) + "\n")
+            click.echo(md_table(df.to_dict("records"), list(df.columns)) + "\n")
         else:
             if name == "summary":
                 click.echo("summary")
