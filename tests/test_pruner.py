@@ -170,3 +170,21 @@ def test_converged_curve_ends_at_its_best_epoch_when_more_epochs_cannot_raise_it
     # the last planned epoch: nothing left to save; no plan: no rule
     assert p.converged(dict(enumerate([0.9, 0.5, 0.5, 0.5])), 4) is None
     assert p.converged(dict(enumerate([0.9, 0.5, 0.5, 0.5])), None) is None
+
+
+def test_the_median_rule_compares_with_fine_tuning_trials_only():
+    """A scratch baseline's low curve and a probe's single point stay out of the median's reference: a trial
+    below the one completed fine-tuning trial at the same epoch is pruned after the warmup, where the
+    baseline (far below, and stopped after 2 epochs) would have held the median down."""
+    from autotransfer._search.pruner import FineTuningPeers, make_inner_pruner
+
+    s = optuna.create_study(direction="maximize",
+                            pruner=ScratchBaselinePruner(1, 2, 0.0, inner=make_inner_pruner("median", 1)))
+    _run(s, [0.1, 0.12], role=SCRATCH)
+    _run(s, [0.95], role="default")  # a probe: one point
+    assert _run(s, [0.5, 0.8, 0.9, 0.92], role="default") is None  # the first fine-tuning trial completes
+    peers = FineTuningPeers(s)
+    assert [t.number for t in peers.get_trials(deepcopy=False)] == [2] and peers.direction == s.direction
+    assert _run(s, [0.4, 0.6, 0.7, 0.9]) == 1  # below 0.8 at epoch 1: pruned there
+    assert s.pruner.reasons[3] == "efficiency (median)"
+    assert _run(s, [0.5, 0.85, 0.9, 0.95]) is None  # above it: runs on

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import optuna
 from optuna.pruners import BasePruner
@@ -169,16 +170,40 @@ class ScratchBaselinePruner(BasePruner):
         if self.cannot_catch_up(study, trial):
             self.reasons[trial.number] = CANNOT_CATCH_UP
             return True
-        if self.inner is not None and self.inner.prune(study, trial):
+        if self.inner is not None and self.inner.prune(FineTuningPeers(study), trial):
             self.reasons[trial.number] = f"efficiency ({type(self.inner).__name__.replace('Pruner', '').lower()})"
             return True
         return False
 
 
+class FineTuningPeers:
+    """The study as the efficiency pruner sees it: only the trials that trained over several epochs and
+    are not scratch baselines. A baseline's curve (random init, far below) and a probe's single point
+    would sit in the median's reference and hold it down: on the midsize suite task the median rule
+    pruned fine-tuning trials only at epoch 5 of 8, once the 4-epoch scratch baseline had no value at
+    that epoch. Everything else is the study's."""
+
+    def __init__(self, study: optuna.Study):
+        self._study = study
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[FrozenTrial]:
+        return [t for t in self._study.get_trials(deepcopy=deepcopy, states=states)
+                if len(t.intermediate_values) > 1 and not TrialRecord.from_frozen(t).is_scratch]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+
+# the median's reference is the completed fine-tuning trials (FineTuningPeers); it starts with the first one,
+# which is the best probe's LP-FT at its defaults: a later trial below it at the same epoch (after the warmup)
+# spends its remaining epochs where the search already has a better curve
+MEDIAN_STARTUP_TRIALS = 1
+
+
 def make_inner_pruner(name: str, warmup_epochs: int) -> BasePruner | None:
     """The efficiency pruner chained after the baseline check: 'median', 'halving' or 'none'."""
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=max(1, warmup_epochs))
+        return optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=max(1, warmup_epochs))
     if name == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, warmup_epochs + 1))
     if name == "none":
