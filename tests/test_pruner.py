@@ -188,3 +188,15 @@ def test_the_median_rule_compares_with_fine_tuning_trials_only():
     assert _run(s, [0.4, 0.6, 0.7, 0.9]) == 1  # below 0.8 at epoch 1: pruned there
     assert s.pruner.reasons[3] == "efficiency (median)"
     assert _run(s, [0.5, 0.85, 0.9, 0.95]) is None  # above it: runs on
+
+
+def test_the_halving_pruner_runs_on_the_fine_tuning_peers_too():
+    from autotransfer._search.pruner import make_inner_pruner
+
+    s = optuna.create_study(direction="maximize",
+                            pruner=ScratchBaselinePruner(1, 2, 0.0, inner=make_inner_pruner("halving", 1)))
+    _run(s, [0.1, 0.12], role=SCRATCH)
+    assert _run(s, [0.5, 0.8, 0.9, 0.92], role="default") is None
+    assert _run(s, [0.5, 0.85, 0.9, 0.95]) is None
+    pruned = _run(s, [0.2, 0.3, 0.3, 0.3])  # far below both fine-tuning trials at the rung
+    assert pruned is not None and s.pruner.reasons[3] == "efficiency (successivehalving)"
