@@ -637,7 +637,7 @@ def test_a_column_cannot_be_both_text_and_label(tmp_path, news_rows):
 def test_an_empty_test_split_has_no_test_score_and_no_numpy_warning(image_model):
     import warnings
 
-    from autotransfer._search.runner import _test_score
+    from autotransfer._search.final import test_score
 
     model_dir, data = image_model
     ds = load(data, split="0.8,0.2,0")
@@ -645,8 +645,8 @@ def test_an_empty_test_split_has_no_test_score_and_no_numpy_warning(image_model)
     model = autotransfer.load_model(model_dir)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # numpy's "Mean of empty slice" would raise here
-        assert _test_score(model, ds, "test", "accuracy") is None
-        band = _test_score(model, ds, "val", "accuracy")[0]
+        assert test_score(model, ds, "test", "accuracy") is None
+        band = test_score(model, ds, "val", "accuracy")[0]
         assert 0.0 <= band.low <= band.value <= band.high <= 1.0
 
 

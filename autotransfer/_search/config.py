@@ -60,13 +60,13 @@ class SearchConfig:
     # best validation score of any trial (baselines and probes included); 0: always run --trials
     stall_trials: int = 6
     # after the search, retrain the chosen trial on train + val and export that: on, off, or auto
-    # (``refit.resolve_refit``'s rule: off until the benchmark suite measures it)
+    # (``refit.resolve_refit``'s rule: on when the smallest class has fewer than 50 training items)
     refit: str = "auto"
     ensemble: int = 0  # greedy ensemble selection over the completed trials, at most this many picks; 0: off
     # what chooses: each trial's validation score (so pruning, the kept epoch and a probe's L2), the
     # scratch comparison and the answer: accuracy, balanced_accuracy, macro_f1, log_loss (negated:
     # every score is higher-is-better) or auto (balanced accuracy when the training classes are
-    # imbalanced, ``metrics.resolve_metric``; accuracy otherwise)
+    # imbalanced and every class has 20 validation items, ``metrics.resolve_metric``; accuracy otherwise)
     metric: str = "auto"
     progress: bool = True  # progress bars
     precision: str = "auto"  # auto, bf16, fp16 or fp32

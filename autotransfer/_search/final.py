@@ -22,7 +22,7 @@ from ..console import note
 from ..ensemble import average_models, greedy_ensemble, save_ensemble
 from ..errors import AutotransferError
 from ..loading import load_model
-from ..metrics import get_metric, score, score_with_interval
+from ..metrics import Scored, confusion_matrix, scorable, score, scored
 from .answer import load_val_probs
 from .refit import predicted_seconds, refit, resolve_refit
 
@@ -34,17 +34,34 @@ def selection_metric(ctx: Any) -> str:
     return ctx.plan.metric
 
 
-def test_columns(model: Any, ctx: Any, split: str = "test", prefix: str = "test") -> dict[str, float | None]:
+def test_score(model: Any, dataset: Any, split: str, metric: str) -> tuple[Scored, dict[str, Any]] | None:
+    """``metric`` on ``split`` (the mean over tasks, a loss negated) with its interval, and each task's
+    confusion matrix there ({task: {"classes", "confusion"}}); None for an empty split
+    (``--split 0.8,0.2,0``): no score, not nan."""
+    if not len(dataset.split_items(split)):
+        return None
+    preds, probs = model.predict(dataset.split_items(split))
+    y = dataset.split_labels(split)
+    confusion = {task.name: {"classes": list(task.classes),
+                             "confusion": confusion_matrix(y[:, t], preds[:, t], task.num_classes).tolist()}
+                 for t, task in enumerate(dataset.tasks)}
+    return scored(metric, y, scorable(metric, preds, probs)), confusion
+
+
+CONFUSION = "test_confusion"  # improve's columns carry best/'s confusion on test under this key, then hand it back
+
+
+def test_columns(model: Any, ctx: Any, split: str = "test", prefix: str = "test") -> dict[str, Any]:
     """``model``'s score on ``split`` in the search's metric, higher is better (a loss negated, as every
-    score of the summary), with its 95% interval: ``{prefix}_score``, ``{prefix}_low``, ``{prefix}_high``."""
-    ds = ctx.plan.dataset
-    if not len(ds.split_items(split)):
-        return {f"{prefix}_score": None, f"{prefix}_low": None, f"{prefix}_high": None}
-    m = get_metric(selection_metric(ctx))
-    value, low, high = score_with_interval(m, ds.split_labels(split), _probs(model, ctx, split))
-    if not m.higher_is_better:
-        value, low, high = -value, -high, -low
-    return {f"{prefix}_score": value, f"{prefix}_low": low, f"{prefix}_high": high}
+    score of the summary), with its 95% interval: ``{prefix}_score``, ``{prefix}_low``, ``{prefix}_high``;
+    on test, its confusion matrices too (``CONFUSION``)."""
+    tested = test_score(model, ctx.plan.dataset, split, selection_metric(ctx))
+    if tested is None:
+        cols: dict[str, Any] = {f"{prefix}_score": None, f"{prefix}_low": None, f"{prefix}_high": None}
+    else:
+        band = tested[0]
+        cols = {f"{prefix}_score": band.value, f"{prefix}_low": band.low, f"{prefix}_high": band.high}
+    return {**cols, CONFUSION: tested[1] if tested else {}} if split == "test" else cols
 
 
 def _probs(model: Any, ctx: Any, split: str) -> list[np.ndarray]:
@@ -175,9 +192,7 @@ def _refit_columns(ctx: Any, answer: Any, best_dir: Path) -> dict[str, Any]:
     shutil.copytree(target, best_dir)
     note(f"best/ is trial {answer.number} refit on train + val ({result.train_items} items, "
          f"{len(result.val_curve)} epoch(s), {seconds:.0f} s)")
-    return {"exported": "refit", **tested, "test_score_refit": tested["test_score"],
-            "test_refit_low": tested["test_low"], "test_refit_high": tested["test_high"],
-            "refit_seconds": round(seconds, 1), "refit_train_items": result.train_items}
+    return _refit_summary("refit", tested, seconds, result.train_items)
 
 
 def _refit_ensemble_columns(ctx: Any, complete: list[Any], answer: Any, pick: _Pick,
@@ -197,14 +212,22 @@ def _refit_ensemble_columns(ctx: Any, complete: list[Any], answer: Any, pick: _P
     items = int(results[0].train_items or 0)
     note(f"best/ is the {pick.kind} of trials {', '.join(map(str, pick.trials))}, each refit on train + val "
          f"({items} items, {seconds:.0f} s)")
-    return {"exported": f"refit {pick.kind}", **tested, "test_score_refit": tested["test_score"],
+    return _refit_summary(f"refit {pick.kind}", tested, seconds, items)
+
+
+def _refit_summary(exported: str, tested: dict[str, Any], seconds: float, items: Any) -> dict[str, Any]:
+    """The summary's columns of a refit best/ (single or ensemble): its test score twice, as best/'s and
+    as the refit's, with the refit's cost."""
+    return {"exported": exported, **tested, "test_score_refit": tested["test_score"],
             "test_refit_low": tested["test_low"], "test_refit_high": tested["test_high"],
             "refit_seconds": round(seconds, 1), "refit_train_items": items}
 
 
-def improve(ctx: Any, complete: list[Any], answer: Any, single_test: Any, best_dir: Path) -> dict[str, Any]:
+def improve(ctx: Any, complete: list[Any], answer: Any, single_test: Any,
+            best_dir: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The ensemble (``--ensemble``), then the refit (``--refit``) of the answer, single or ensemble: the
-    summary's columns. ``single_test``: the chosen trial's test ``metrics.Scored`` (None: not tested)."""
+    summary's columns, and best/'s confusion matrices on test when best/ is no longer the chosen trial
+    (None: it is). ``single_test``: the chosen trial's test ``metrics.Scored`` (None: not tested)."""
     cols: dict[str, Any] = {"exported": "single", **_single_columns(single_test)}
     pick = None
     if ctx.plan.config.ensemble:
@@ -215,7 +238,7 @@ def improve(ctx: Any, complete: list[Any], answer: Any, single_test: Any, best_d
     if on and _refit_fits(ctx, [answer.number] if pick is None else pick.trials, cols):
         cols.update(_refit_columns(ctx, answer, best_dir) if pick is None
                     else _refit_ensemble_columns(ctx, complete, answer, pick, best_dir))
-    return cols
+    return cols, cols.pop(CONFUSION, None)
 
 
 def _single_columns(tested: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from ..console import note, warn
 from ..data import Dataset
 from ..errors import AutotransferError
 from ..loading import load_model
-from ..metrics import Scored, confusion_matrix, get_metric, scorable, scored
+from ..metrics import Scored, get_metric
 from ..plugins import get_plugin_manager
 from ..rank_plan import RANK_SHARE, RankDeadline
 from ..strategies import default_strategies
@@ -29,7 +29,7 @@ from .answer import VAL_PROBS, choose_answer
 from .budget import Budget
 from .choice import choose_top
 from .config import SearchConfig
-from .final import improve
+from .final import improve, test_score
 from .plan import SearchPlan, resolve_plan
 from .pruner import ScratchBaselinePruner, make_inner_pruner
 from .record import DEFAULT, StudyRecord, TrialRecord
@@ -62,20 +62,6 @@ class SearchResult:
     def leaderboard(self) -> dict[str, Any]:
         """This run's leaderboards as DataFrames: "transferability", "trials", "summary"."""
         return leaderboard(self.out_dir)
-
-
-def _test_score(model: Any, dataset: Dataset, split: str, metric: str) -> tuple[Scored, dict[str, Any]] | None:
-    """``metric`` on ``split`` (the mean over tasks, a loss negated) with its interval, and each task's
-    confusion matrix there ({task: {"classes", "confusion"}}); None for an empty split
-    (``--split 0.8,0.2,0``): no score, not nan."""
-    if not len(dataset.split_items(split)):
-        return None
-    preds, probs = model.predict(dataset.split_items(split))
-    y = dataset.split_labels(split)
-    confusion = {task.name: {"classes": list(task.classes),
-                             "confusion": confusion_matrix(y[:, t], preds[:, t], task.num_classes).tolist()}
-                 for t, task in enumerate(dataset.tasks)}
-    return scored(metric, y, scorable(metric, preds, probs)), confusion
 
 
 def search(data: Any, config: SearchConfig | None = None, **overrides: Any) -> SearchResult:
@@ -379,7 +365,7 @@ def _finish(study: optuna.Study, ctx: Context, t0: float, data: Any, finalise: b
             tests[t.number] = None
             continue
         model = load_model(mdir, device="cpu")
-        tested = _test_score(model, ctx.plan.dataset, "test", metric)
+        tested = test_score(model, ctx.plan.dataset, "test", metric)
         tests[t.number] = tested[0] if tested else None
         if t.number == answer.number:
             confusion = tested[1] if tested else {}
@@ -392,10 +378,10 @@ def _finish(study: optuna.Study, ctx: Context, t0: float, data: Any, finalise: b
         shutil.rmtree(ctx.plan.out_dir / "best", ignore_errors=True)
         note(f"the chosen model (trial {answer.number}) was trained by another worker; "
              "its weights are in that worker's --out directory")
-    final = improve(ctx, complete, answer, tests[answer.number], best_dir) if best_dir and finalise else {}
-    if final.get("exported", "single") != "single":  # the weak spots are best/'s: the refit's or the ensemble's
-        tested = _test_score(load_model(best_dir, device="cpu"), ctx.plan.dataset, "test", metric)
-        StudyRecord(test_confusion=tested[1] if tested else {}).save(study)
+    final, final_confusion = improve(ctx, complete, answer, tests[answer.number], best_dir) if (
+        best_dir and finalise) else ({}, None)
+    if final_confusion is not None:  # the weak spots are best/'s: the refit's or the ensemble's
+        StudyRecord(test_confusion=final_confusion).save(study)
     summary_extra = {"answer": answer.number, "baseline": base.number if base else None, "tests": tests,
                      "negative": negative, "seconds": ctx.budget.now() - t0, "data": str(data), "final": final,
                      "chosen": chosen}
