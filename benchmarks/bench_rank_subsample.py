@@ -3,9 +3,11 @@
 When ranking cannot afford every training item (``rank_plan``), it scores and probes the sources
 on a stratified, seeded subsample of at least ``rank_plan.MIN_ITEMS_PER_CLASS`` items per class
 (and ``MIN_ITEMS`` in all). This benchmark measures what that costs the answer. On a folder of
-``--n`` rendered digits (``scale_data.py``, split 70/15/15 by the tool) and the midsize suite
-task's five sources (efficientnet-lite0/1/2 with real ImageNet weights at ``--px``, the digits
-zoo's helpful and harmful test_resnet), each source's training and validation features are
+``--n`` rendered digits (``scale_data.py``, split 70/15/15 by the tool) and eight sources
+spread from good to useless (the midsize suite task's five: efficientnet-lite0/1/2 with real
+ImageNet weights at ``--px``, the digits zoo's helpful and harmful test_resnet; and three more:
+lite0 at half ``--px``, the zoo's helpful test_vit and its test_resnet pretrained on unrelated
+synthetic bars; ``--sources midsize`` keeps the five), each source's training and validation features are
 extracted once; then, for each subsample size per class and each subsample seed, every source
 gets its LogME (the search's primary estimator) and its probe (the search's linear probe, scored
 on the full validation split), and the result is compared with the same scores on every training
@@ -42,13 +44,18 @@ from scale_data import make_folder  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-def sources(px: int) -> dict[str, str]:
-    """The midsize suite task's sources: three real ImageNet backbones and two digits-zoo ones."""
+def sources(px: int, which: str = "wide") -> dict[str, str]:
+    """The midsize suite task's sources (three real ImageNet backbones, two digits-zoo ones), and with
+    ``wide`` three more, so that the order is not only a near-tie of the three lite backbones."""
     from autotransfer.zoo import build_zoo
 
-    zoo = {e.name: e.spec for e in build_zoo(archs=("test_resnet",), kinds=("helpful", "harmful"))}
+    zoo = {e.name: e.spec for e in build_zoo(archs=("test_resnet", "test_vit"),
+                                              kinds=("helpful", "harmful", "unrelated"))}
     out = {f"efficientnet-lite{k}": f"efficientnet-lite{k}?size={px}" for k in (0, 1, 2)}
     out.update({k: zoo[k] for k in ("digits-test_resnet", "shuffled-test_resnet")})
+    if which == "wide":
+        out[f"efficientnet-lite0@{px // 2}px"] = f"efficientnet-lite0?size={px // 2}"
+        out.update({k: zoo[k] for k in ("digits-test_vit", "synthetic-test_resnet")})
     return out
 
 
@@ -89,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--px", type=int, default=64, help="the images' and the lite sources' input size")
     ap.add_argument("--per-class", default="10,25,50,100,200", help="subsample sizes, training items per class")
     ap.add_argument("--seeds", type=int, default=5, help="subsample seeds per size")
+    ap.add_argument("--sources", choices=("wide", "midsize"), default="wide", help="the eight sources or the midsize five")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "autotransfer-bench-rank-subsample")
     ap.add_argument("--out", type=Path, default=REPO / "leaderboards" / "bench_rank_subsample_cpu.csv")
@@ -106,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     machine = f"{platform.machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads"
     ds = load(make_folder(args.work / f"data_{args.n}_{args.classes}_{args.px}", args.n, args.classes, args.px))
     feats = {}
-    for name, spec in sources(args.px).items():
+    for name, spec in sources(args.px, args.sources).items():
         src = resolve_source(spec, SourceOptions(offline=True))
         tr, va = (extract(src, ds, s, cache_dir=args.work / "cache", progress=False) for s in ("train", "val"))
         feats[name] = (tr.features, tr.labels[:, 0], va.features, va.labels[:, 0])
