@@ -9,7 +9,7 @@ from helpers_final import check_moved_model
 from helpers_training import timm_spec
 
 import autotransfer
-from autotransfer._search.refit import predicted_seconds, resolve_refit, train_and_val
+from autotransfer._search.refit import predicted_seconds, reads_cached_features, resolve_refit, train_and_val
 from autotransfer._train import kept_epoch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -51,11 +51,68 @@ def test_the_refit_is_predicted_from_each_trial_s_seconds_to_its_kept_epoch_scal
     assert predicted_seconds(digits5, [tmp_path / "a", tmp_path / "b"]) == pytest.approx((20.0 + 6.0) * scale)
 
 
+def test_the_prediction_scales_a_subsample_probe_to_every_item_and_adds_the_extraction_it_must_redo(digits5,
+                                                                                                     tmp_path):
+    n_train, n_val = len(digits5.splits["train"]), len(digits5.splits["val"])
+    for name, strategy, items in (("probe", "linear_probe", n_train // 4), ("lpft", "lp_ft", None), ("full", "full", None)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text(json.dumps(
+            {"seconds": 2.0, "epochs_run": 1, "best_epoch": 0, "strategy": strategy, "train_items": items}))
+    # a probe solved on a quarter of the training split: its solve scaled to train + val, four times more
+    assert predicted_seconds(digits5, [tmp_path / "probe"]) == pytest.approx(2.0 * (n_train + n_val) / (n_train // 4))
+    # strategies that read cached features extract train + val anew in a refit (a new split): that is added
+    assert reads_cached_features(tmp_path / "probe") and reads_cached_features(tmp_path / "lpft")
+    assert not reads_cached_features(tmp_path / "full")
+    extraction = {tmp_path / "lpft": 0.01}
+    base = predicted_seconds(digits5, [tmp_path / "lpft"])
+    assert predicted_seconds(digits5, [tmp_path / "lpft"], extraction) == pytest.approx(base + 0.01 * (n_train + n_val))
+
+
+@pytest.mark.slow
+def test_a_probe_answer_solved_on_ranking_s_subsample_is_re_solved_on_every_training_item(zoo, digits_dir, tmp_path,
+                                                                                        monkeypatch):
+    from autotransfer import rank_plan
+    from autotransfer.datasets import load
+    from autotransfer.loading import load_model
+
+    ds = load(digits_dir)
+    n_train, n_val = len(ds.splits["train"]), len(ds.splits["val"])
+    # extraction timed at 1 s an item: ranking's share (a quarter of 1,000 s, planned to 80%) fits no more than
+    # the floor, so ranking and the probe run on a stratified subsample of 500 training items
+    monkeypatch.setattr(rank_plan, "seconds_per_item", lambda *a, **k: 1.0)
+    common = dict(sources=[zoo["digits-test_resnet"].spec], trials=1, epochs=2, timeout=1000, estimators=["logme"],
+                  strategies=["linear_probe"], progress=False, cache_dir=str(tmp_path / "cache"))
+    res = autotransfer.search(digits_dir, out=tmp_path / "run", refit="off", **common)
+    s = res.summary
+    cfg = json.loads((res.best_dir / "config.json").read_text())
+    trial = cfg["completed"]["trial"]
+    searched = json.loads((res.out_dir / "trials" / f"trial_{trial}" / "result.json").read_text())
+    sub = searched["train_items"]  # the trial as searched solved on the subsample (stratified: about 500)
+    assert 490 <= sub <= 500 and cfg["completed"] == {"trial": trial, "train_items": n_train, "subsample_items": sub}
+    assert s["exported"] == "completed" and s["refit"] == "off"
+    assert s["completed"].startswith(f"re-solved on all {n_train} training items (ranking's subsample: {sub})")
+    # best/ is the re-solved probe, and summary.csv's test score is its own
+    preds, _ = load_model(res.best_dir).predict(ds.split_items("test"))
+    assert float((preds[:, 0] == ds.split_labels("test")[:, 0]).mean()) == pytest.approx(s["test_score"])
+    assert s["test_score"] != s["test_score_single"]
+    assert "re-solved on every training item; as searched" in (res.out_dir / "report.md").read_text()
+    assert "ranking's stratified subsample" in (res.best_dir / "README.md").read_text()
+    # with --refit on, the refit starts from the re-solved probe (its L2) and trains on train + val
+    common["cache_dir"] = str(tmp_path / "cache2")  # cached features would cost ranking nothing: no subsample
+    run = autotransfer.search(digits_dir, out=tmp_path / "run2", refit="on", **common)
+    again = run.summary
+    assert again["exported"] == "refit" and again["refit_train_items"] == n_train + n_val
+    assert again["completed"].startswith(f"re-solved on all {n_train} training items")
+    completed = json.loads((run.out_dir / "trials" / f"completed_{trial}" / "result.json").read_text())
+    refit_cfg = json.loads((run.best_dir / "config.json").read_text())["refit"]
+    assert refit_cfg["l2"] == {k[:-3]: v for k, v in completed["params"].items() if k.endswith("_l2")}
+
+
 @pytest.mark.slow
 def test_a_refit_that_would_overrun_the_timeout_is_not_applied(zoo, target_dir, tmp_path, monkeypatch):
     from autotransfer._search import final
 
-    monkeypatch.setattr(final, "predicted_seconds", lambda dataset, dirs: 1e9)  # longer than any --timeout
+    monkeypatch.setattr(final, "predicted_seconds", lambda dataset, dirs, extraction=None: 1e9)  # longer than any --timeout
     res = autotransfer.search(
         target_dir, out=tmp_path / "run", sources=[zoo["digits-test_resnet"].spec], trials=2, epochs=2,
         estimators=["logme"], strategies=["linear_probe"], progress=False, cache_dir=str(tmp_path / "cache"),

@@ -164,6 +164,10 @@ def _final_md(summary: dict[str, Any]) -> list[str]:
         lines.append(f"A {kind} of the search's trials {summary.get('ensemble_members')}, chosen on validation by "
                      "greedy ensemble selection; the model section below describes the chosen single trial"
                      + ("" if _nan(cost) else f". Inference cost: {float(cost):.2f}x that trial's") + ".")
+    if summary.get("completed") and not str(summary["completed"]).startswith("not applied"):
+        lines.append("The chosen probe was solved during the search on ranking's stratified subsample of the "
+                     "training split (what ranking's share of the time budget could extract); this model is the "
+                     f"same probe {summary['completed']}.")
     if exported.startswith("refit"):
         what = "Every member was" if _combined(summary) else "The chosen configuration was"
         lines.append(f"{what} retrained on train + validation ({summary.get('refit_train_items')} items) once the "

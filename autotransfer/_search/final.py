@@ -21,10 +21,12 @@ import numpy as np
 from ..console import note
 from ..ensemble import average_models, greedy_ensemble, save_ensemble
 from ..errors import AutotransferError
+from ..features import seconds_per_item
 from ..loading import load_model
 from ..metrics import Scored, confusion_matrix, scorable, score, scored
 from .answer import load_val_probs
-from .refit import predicted_seconds, refit, resolve_refit
+from .record import TrialRecord
+from .refit import complete, predicted_seconds, reads_cached_features, refit, refit_source, resolve_refit, subsampled
 
 _TIE = 1e-12  # an ensemble must beat the single answer by more than rounding to replace it
 
@@ -179,10 +181,10 @@ def _parameters(ctx: Any, answer: Any) -> int:
     return load_model(ctx.plan.models_dir / f"trial_{answer.number}").param_counts()[1]
 
 
-def _refit_columns(ctx: Any, answer: Any, best_dir: Path) -> dict[str, Any]:
-    """``--refit``: retrain the single answer on train + val, test it, export it."""
+def _refit_columns(ctx: Any, answer: Any, best_dir: Path, dirs: dict[int, Path]) -> dict[str, Any]:
+    """``--refit``: retrain the single answer (its model in ``dirs``) on train + val, test it, export it."""
     t0 = time.perf_counter()
-    result = refit(ctx, answer, ctx.plan.models_dir / f"trial_{answer.number}")
+    result = refit(ctx, answer, dirs[answer.number])
     seconds = time.perf_counter() - t0
     target = ctx.plan.models_dir / f"refit_{answer.number}"
     shutil.rmtree(target, ignore_errors=True)
@@ -215,6 +217,38 @@ def _refit_ensemble_columns(ctx: Any, complete: list[Any], answer: Any, pick: _P
     return _refit_summary(f"refit {pick.kind}", tested, seconds, items)
 
 
+def _complete(ctx: Any, answer: Any, best_dir: Path, dirs: dict[int, Path]) -> dict[str, Any]:
+    """The answer, a probe that ranking solved on its stratified subsample (what ranking's share of the
+    budget could extract), re-solved on every training item with its L2 strength chosen on validation
+    again, when that is predicted to fit --timeout: tested, exported, and the model a refit starts from
+    (``dirs`` points to it)."""
+    record = TrialRecord.from_frozen(answer)
+    n_train, items = len(ctx.plan.dataset.splits["train"]), int(record.train_items or 0)
+    folder = dirs[answer.number]
+    need = predicted_seconds(ctx.plan.dataset, [folder], _extraction(ctx, [answer], [folder]))
+    left = ctx.budget.end - ctx.budget.now()
+    if need > left:
+        why = (f"not applied: re-solving on all {n_train} training items should take {need:.0f} s and "
+               f"{max(0.0, left):.0f} s of --timeout are left")
+        note(f"best/ is a probe solved on ranking's subsample of {items} of the {n_train} training items; "
+             f"{why}; raise --timeout")
+        return {"completed": why}
+    t0 = time.perf_counter()
+    result = complete(ctx, answer, folder)
+    seconds = time.perf_counter() - t0
+    target = ctx.plan.models_dir / f"completed_{answer.number}"
+    shutil.rmtree(target, ignore_errors=True)
+    result.save(target)
+    dirs[answer.number] = target
+    tested = test_columns(load_model(target, device=str(ctx.plan.device)), ctx)
+    shutil.rmtree(best_dir, ignore_errors=True)
+    shutil.copytree(target, best_dir)
+    what = (f"re-solved on all {n_train} training items (ranking's subsample: {items}) in {seconds:.0f} s: "
+            f"validation {result.val_score:.4f} ({answer.value:.4f} on the subsample)")
+    note(f"best/ is trial {answer.number}'s probe {what}")
+    return {"exported": "completed", **tested, "completed": what}
+
+
 def _refit_summary(exported: str, tested: dict[str, Any], seconds: float, items: Any) -> dict[str, Any]:
     """The summary's columns of a refit best/ (single or ensemble): its test score twice, as best/'s and
     as the refit's, with the refit's cost."""
@@ -233,10 +267,15 @@ def improve(ctx: Any, complete: list[Any], answer: Any, single_test: Any,
     if ctx.plan.config.ensemble:
         more, pick = _ensemble_columns(ctx, complete, answer, best_dir)
         cols.update(more)
+    dirs = {t.number: ctx.plan.models_dir / f"trial_{t.number}" for t in complete}
+    if pick is None and subsampled(ctx, [answer]) is not None:  # a probe ranking solved on its subsample
+        cols.update(_complete(ctx, answer, best_dir, dirs))
+    by_number = {t.number: t for t in complete}
+    chosen = [answer] if pick is None else [by_number[n] for n in pick.trials]
     on, why = resolve_refit(ctx.plan.config.refit, ctx.plan.dataset)
     cols["refit"] = why
-    if on and _refit_fits(ctx, [answer.number] if pick is None else pick.trials, cols):
-        cols.update(_refit_columns(ctx, answer, best_dir) if pick is None
+    if on and _refit_fits(ctx, chosen, cols, dirs):
+        cols.update(_refit_columns(ctx, answer, best_dir, dirs) if pick is None
                     else _refit_ensemble_columns(ctx, complete, answer, pick, best_dir))
     return cols, cols.pop(CONFUSION, None)
 
@@ -248,10 +287,11 @@ def _single_columns(tested: Any) -> dict[str, Any]:
     return {"test_score_single": tested.value, "test_single_low": tested.low, "test_single_high": tested.high}
 
 
-def _refit_fits(ctx: Any, numbers: list[int], cols: dict[str, Any]) -> bool:
-    """Whether refitting these trials is predicted to end within --timeout; when not, the summary's
-    ``refit`` column and a note say so, and best/ stays as it is."""
-    need = predicted_seconds(ctx.plan.dataset, [ctx.plan.models_dir / f"trial_{n}" for n in numbers])
+def _refit_fits(ctx: Any, trials: list[Any], cols: dict[str, Any], dirs: dict[int, Path]) -> bool:
+    """Whether refitting these trials (their models in ``dirs``) is predicted to end within --timeout; when
+    not, the summary's ``refit`` column and a note say so, and best/ stays as it is."""
+    folders = [dirs[t.number] for t in trials]
+    need = predicted_seconds(ctx.plan.dataset, folders, _extraction(ctx, trials, folders))
     left = ctx.budget.end - ctx.budget.now()
     if need <= left:
         return True
@@ -260,6 +300,14 @@ def _refit_fits(ctx: Any, numbers: list[int], cols: dict[str, Any]) -> bool:
     note(f"--refit: not applied: refitting should take {need:.0f} s and {max(0.0, left):.0f} s of --timeout are "
          "left; raise --timeout to refit")
     return False
+
+
+def _extraction(ctx: Any, trials: list[Any], dirs: list[Path]) -> dict[Path, float]:
+    """Seconds per item of extracting the features a refit of these trials must extract anew (those whose
+    strategy reads cached features), timed on a few items of each trial's source."""
+    return {model_dir: seconds_per_item(refit_source(ctx, TrialRecord.from_frozen(trial)), ctx.plan.dataset,
+                                        device=ctx.plan.device, precision=ctx.plan.precision)
+            for trial, model_dir in zip(trials, dirs, strict=True) if reads_cached_features(model_dir)}
 
 
 def keep_every_trial(ctx: Any) -> bool:

@@ -21,6 +21,7 @@ from .. import sources as sources_mod
 from .._train import train
 from ..data import Dataset
 from ..errors import AutotransferError
+from ..strategies import get_strategy
 from .record import TrialRecord
 from .scratch_size import resized_spec
 
@@ -63,21 +64,49 @@ def _trial_result(model_dir: Path) -> dict[str, Any]:
                                 "pass --refit off, or rerun the search in a new --out") from None
 
 
-def predicted_seconds(dataset: Dataset, model_dirs: list[Path]) -> float:
+def predicted_seconds(dataset: Dataset, model_dirs: list[Path],
+                      extraction: dict[Path, float] | None = None) -> float:
     """Seconds refitting the trials saved in ``model_dirs`` should take: each trial's own seconds, for the
-    epochs up to its kept one, times how many more items train + val holds than train."""
+    epochs up to its kept one, times how many more items train + val holds than the trial trained on (a
+    probe solved on ranking's subsample trained on fewer than the training split).
+
+    ``extraction``: seconds per item of extracting the features of the trials (by model folder) whose
+    strategy trains on cached features (a probe, LP-FT's first stage): their trials read the features
+    ranking had extracted, the refit extracts train + val anew (a new split, not in the cache).
+    """
     n_train = len(dataset.splits["train"])
-    scale = (n_train + len(dataset.splits.get("val", []))) / max(1, n_train)
+    both = n_train + len(dataset.splits.get("val", []))
     total = 0.0
     for model_dir in model_dirs:
         done = _trial_result(model_dir)
         epochs = max(1, int(done.get("epochs_run") or 1))
         kept = int(done.get("best_epoch") or 0) + 1
+        scale = both / max(1, int(done.get("train_items") or n_train))
         total += float(done.get("seconds") or 0.0) * min(1.0, kept / epochs) * scale
+        total += (extraction or {}).get(model_dir, 0.0) * both
     return total
 
 
-def _source(ctx: Any, record: TrialRecord) -> Any:
+def reads_cached_features(model_dir: Path) -> bool:
+    """Whether the trial saved in ``model_dir`` trained a stage on cached features (its refit extracts them)."""
+    done = _trial_result(model_dir)
+    try:
+        strategy = get_strategy(done.get("strategy") or "")
+        return any(stage.cached_features for stage in strategy.stages(dict(done.get("params") or {})))
+    except AutotransferError:  # a strategy no longer registered: nothing to add to the prediction
+        return False
+
+
+def subsampled(ctx: Any, trials: list[Any]) -> int | None:
+    """The most training items any of ``trials`` trained on when one of them trained on fewer than the
+    training split (a probe solved on ranking's subsample), else None."""
+    n_train = len(ctx.plan.dataset.splits["train"])
+    items = [TrialRecord.from_frozen(t).train_items for t in trials]
+    short = [int(n) for n in items if n is not None and int(n) < n_train]
+    return max(short) if short else None
+
+
+def refit_source(ctx: Any, record: TrialRecord) -> Any:
     """The trial's source object; a scratch baseline at the input size it trained at."""
     config = record.config or {}
     name = config.get("source") or record.baseline_source
@@ -85,6 +114,23 @@ def _source(ctx: Any, record: TrialRecord) -> Any:
     if record.is_scratch and record.input_size:
         return sources_mod.resolve_source(resized_spec(source.spec, record.input_size), ctx.plan.source_options)
     return source
+
+
+def complete(ctx: Any, trial: Any, model_dir: Path) -> Any:
+    """Re-solve ``trial``, a probe solved on ranking's training subsample (its model in ``model_dir``), on
+    every training item, choosing its L2 strength on validation as the trial did; returns the ``TrainResult``."""
+    record = TrialRecord.from_frozen(trial)
+    done = _trial_result(model_dir)
+    config = record.config or {}
+    base = ctx.plan.train_config
+    cfg = dataclasses.replace(base, lr=config.get("lr"), weight_decay=config.get("weight_decay", base.weight_decay),
+                              batch_size=done.get("batch_size") or None)
+    result = train(ctx.plan.dataset, refit_source(ctx, record), config.get("strategy") or done["strategy"], cfg,
+                   **dict(config.get("params") or {}))
+    result.model.config = {**result.model.config, "completed": {
+        "trial": trial.number, "train_items": int(result.train_items or 0),
+        "subsample_items": int(record.train_items or 0)}}
+    return result
 
 
 def refit(ctx: Any, trial: Any, model_dir: Path) -> Any:
@@ -103,7 +149,7 @@ def refit(ctx: Any, trial: Any, model_dir: Path) -> Any:
         base, lr=config.get("lr"), weight_decay=config.get("weight_decay", base.weight_decay),
         epochs=max(schedule, kept), stop_after=kept, keep="last", l2=l2 or None,
         batch_size=done.get("batch_size") or None, pretrained=not record.is_scratch)
-    result = train(data, _source(ctx, record), config.get("strategy") or done["strategy"], cfg,
+    result = train(data, refit_source(ctx, record), config.get("strategy") or done["strategy"], cfg,
                    **dict(config.get("params") or {}))
     result.model.config = {**result.model.config, "refit": {
         "trial": trial.number, "train_items": int(result.train_items or 0), "epochs": len(result.val_curve),

@@ -39,7 +39,8 @@ TRIAL_COLUMNS = ["trial", "state", "role", "source", "provider", "strategy", "de
                  "precision"]
 # what best/ is once the search has chosen (``final.improve``): the chosen trial, its refit, an ensemble
 # or a soup; the summary's test_score is best/'s, test_score_single the chosen trial's as searched
-FINAL_COLUMNS = ["exported", "test_score_single", "test_single_low", "test_single_high", "refit", "test_score_refit",
+FINAL_COLUMNS = ["exported", "test_score_single", "test_single_low", "test_single_high", "completed", "refit",
+                 "test_score_refit",
                  "test_refit_low", "test_refit_high", "refit_seconds", "refit_train_items",
                  "ensemble_members", "ensemble_val_score", "ensemble_val_low", "ensemble_val_high",
                  "ensemble_test_score", "ensemble_test_low", "ensemble_test_high", "inference_cost",
@@ -354,6 +355,8 @@ def _final_md(summary: dict[str, Any]) -> list[str]:
     if num("test_score_refit"):
         lines.append(f"Refit on train + val ({summary.get('refit_train_items')} items, "
                      f"{summary.get('refit_seconds')} s): test {num('test_score_refit')}.")
+    if summary.get("completed"):
+        lines.append(f"The chosen probe, solved on ranking's subsample: {summary['completed']}.")
     if summary.get("refit"):
         lines.append(f"Refit: {summary['refit']}.")
     if summary.get("ensemble_members") and not num("ensemble_val_score"):
@@ -385,6 +388,7 @@ def exported_note(summary: dict[str, Any]) -> str:
     if exported == "single" or _missing(single):
         return ""
     what = {"refit": "refit on train + val", "ensemble": "an ensemble of trials", "soup": "a soup of trials",
+            "completed": "re-solved on every training item",
             "refit ensemble": "an ensemble of trials, each refit on train + val",
             "refit soup": "a soup of trials, each refit on train + val"}.get(exported, exported)
     return f" ({what}; as searched {single:.3f})"
