@@ -29,7 +29,7 @@ from .features import is_cached, seconds_per_item
 
 RANK_SHARE = 0.25  # of --timeout, for extraction, estimators and probes (the reason is above)
 PLAN_FILL = 0.8  # the plan aims at this much of the share: the timing of a few batches is an estimate
-MIN_ITEMS_PER_CLASS = 25  # a subsample keeps at least this many training items per class (bench_scale)
+MIN_ITEMS_PER_CLASS = 25  # a subsample keeps at least this many training items per class (bench_rank_subsample)
 MIN_ITEMS = 500  # ... and at least this many in all, when the split has them
 
 
