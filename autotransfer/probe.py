@@ -25,9 +25,13 @@ Precision and tolerances were chosen by ``benchmarks/bench_probe.py`` against th
 solver this replaced, on every suite task's sources: looser walks (1e-3, 1e-4) or float32 changed
 the chosen strength, and with it the validation accuracy, on 2 to 7 of 25 sources (validation
 sets of 100–150 items: one item is 0.7 pp); float32 at these tolerances still moved a collapsed
-source's answer. ``solve_dtype`` is therefore float64 on the CPU, where it costs about twice
-float32 and the probe stays a small fraction of extraction, and float32 on a GPU, whose float64
-throughput is a fraction of its float32 one.
+source's answer. ``solve_dtype`` is therefore float64 on the CPU and float32 on a GPU, whose
+float64 throughput is a fraction of its float32 one. On the CPU the path itself is walked in
+float32 (``WALK_DTYPE``; each point scored on validation in float64) and only the chosen strength
+is polished in float64: the validation accuracy is the exact solver's on every suite source and
+the 1,797 digits, the chosen strength too except on the three planted-harmful sources, where
+several strengths tie on accuracy and float32's cross-entropy breaks the tie differently; it costs
+1.5–2× less at 1,400–5,600 training items (``benchmarks/bench_probe_variants.py``).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ PATIENCE = 2  # points without a better validation score before the path stops
 # 2048 4.4x (1.08) at the same chosen strength and accuracy (benchmarks/bench_scale.py, rendered digits)
 SELECT_ITEMS = 2048
 HISTORY = 20  # L-BFGS curvature pairs
+WALK_DTYPE = torch.float32  # the path's points are compared in float32; the chosen one is polished in the features' dtype
 
 
 @dataclass
@@ -161,7 +166,8 @@ def _walk(x: torch.Tensor, ys: torch.Tensor, xv: torch.Tensor, yvs: torch.Tensor
     for l2 in path:
         state = [_fit(x, ys[:, t], l2, w, b, tol, check, counter) for t, (w, b) in enumerate(state)]
         points += 1
-        accs, losses = zip(*(_scores(xv, yvs[:, t], w, b, metric) for t, (w, b) in enumerate(state)), strict=True)
+        accs, losses = zip(*(_scores(xv, yvs[:, t], w.to(xv.dtype), b.to(xv.dtype), metric)
+                             for t, (w, b) in enumerate(state)), strict=True)
         key = (float(np.mean(accs)), -float(np.mean(losses)))
         if best is None or key > best[0]:
             best, since = (key, list(accs), l2, state), 0
@@ -176,7 +182,7 @@ def solve_path(x: torch.Tensor, ys: torch.Tensor, xv: torch.Tensor, yvs: torch.T
                path: Sequence[float] = L2_PATH, *, classes: Sequence[int] | None = None, tol: float = TOL,
                walk_tol: float = WALK_TOL, select_items: int | None = SELECT_ITEMS,
                seed: int = 0, span: bool = True, check: Callable[[], None] | None = None,
-               metric: str = "accuracy") -> PathResult:
+               metric: str = "accuracy", walk_dtype: torch.dtype | None = WALK_DTYPE) -> PathResult:
     """Solve the heads along ``path`` and choose the strength on validation, by ``metric``.
 
     Args:
@@ -193,6 +199,8 @@ def solve_path(x: torch.Tensor, ys: torch.Tensor, xv: torch.Tensor, yvs: torch.T
         span: solve in the span of the training rows when they are fewer than the features.
         check: called before every gradient evaluation; raise from it to stop.
         metric: what chooses the strength (``autotransfer.metrics``; ties: the lower cross-entropy).
+        walk_dtype: the dtype the path is walked in (None: the features'); the chosen strength is then
+            polished in the features' dtype.
     """
     check = check or (lambda: None)
     counter = [0]
@@ -203,11 +211,13 @@ def solve_path(x: torch.Tensor, ys: torch.Tensor, xv: torch.Tensor, yvs: torch.T
         sub = torch.as_tensor(stratified_rows(ys.cpu().numpy(), select_items, seed), device=x.device)
     xw, yw = (x, ys) if sub is None else (x[sub], ys[sub])
     q = row_basis(xw) if span else None
-    best, points = _walk(xw if q is None else xw @ q, yw, xv if q is None else xv @ q, yvs, path, classes,
-                         max(tol, walk_tol), check, counter, metric)
+    wdt = walk_dtype or x.dtype
+    best, points = _walk((xw if q is None else xw @ q).to(wdt), yw, xv if q is None else xv @ q, yvs,
+                         path, classes, max(tol, walk_tol), check, counter, metric)
     assert best is not None
     key, accs, l2, state = best
-    if sub is not None or walk_tol > tol:  # the chosen strength on every item, to ``tol``, from the walk's solution
+    state = [(w.to(x.dtype), b.to(x.dtype)) for w, b in state]
+    if sub is not None or walk_tol > tol or wdt != x.dtype:  # the chosen strength on every item, to ``tol``
         if sub is None and q is not None:  # the same rows: polish in their span too
             state = [_fit(x @ q, ys[:, t], l2, w, b, tol, check, counter) for t, (w, b) in enumerate(state)]
             state = [(w @ q.T, b) for w, b in state]

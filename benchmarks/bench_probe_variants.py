@@ -6,9 +6,10 @@ the shipped probe (``autotransfer.probe.solve_path``) against variants of it on 
 standardised features, and reports each one's chosen L2 strength and validation accuracy next to
 the shipped one's (a variant is only worth keeping when both are the same):
 
-    shipped        solve_path as the linear-probe stage runs it (float64 on the CPU)
-    f32-walk       the path walked in float32, the chosen strength polished in float64
-    walk-tol       the chosen strength polished only to the walk's tolerance (not to TOL)
+    shipped        solve_path as the linear-probe stage runs it (on the CPU: the path walked in float32,
+                   the chosen strength polished in float64)
+    f64-walk       the path walked in float64 too (the probe before WALK_DTYPE)
+    walk-tol       as f64-walk, the chosen strength polished only to the walk's tolerance (not to TOL)
     precondition   L-BFGS on weights rotated into the eigenbasis of the walk's feature covariance
                    and scaled by sqrt(0.25 * eigenvalue + l2) (the penalised Hessian's diagonal there
                    for a logistic loss at p = 1/2); the polish on every item uses the same basis
@@ -91,17 +92,29 @@ def shipped(x, y, xv, yv, c, counter):
     return res.l2, res.scores[0]
 
 
-def f32_walk(x, y, xv, yv, c, counter, polish_tol=None):
+def walk_then_polish(x, y, xv, yv, c, counter, walk_dtype, polish_tol):
+    """The path walked in ``walk_dtype`` on the shipped probe's rows, the chosen strength polished in x's dtype."""
     from autotransfer import probe as P
 
     xs, ys = walk_rows(x, y)
-    dt = x.dtype if polish_tol is not None else x.new_zeros(0).float().dtype
-    best, _ = P._walk(xs.to(dt), ys[:, None], xv.to(dt), yv[:, None], P.L2_PATH, [c], P.WALK_TOL,
+    best, _ = P._walk(xs.to(walk_dtype), ys[:, None], xv, yv[:, None], P.L2_PATH, [c], P.WALK_TOL,
                       lambda: None, counter, "accuracy")
     _, _, l2, state = best
     w, b = state[0]
-    w, b = P._fit(x, y, l2, w.to(x.dtype), b.to(x.dtype), polish_tol or P.TOL, lambda: None, counter)
+    w, b = P._fit(x, y, l2, w.to(x.dtype), b.to(x.dtype), polish_tol, lambda: None, counter)
     return l2, P._scores(xv, yv, w, b)[0]
+
+
+def f64_walk(x, y, xv, yv, c, counter):
+    from autotransfer import probe as P
+
+    return walk_then_polish(x, y, xv, yv, c, counter, x.dtype, P.TOL)
+
+
+def walk_tol(x, y, xv, yv, c, counter):
+    from autotransfer import probe as P
+
+    return walk_then_polish(x, y, xv, yv, c, counter, x.dtype, P.WALK_TOL)
 
 
 def precondition(x, y, xv, yv, c, counter, alpha=0.25):
@@ -135,13 +148,7 @@ def precondition(x, y, xv, yv, c, counter, alpha=0.25):
     return l2, P._scores(xv, yv, (u / sd) @ basis.T, b)[0]
 
 
-def walk_tol(x, y, xv, yv, c, counter):
-    from autotransfer import probe as P
-
-    return f32_walk(x, y, xv, yv, c, counter, polish_tol=P.WALK_TOL)
-
-
-VARIANTS = {"shipped": shipped, "f32-walk": f32_walk, "walk-tol": walk_tol, "precondition": precondition}
+VARIANTS = {"shipped": shipped, "f64-walk": f64_walk, "walk-tol": walk_tol, "precondition": precondition}
 
 
 def main(argv: list[str] | None = None) -> None:
