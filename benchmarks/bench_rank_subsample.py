@@ -103,22 +103,13 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     import torch
 
-    from autotransfer.datasets import load
-    from autotransfer.features import extract
     from autotransfer.probe import stratified_rows
-    from autotransfer.sources import SourceOptions, resolve_source
 
     if args.threads:
         torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.machine()}; torch {torch.__version__}, {torch.get_num_threads()} threads"
-    ds = load(make_folder(args.work / f"data_{args.n}_{args.classes}_{args.px}", args.n, args.classes, args.px))
-    feats = {}
-    for name, spec in sources(args.px, args.sources).items():
-        src = resolve_source(spec, SourceOptions(offline=True))
-        tr, va = (extract(src, ds, s, cache_dir=args.work / "cache", progress=False) for s in ("train", "val"))
-        feats[name] = (tr.features, tr.labels[:, 0], va.features, va.labels[:, 0])
-        print(f"# features of {name}: {tr.features.shape[0]} train x {tr.features.shape[1]}", flush=True)
+    feats = features(args)
     y = next(iter(feats.values()))[1]
     full_logme, full_probe = {}, {}
     for name, (x, yt, xv, yv) in feats.items():
@@ -152,13 +143,33 @@ def main(argv: list[str] | None = None) -> None:
                                                               "pick", "probe_drop_pp")), flush=True)
     print(f"\nevery item ({len(y)}): best by probe {max(full_probe, key=full_probe.get)}, by LogME "
           f"{max(full_logme, key=full_logme.get)}")
+    print_summary(summary)
+    print(f"wrote {args.out}")
+
+
+def features(args) -> dict[str, tuple]:
+    """Each source's (train features, train labels, val features, val labels), extracted once (cached)."""
+    from autotransfer.datasets import load
+    from autotransfer.features import extract
+    from autotransfer.sources import SourceOptions, resolve_source
+
+    ds = load(make_folder(args.work / f"data_{args.n}_{args.classes}_{args.px}", args.n, args.classes, args.px))
+    feats = {}
+    for name, spec in sources(args.px, args.sources).items():
+        src = resolve_source(spec, SourceOptions(offline=True))
+        tr, va = (extract(src, ds, s, cache_dir=args.work / "cache", progress=False) for s in ("train", "val"))
+        feats[name] = (tr.features, tr.labels[:, 0], va.features, va.labels[:, 0])
+        print(f"# features of {name}: {tr.features.shape[0]} train x {tr.features.shape[1]}", flush=True)
+    return feats
+
+
+def print_summary(summary: dict[tuple[int, str], list[dict]]) -> None:
     print("per class  score  mean tau  min tau  top-1  mean regret (pp)  max regret  probe drop (pp)")
     for (per_class, score), rows in summary.items():
         taus = [r["tau"] for r in rows]
         regrets = [r["regret_pp"] for r in rows]
         print(f"{per_class:9d}  {score:5s}  {np.mean(taus):8.3f}  {min(taus):7.3f}  {np.mean([r['top1'] for r in rows]):5.2f}"
               f"  {np.mean(regrets):16.2f}  {max(regrets):10.2f}  {np.mean([r['probe_drop_pp'] for r in rows]):15.2f}")
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
