@@ -37,6 +37,7 @@ from . import decode_cache
 from .console import warn
 from .decode_cache import centre_offsets, decoded
 from .errors import AutotransferError
+from .memory import keep_freed_memory
 from .precision import autocast, resolve_precision
 
 if TYPE_CHECKING:
@@ -274,6 +275,8 @@ def extract(
     labels = np.asarray(dataset.split_labels(split), dtype=np.int64)
     n = len(items)
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        keep_freed_memory()
     prec = resolve_precision(precision, dev)
 
     path, key = _cache_path(source, dataset, split, prec, cache_dir)

@@ -17,6 +17,7 @@ from ..datasets import load
 from ..decode_cache import decoded
 from ..errors import AutotransferError, DataError
 from ..features import resolve_device
+from ..memory import keep_freed_memory
 from ..metrics import resolve_metric, task_values
 from ..model import TransferModel
 from ..monitor import StopTraining
@@ -105,6 +106,8 @@ def train(dataset: Any, source: Any, strategy: str | Strategy, config: TrainConf
             f"pick a{'n' if ds.modality == 'image' else ''} {ds.modality} source"
         )
     dev = resolve_device(cfg.device)
+    if dev.type == "cpu":
+        keep_freed_memory()
     prec = resolve_precision(cfg.precision, dev)
     metric = resolve_metric(cfg.metric, ds.split_labels("train"), [t.num_classes for t in ds.tasks],
                            ds.split_labels("val"))[0]
