@@ -188,9 +188,11 @@ class _Items:
 
 
 def _backbone(source: Source, dev: Any) -> tuple[Any, Any]:
-    """The pretrained backbone in eval mode on ``dev`` (channels-last for images on CUDA), and its source head."""
+    """The pretrained backbone in eval mode on ``dev`` (channels-last for images on CUDA), and its source head;
+    on the CPU, freed memory is kept for reuse from here on (``memory``)."""
     import torch
 
+    keep_freed_memory(dev)
     model = source.build(pretrained=True)
     model.eval().to(dev)
     if dev.type == "cuda" and source.modality == "image":
@@ -275,8 +277,6 @@ def extract(
     labels = np.asarray(dataset.split_labels(split), dtype=np.int64)
     n = len(items)
     dev = resolve_device(device)
-    if dev.type == "cpu":
-        keep_freed_memory()
     prec = resolve_precision(precision, dev)
 
     path, key = _cache_path(source, dataset, split, prec, cache_dir)

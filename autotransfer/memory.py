@@ -20,18 +20,19 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from typing import Any
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters
 TRIM_BYTES = 1 << 30  # free memory the heap keeps at its top before returning it to the system
 _applied = False
 
 
-def keep_freed_memory() -> bool:
-    """Apply the setting above once (glibc only); True when it is in effect."""
+def keep_freed_memory(device: Any = "cpu") -> bool:
+    """Apply the setting above once (glibc only) when ``device`` is the CPU; True when it is in effect."""
     global _applied
     if _applied:
         return True
-    if os.environ.get("AUTOTRANSFER_MALLOC", "").lower() == "system" or not sys.platform.startswith("linux"):
+    if str(device).split(":")[0] != "cpu" or os.environ.get("AUTOTRANSFER_MALLOC", "").lower() == "system" or not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")

@@ -15,11 +15,11 @@ import resource, sys
 import torch
 from autotransfer.memory import keep_freed_memory
 applied = keep_freed_memory()
-for _ in range(2):  # warm: the first allocation faults its pages in either way
-    torch.ones(50_000_000).sum()
+for _ in range(12):  # warm: the heap grows until freed blocks coalesce into room for the next one
+    torch.ones(12_500_000).sum()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):  # 200 MB each time, freed each time, as a batch's activations are
-    torch.ones(50_000_000).sum()
+for _ in range(5):  # 50 MB each time, freed each time, as a batch's activations are
+    torch.ones(12_500_000).sum()
 print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
@@ -35,6 +35,6 @@ def test_a_freed_large_block_is_reused_instead_of_faulted_in_again():
     kept, kept_faults = _faults({"AUTOTRANSFER_MALLOC": ""})
     system, system_faults = _faults({"AUTOTRANSFER_MALLOC": "system"})
     assert (kept, system) == ("True", "False")  # the environment variable leaves the C library's defaults
-    pages = 5 * 200_000_000 // 4096
-    assert system_faults > pages // 2  # glibc's default: every 200-MB block is mapped and faulted in again
+    pages = 5 * 50_000_000 // 4096
+    assert system_faults > pages // 2  # glibc's default: every 50-MB block is mapped and faulted in again
     assert kept_faults < pages // 20  # kept: the heap's freed block serves the next one

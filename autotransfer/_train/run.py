@@ -106,8 +106,7 @@ def train(dataset: Any, source: Any, strategy: str | Strategy, config: TrainConf
             f"pick a{'n' if ds.modality == 'image' else ''} {ds.modality} source"
         )
     dev = resolve_device(cfg.device)
-    if dev.type == "cpu":
-        keep_freed_memory()
+    keep_freed_memory(dev)
     prec = resolve_precision(cfg.precision, dev)
     metric = resolve_metric(cfg.metric, ds.split_labels("train"), [t.num_classes for t in ds.tasks],
                            ds.split_labels("val"))[0]
