@@ -26,7 +26,7 @@ from ..loading import load_model
 from ..metrics import Scored, confusion_matrix, scorable, score, scored
 from .answer import load_val_probs
 from .record import TrialRecord
-from .refit import complete, predicted_seconds, reads_cached_features, refit, refit_source, resolve_refit, subsampled
+from .refit import complete, on_subsample, predicted_seconds, reads_cached_features, refit, refit_source, resolve_refit
 
 _TIE = 1e-12  # an ensemble must beat the single answer by more than rounding to replace it
 
@@ -268,7 +268,7 @@ def improve(ctx: Any, complete: list[Any], answer: Any, single_test: Any,
         more, pick = _ensemble_columns(ctx, complete, answer, best_dir)
         cols.update(more)
     dirs = {t.number: ctx.plan.models_dir / f"trial_{t.number}" for t in complete}
-    if pick is None and subsampled(ctx, [answer]) is not None:  # a probe ranking solved on its subsample
+    if pick is None and on_subsample(ctx, answer):  # a probe ranking solved on its subsample
         cols.update(_complete(ctx, answer, best_dir, dirs))
     by_number = {t.number: t for t in complete}
     chosen = [answer] if pick is None else [by_number[n] for n in pick.trials]

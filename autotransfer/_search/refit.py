@@ -97,13 +97,10 @@ def reads_cached_features(model_dir: Path) -> bool:
         return False
 
 
-def subsampled(ctx: Any, trials: list[Any]) -> int | None:
-    """The most training items any of ``trials`` trained on when one of them trained on fewer than the
-    training split (a probe solved on ranking's subsample), else None."""
-    n_train = len(ctx.plan.dataset.splits["train"])
-    items = [TrialRecord.from_frozen(t).train_items for t in trials]
-    short = [int(n) for n in items if n is not None and int(n) < n_train]
-    return max(short) if short else None
+def on_subsample(ctx: Any, trial: Any) -> bool:
+    """Whether ``trial`` trained on fewer items than the training split (a probe solved on ranking's subsample)."""
+    items = TrialRecord.from_frozen(trial).train_items
+    return items is not None and int(items) < len(ctx.plan.dataset.splits["train"])
 
 
 def refit_source(ctx: Any, record: TrialRecord) -> Any:
@@ -116,17 +113,22 @@ def refit_source(ctx: Any, record: TrialRecord) -> Any:
     return source
 
 
+def _replay(ctx: Any, record: TrialRecord, done: dict[str, Any], data: Dataset, **overrides: Any) -> Any:
+    """Train the trial's configuration (source, strategy and parameters, lr, weight decay, batch size) on
+    ``data``, the search's training config changed by ``overrides``; returns the ``TrainResult``."""
+    config = record.config or {}
+    base = ctx.plan.train_config
+    cfg = dataclasses.replace(base, lr=config.get("lr"), weight_decay=config.get("weight_decay", base.weight_decay),
+                              batch_size=done.get("batch_size") or None, **overrides)
+    return train(data, refit_source(ctx, record), config.get("strategy") or done["strategy"], cfg,
+                 **dict(config.get("params") or {}))
+
+
 def complete(ctx: Any, trial: Any, model_dir: Path) -> Any:
     """Re-solve ``trial``, a probe solved on ranking's training subsample (its model in ``model_dir``), on
     every training item, choosing its L2 strength on validation as the trial did; returns the ``TrainResult``."""
     record = TrialRecord.from_frozen(trial)
-    done = _trial_result(model_dir)
-    config = record.config or {}
-    base = ctx.plan.train_config
-    cfg = dataclasses.replace(base, lr=config.get("lr"), weight_decay=config.get("weight_decay", base.weight_decay),
-                              batch_size=done.get("batch_size") or None)
-    result = train(ctx.plan.dataset, refit_source(ctx, record), config.get("strategy") or done["strategy"], cfg,
-                   **dict(config.get("params") or {}))
+    result = _replay(ctx, record, _trial_result(model_dir), ctx.plan.dataset)
     result.model.config = {**result.model.config, "completed": {
         "trial": trial.number, "train_items": int(result.train_items or 0),
         "subsample_items": int(record.train_items or 0)}}
@@ -139,18 +141,11 @@ def refit(ctx: Any, trial: Any, model_dir: Path) -> Any:
     record = TrialRecord.from_frozen(trial)
     done = _trial_result(model_dir)
     params = dict(done.get("params") or {})
-    config = record.config or {}
     l2 = {k[:-len("_l2")]: float(v) for k, v in params.items() if k.endswith("_l2") and v is not None}
     kept = int(done.get("best_epoch", record.best_epoch or 0)) + 1
     schedule = int(record.planned_epochs or ctx.plan.epochs)
-    data = train_and_val(ctx.plan.dataset)
-    base = ctx.plan.train_config
-    cfg = dataclasses.replace(
-        base, lr=config.get("lr"), weight_decay=config.get("weight_decay", base.weight_decay),
-        epochs=max(schedule, kept), stop_after=kept, keep="last", l2=l2 or None,
-        batch_size=done.get("batch_size") or None, pretrained=not record.is_scratch)
-    result = train(data, refit_source(ctx, record), config.get("strategy") or done["strategy"], cfg,
-                   **dict(config.get("params") or {}))
+    result = _replay(ctx, record, done, train_and_val(ctx.plan.dataset), epochs=max(schedule, kept),
+                     stop_after=kept, keep="last", l2=l2 or None, pretrained=not record.is_scratch)
     result.model.config = {**result.model.config, "refit": {
         "trial": trial.number, "train_items": int(result.train_items or 0), "epochs": len(result.val_curve),
         "schedule_epochs": max(schedule, kept), "l2": l2}}
